@@ -1,0 +1,180 @@
+//! Application assembly: state, listeners, and the run loop with graceful shutdown.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum_server::Handle;
+use sqlx::PgPool;
+
+use crate::auth::token::TokenKeys;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::sts::Sts;
+use crate::{db, http};
+
+/// Shared state of the handlers; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    pub db: PgPool,
+    pub keys: TokenKeys,
+    pub sts: Sts,
+    pub metrics: Metrics,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// A built application: listeners bound, database migrated, ready to run.
+pub struct Application {
+    state: AppState,
+    api_listener: TcpListener,
+    metrics_listener: TcpListener,
+    handle: Handle<SocketAddr>,
+}
+
+impl Application {
+    /// Connects to (and creates, and migrates) the database, loads the signing key, and binds
+    /// both listeners. Port 0 picks a free port; see [`Application::port`].
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = db::connect_and_migrate(&config.database_url, config.db_max_connections).await?;
+        let keys = TokenKeys::load_or_generate(&config)?;
+        let sts = Sts::new(&config).await;
+        let metrics = Metrics::new()?;
+        let api_listener = bind(config.listen_addr)?;
+        let metrics_listener = bind(config.metrics_addr)?;
+        let state = AppState(Arc::new(Inner {
+            config,
+            db,
+            keys,
+            sts,
+            metrics,
+        }));
+        Ok(Application {
+            state,
+            api_listener,
+            metrics_listener,
+            handle: Handle::new(),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.api_listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(0)
+    }
+
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(0)
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// A handle that stops the server gracefully when asked (tests use it; `run_until_stopped`
+    /// also stops on SIGTERM and ctrl-c).
+    pub fn handle(&self) -> Handle<SocketAddr> {
+        self.handle.clone()
+    }
+
+    /// Serves until SIGTERM, ctrl-c or the handle asks to stop, then lets in-flight requests
+    /// finish within the configured grace period.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Application {
+            state,
+            api_listener,
+            metrics_listener,
+            handle,
+        } = self;
+        let grace = state.config.shutdown_grace;
+        let tls = state.config.tls.clone();
+        let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let metrics_app = state.metrics.router();
+
+        // One control drives both listeners: a shutdown drains the API and stops metrics.
+        let metrics_handle: Handle<SocketAddr> = Handle::with_control(handle.control());
+        let metrics_task = tokio::spawn(
+            axum_server::from_tcp(metrics_listener)?
+                .handle(metrics_handle)
+                .serve(metrics_app.into_make_service()),
+        );
+
+        let signal_handle = handle.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown requested; draining in-flight requests");
+            signal_handle.graceful_shutdown(Some(grace));
+        });
+
+        tracing::info!(
+            addr = %api_listener.local_addr()?,
+            metrics = %state.config.metrics_addr,
+            tls = tls.is_some(),
+            "lanyard-server listening"
+        );
+        let result = match tls {
+            Some(files) => {
+                let rustls =
+                    axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
+                        .await
+                        .with_context(|| {
+                            format!("loading TLS certificate {}", files.cert.display())
+                        })?;
+                axum_server::from_tcp_rustls(api_listener, rustls)?
+                    .handle(handle.clone())
+                    .serve(app)
+                    .await
+            }
+            None => {
+                axum_server::from_tcp(api_listener)?
+                    .handle(handle.clone())
+                    .serve(app)
+                    .await
+            }
+        };
+        handle.shutdown();
+        let _ = metrics_task.await;
+        state.db.close().await;
+        tracing::info!("lanyard-server stopped");
+        result.context("serving the API")
+    }
+}
+
+fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

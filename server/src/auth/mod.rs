@@ -1,0 +1,197 @@
+//! Authentication and every permission decision.
+//!
+//! A request is authenticated by a bearer JWT that this broker signed (see [`token`]); the
+//! token names a subject, one [`Role`] and optionally the customers it is limited to.
+//! [`Principal::authorize`] is the single place that decides what a role may do.
+
+pub mod token;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::domain::CustomerId;
+use crate::http::error::ApiError;
+
+/// What a token may do. Roles are not hierarchical except `admin`, which may do everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything: customers, roles, sessions, audit.
+    Admin,
+    /// Open support sessions, fetch credentials for their own sessions, list customers.
+    Support,
+    /// Customer sessions for services and batch jobs.
+    Service,
+    /// Read the audit log and reports.
+    Auditor,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Support => "support",
+            Role::Service => "service",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "admin" => Some(Role::Admin),
+            "support" => Some(Role::Support),
+            "service" => Some(Role::Service),
+            "auditor" => Some(Role::Auditor),
+            _ => None,
+        }
+    }
+}
+
+/// Every kind of operation a permission is decided for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Create, disable and enable customers; onboarding; external-ID rotation; roles.
+    ManageCustomers,
+    /// List and show customers and their roles.
+    ReadCustomers,
+}
+
+impl Action {
+    fn allowed_for(self, role: Role) -> bool {
+        use Role::*;
+        match self {
+            Action::ManageCustomers => matches!(role, Admin),
+            Action::ReadCustomers => matches!(role, Admin | Support | Auditor),
+        }
+    }
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub subject: String,
+    pub role: Role,
+    /// `None`: every customer; `Some`: only these.
+    pub customers: Option<Vec<CustomerId>>,
+    pub token_id: uuid::Uuid,
+}
+
+impl Principal {
+    /// Decides whether this principal may perform `action`, on `customer` when one is named.
+    pub fn authorize(&self, action: Action, customer: Option<&CustomerId>) -> Result<(), ApiError> {
+        if !action.allowed_for(self.role) {
+            return Err(ApiError::Forbidden(format!(
+                "a token with role '{}' may not do this",
+                self.role.as_str()
+            )));
+        }
+        if let Some(customer) = customer {
+            if !self.may_see(customer) {
+                return Err(ApiError::Forbidden(format!(
+                    "this token is not valid for customer '{customer}'"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the token's customer limit (if any) includes `customer`.
+    pub fn may_see(&self, customer: &CustomerId) -> bool {
+        self.customers
+            .as_ref()
+            .is_none_or(|list| list.contains(customer))
+    }
+
+    /// The actor name written to audit rows and AWS session context.
+    pub fn actor(&self) -> &str {
+        &self.subject
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
+        let raw = header
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into())
+            })?;
+        let claims = state.keys.verify(raw)?;
+        token::check_not_revoked(&state.db, &claims).await?;
+        claims.into_principal()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(role: Role, customers: Option<Vec<&str>>) -> Principal {
+        Principal {
+            subject: "alice".into(),
+            role,
+            customers: customers.map(|c| {
+                c.into_iter()
+                    .map(|s| CustomerId::parse(s).unwrap())
+                    .collect()
+            }),
+            token_id: uuid::Uuid::nil(),
+        }
+    }
+
+    #[test]
+    fn only_admins_manage_customers() {
+        for role in [Role::Support, Role::Service, Role::Auditor] {
+            assert!(
+                principal(role, None)
+                    .authorize(Action::ManageCustomers, None)
+                    .is_err()
+            );
+        }
+        assert!(
+            principal(Role::Admin, None)
+                .authorize(Action::ManageCustomers, None)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn services_cannot_read_the_customer_list() {
+        assert!(
+            principal(Role::Service, None)
+                .authorize(Action::ReadCustomers, None)
+                .is_err()
+        );
+        for role in [Role::Admin, Role::Support, Role::Auditor] {
+            assert!(
+                principal(role, None)
+                    .authorize(Action::ReadCustomers, None)
+                    .is_ok()
+            );
+        }
+    }
+
+    #[test]
+    fn customer_limited_tokens_see_only_their_customers() {
+        let p = principal(Role::Support, Some(vec!["acme-corp"]));
+        let acme = CustomerId::parse("acme-corp").unwrap();
+        let other = CustomerId::parse("globex").unwrap();
+        assert!(p.authorize(Action::ReadCustomers, Some(&acme)).is_ok());
+        assert!(p.authorize(Action::ReadCustomers, Some(&other)).is_err());
+    }
+}

@@ -1,0 +1,312 @@
+//! API tokens the broker signs itself: Ed25519 (EdDSA) JWTs with a `jti` recorded in
+//! Postgres, so that revocation takes effect on every instance at once.
+//!
+//! The signing key comes from `--signing-key-file`, or is generated once into the data
+//! directory (0600). Instances behind one load balancer must share the key.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+use chrono::{DateTime, Utc};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{Principal, Role};
+use crate::config::Config;
+use crate::db;
+use crate::domain::CustomerId;
+use crate::http::error::ApiError;
+
+pub const ISSUER: &str = "lanyard";
+pub const AUDIENCE: &str = "lanyard-api";
+const KEY_FILE_NAME: &str = "signing-key.pem";
+const PEM_TAG: &str = "PRIVATE KEY";
+
+/// The claims of a Lanyard API token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customers: Option<Vec<String>>,
+    pub jti: Uuid,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+impl Claims {
+    pub fn into_principal(self) -> Result<Principal, ApiError> {
+        let bad = || ApiError::Unauthorized("token claims are invalid".into());
+        let role = Role::parse(&self.role).ok_or_else(bad)?;
+        let customers = self
+            .customers
+            .map(|list| {
+                list.iter()
+                    .map(|c| CustomerId::parse(c))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()
+            .map_err(|_| bad())?;
+        Ok(Principal {
+            subject: self.sub,
+            role,
+            customers,
+            token_id: self.jti,
+        })
+    }
+}
+
+/// The key pair that signs and verifies tokens.
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKeys([redacted])")
+    }
+}
+
+impl TokenKeys {
+    /// Loads the configured key file, or the data directory's key, generating it if missing.
+    pub fn load_or_generate(config: &Config) -> anyhow::Result<Self> {
+        let path = match &config.signing_key_file {
+            Some(path) => path.clone(),
+            None => generate_if_missing(&config.data_dir)?,
+        };
+        let text = std::fs::read(&path)
+            .with_context(|| format!("reading signing key {}", path.display()))?;
+        if let Ok(meta) = std::fs::metadata(&path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), "signing key file is readable by group or others; chmod 600 it");
+            }
+        }
+        Self::from_pem(&text).with_context(|| format!("loading signing key {}", path.display()))
+    }
+
+    /// Reads a PKCS#8 Ed25519 private key in PEM form (`openssl genpkey -algorithm ed25519`).
+    pub fn from_pem(pem_text: &[u8]) -> anyhow::Result<Self> {
+        let parsed = pem::parse(pem_text).context("not a PEM file")?;
+        if parsed.tag() != PEM_TAG {
+            bail!("expected a '{PEM_TAG}' PEM block, found '{}'", parsed.tag());
+        }
+        let der = parsed.contents();
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+            .map_err(|e| anyhow::anyhow!("not a PKCS#8 Ed25519 key: {e}"))?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 30;
+        Ok(Self {
+            encoding: EncodingKey::from_ed_der(der),
+            decoding: DecodingKey::from_ed_der(pair.public_key().as_ref()),
+            validation,
+        })
+    }
+
+    pub fn sign(&self, claims: &Claims) -> anyhow::Result<String> {
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), claims, &self.encoding)
+            .context("signing token")
+    }
+
+    /// Checks signature, issuer, audience and expiry. Revocation is checked separately.
+    pub fn verify(&self, raw: &str) -> Result<Claims, ApiError> {
+        jsonwebtoken::decode::<Claims>(raw, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| {
+                let why = match e.kind() {
+                    ErrorKind::ExpiredSignature => "token has expired",
+                    ErrorKind::InvalidSignature => "token signature is invalid",
+                    ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
+                        "token was not issued for this broker"
+                    }
+                    _ => "token is malformed",
+                };
+                ApiError::Unauthorized(why.into())
+            })
+    }
+}
+
+/// Writes a new key to `<data_dir>/signing-key.pem` unless one exists; returns its path.
+/// Safe against concurrent first starts: the file appears atomically, or not at all.
+fn generate_if_missing(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = data_dir.join(KEY_FILE_NAME);
+    if path.exists() {
+        return Ok(path);
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+        .map_err(|_| anyhow::anyhow!("generating an Ed25519 key failed"))?;
+    let text = pem::encode(&pem::Pem::new(PEM_TAG, doc.as_ref().to_vec()));
+    let tmp = data_dir.join(format!(".{KEY_FILE_NAME}.{}", Uuid::new_v4()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    drop(file);
+    // hard_link fails if the target exists, so a key generated meanwhile by another process wins.
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "generated a new token signing key");
+            Ok(path)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(path),
+        Err(e) => Err(e).with_context(|| format!("writing {}", path.display())),
+    }
+}
+
+/// A token just issued, as printed by `lanyard-server token issue`.
+#[derive(Debug)]
+pub struct IssuedToken {
+    pub token: String,
+    pub jti: Uuid,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Records and signs a new token. `actor` is who asked for it, for the audit row.
+pub async fn issue(
+    pool: &PgPool,
+    keys: &TokenKeys,
+    actor: &str,
+    subject: &str,
+    role: Role,
+    customers: Option<Vec<CustomerId>>,
+    ttl: Duration,
+) -> anyhow::Result<IssuedToken> {
+    if subject.is_empty() || subject.len() > 128 || subject.chars().any(char::is_control) {
+        bail!("subject must be 1-128 characters without control characters");
+    }
+    let now = Utc::now();
+    let expires_at = now + chrono::Duration::from_std(ttl).context("ttl too large")?;
+    let jti = Uuid::new_v4();
+    let customer_names: Option<Vec<String>> =
+        customers.map(|list| list.iter().map(|c| c.to_string()).collect());
+    let claims = Claims {
+        iss: ISSUER.into(),
+        aud: AUDIENCE.into(),
+        sub: subject.into(),
+        role: role.as_str().into(),
+        customers: customer_names.clone(),
+        jti,
+        iat: now.timestamp(),
+        exp: expires_at.timestamp(),
+    };
+    let token = keys.sign(&claims)?;
+    let mut tx = pool.begin().await?;
+    db::tokens::insert(
+        &mut tx,
+        jti,
+        subject,
+        role.as_str(),
+        customer_names.as_deref(),
+        now,
+        expires_at,
+    )
+    .await?;
+    db::audit::insert(
+        &mut *tx,
+        &db::audit::NewEvent {
+            actor: actor.into(),
+            action: "token.issue",
+            detail: Some(serde_json::json!({
+                "jti": jti, "subject": subject, "role": role.as_str(),
+                "customers": customer_names, "expires_at": expires_at,
+            })),
+            ..db::audit::NewEvent::success()
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(IssuedToken {
+        token,
+        jti,
+        expires_at,
+    })
+}
+
+/// Rejects tokens whose row is missing (not issued here) or revoked.
+pub async fn check_not_revoked(pool: &PgPool, claims: &Claims) -> Result<(), ApiError> {
+    match db::tokens::revoked_at(pool, claims.jti).await? {
+        None => Err(ApiError::Unauthorized(
+            "token is not known to this broker".into(),
+        )),
+        Some(Some(_)) => Err(ApiError::Unauthorized("token has been revoked".into())),
+        Some(None) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_sign_tokens_that_verify_and_reject_tampering() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = generate_if_missing(dir.path()).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // A second call keeps the first key.
+        let before = std::fs::read(&path).unwrap();
+        generate_if_missing(dir.path()).unwrap();
+        assert_eq!(before, std::fs::read(&path).unwrap());
+
+        let keys = TokenKeys::from_pem(&before).unwrap();
+        let now = Utc::now().timestamp();
+        let claims = Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: "alice".into(),
+            role: "admin".into(),
+            customers: None,
+            jti: Uuid::new_v4(),
+            iat: now,
+            exp: now + 60,
+        };
+        let token = keys.sign(&claims).unwrap();
+        assert_eq!(keys.verify(&token).unwrap().sub, "alice");
+
+        let mut tampered = token.clone();
+        tampered.insert(tampered.len() - 5, 'A');
+        assert!(keys.verify(&tampered).is_err());
+
+        let other = TokenKeys::from_pem(
+            std::fs::read(generate_if_missing(tempfile::tempdir().unwrap().path()).unwrap())
+                .unwrap()
+                .as_slice(),
+        )
+        .unwrap();
+        assert!(other.verify(&token).is_err());
+
+        let expired = Claims {
+            exp: now - 120,
+            iat: now - 240,
+            ..claims
+        };
+        assert!(keys.verify(&keys.sign(&expired).unwrap()).is_err());
+    }
+}

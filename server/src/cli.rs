@@ -1,0 +1,182 @@
+//! The `lanyard-server` command line: `serve` (default), `token issue|revoke|list`,
+//! `openapi`, `migrate`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use uuid::Uuid;
+
+use crate::app::Application;
+use crate::auth::Role;
+use crate::auth::token::{self, TokenKeys};
+use crate::config::Settings;
+use crate::domain::{CustomerId, parse_duration};
+use crate::{db, http, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lanyard-server",
+    version,
+    about = "Lanyard credential broker server",
+    long_about = "Lanyard credential broker: brokers short-lived AWS credentials into \
+                        customer accounts, audited in Postgres.\n\nWithout a command, `serve` runs."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API and metrics listeners (the default).
+    Serve,
+    /// Issue, revoke and list API tokens (uses the same database and signing key as `serve`).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print the OpenAPI document.
+    Openapi,
+    /// Create the database if missing and apply migrations, then exit.
+    Migrate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Sign a new token and print it alone on stdout.
+    Issue {
+        /// Who the token is for (a person or a service); recorded as the actor in audit rows.
+        #[arg(long)]
+        subject: String,
+        /// What the token may do.
+        #[arg(long, value_enum)]
+        role: Role,
+        /// Limit the token to this customer (repeat for several). Default: all customers.
+        #[arg(long = "customer", value_name = "CUSTOMER")]
+        customers: Vec<String>,
+        /// Lifetime, e.g. 12h, 30d.
+        #[arg(long, default_value = "30d", value_parser = parse_ttl)]
+        ttl: Duration,
+    },
+    /// Revoke a token by its id (jti); every instance refuses it from then on.
+    Revoke {
+        /// The token id, as shown by `token list`.
+        jti: Uuid,
+    },
+    /// List tokens (live ones; `--all` includes expired and revoked).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+fn parse_ttl(raw: &str) -> Result<Duration, String> {
+    parse_duration(raw).map_err(|e| e.to_string())
+}
+
+/// Runs the command line; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.settings.resolve()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            telemetry::init(config.log_format);
+            let app = Application::build(config).await?;
+            app.run_until_stopped().await
+        }
+        Command::Openapi => {
+            print!("{}", http::openapi::document_json());
+            Ok(())
+        }
+        Command::Migrate => {
+            telemetry::init(config.log_format);
+            db::connect_and_migrate(&config.database_url, 2).await?;
+            eprintln!("database is up to date");
+            Ok(())
+        }
+        Command::Token(cmd) => {
+            let pool = db::connect_and_migrate(&config.database_url, 2).await?;
+            let actor = format!(
+                "local:{}",
+                std::env::var("USER").unwrap_or_else(|_| "operator".into())
+            );
+            match cmd {
+                TokenCommand::Issue {
+                    subject,
+                    role,
+                    customers,
+                    ttl,
+                } => {
+                    let keys = TokenKeys::load_or_generate(&config)?;
+                    let customers = if customers.is_empty() {
+                        None
+                    } else {
+                        Some(
+                            customers
+                                .iter()
+                                .map(|c| {
+                                    CustomerId::parse(c).with_context(|| format!("--customer {c}"))
+                                })
+                                .collect::<anyhow::Result<Vec<_>>>()?,
+                        )
+                    };
+                    let issued =
+                        token::issue(&pool, &keys, &actor, &subject, role, customers, ttl).await?;
+                    eprintln!(
+                        "token {} for {subject} ({}) expires {}",
+                        issued.jti,
+                        role.as_str(),
+                        issued.expires_at.to_rfc3339()
+                    );
+                    println!("{}", issued.token);
+                }
+                TokenCommand::Revoke { jti } => {
+                    let mut tx = pool.begin().await?;
+                    let row = db::tokens::revoke(&mut tx, jti)
+                        .await?
+                        .with_context(|| format!("no token with id {jti}"))?;
+                    db::audit::insert(
+                        &mut *tx,
+                        &db::audit::NewEvent {
+                            actor,
+                            action: "token.revoke",
+                            detail: Some(serde_json::json!({ "jti": jti, "subject": row.subject })),
+                            ..db::audit::NewEvent::success()
+                        },
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    eprintln!("revoked token {jti} of {}", row.subject);
+                }
+                TokenCommand::List { all } => {
+                    println!(
+                        "{:<36}  {:<20}  {:<8}  {:<25}  {:<8}  CUSTOMERS",
+                        "ID", "SUBJECT", "ROLE", "EXPIRES", "STATE"
+                    );
+                    for t in db::tokens::list(&pool, all).await? {
+                        let state = if t.revoked_at.is_some() {
+                            "revoked"
+                        } else if t.expires_at <= chrono::Utc::now() {
+                            "expired"
+                        } else {
+                            "live"
+                        };
+                        println!(
+                            "{:<36}  {:<20}  {:<8}  {:<25}  {:<8}  {}",
+                            t.jti,
+                            t.subject,
+                            t.role,
+                            t.expires_at
+                                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                            state,
+                            t.customers
+                                .map(|c| c.join(","))
+                                .unwrap_or_else(|| "*".into())
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}

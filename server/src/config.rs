@@ -1,0 +1,321 @@
+//! Settings: command-line flags, `LANYARD_*` environment variables and an optional TOML file
+//! (`--config`), in that order of precedence, over the defaults below. `--help` documents
+//! every setting; secrets are redacted in `Debug` output and never logged.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::domain::ExternalId;
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/lanyard";
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9090";
+pub const DEFAULT_DATA_DIR: &str = "./lanyard-data";
+pub const DEFAULT_EXTERNAL_ID_PREFIX: &str = "Lanyard";
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_BODY_LIMIT_BYTES: usize = 64 * 1024;
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 20;
+pub const DEFAULT_DB_MAX_CONNECTIONS: u32 = 16;
+
+/// What to do when a role's trust policy lets AssumeRole through without the external ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TrustCheckMode {
+    /// The role is not activated (status `failed`): it is open to the confused-deputy attack.
+    #[default]
+    Enforce,
+    /// The role is activated and flagged (`trust_check: open`); for local emulators.
+    Warn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Server settings. Every flag can also be set by its `LANYARD_*` variable or in the TOML
+/// file given with `--config` (keys are the flag names with `_` for `-`).
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// TOML file with settings; flags and environment variables override it.
+    #[arg(long, env = "LANYARD_CONFIG", global = true)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Postgres URL; the database is created if missing and migrated on start.
+    /// [default: postgres://postgres@127.0.0.1:5432/lanyard]
+    #[arg(long, env = "LANYARD_DATABASE_URL", global = true, hide_env_values = true,
+          value_parser = parse_secret)]
+    pub database_url: Option<SecretString>,
+
+    /// Largest number of Postgres connections this instance opens. [default: 16]
+    #[arg(long, env = "LANYARD_DB_MAX_CONNECTIONS", global = true)]
+    pub db_max_connections: Option<u32>,
+
+    /// Address of the API listener. [default: 127.0.0.1:8080]
+    #[arg(long, env = "LANYARD_LISTEN_ADDR", global = true)]
+    pub listen_addr: Option<SocketAddr>,
+
+    /// Address of the Prometheus `/metrics` listener. [default: 127.0.0.1:9090]
+    #[arg(long, env = "LANYARD_METRICS_ADDR", global = true)]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Directory for local state such as the generated signing key (created 0700).
+    /// [default: ./lanyard-data]
+    #[arg(long, env = "LANYARD_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+
+    /// PEM file with the Ed25519 (PKCS#8) key that signs API tokens. Several instances must
+    /// share one key. [default: <data-dir>/signing-key.pem, generated on first use]
+    #[arg(long, env = "LANYARD_SIGNING_KEY_FILE", global = true)]
+    pub signing_key_file: Option<PathBuf>,
+
+    /// One endpoint for STS and CloudWatch (a local AWS emulator). The standard `AWS_*`
+    /// variables and credential chain apply as usual. [default: real AWS]
+    #[arg(long, env = "LANYARD_AWS_ENDPOINT_URL", global = true)]
+    pub aws_endpoint_url: Option<String>,
+
+    /// AWS region for the regional STS endpoint. [default: from the AWS chain, else us-east-1]
+    #[arg(long, env = "LANYARD_AWS_REGION", global = true)]
+    pub aws_region: Option<String>,
+
+    /// The broker's own IAM principal ARN, put in customers' trust policies.
+    /// [default: derived from sts:GetCallerIdentity]
+    #[arg(long, env = "LANYARD_BROKER_PRINCIPAL_ARN", global = true)]
+    pub broker_principal_arn: Option<String>,
+
+    /// CloudWatch namespace for published metrics. [default: unset, CloudWatch off]
+    #[arg(long, env = "LANYARD_CLOUDWATCH_NAMESPACE", global = true)]
+    pub cloudwatch_namespace: Option<String>,
+
+    /// Prefix of generated external IDs. [default: Lanyard]
+    #[arg(long, env = "LANYARD_EXTERNAL_ID_PREFIX", global = true)]
+    pub external_id_prefix: Option<String>,
+
+    /// What a role whose trust policy does not require the external ID gets. [default: enforce]
+    #[arg(long, env = "LANYARD_TRUST_CHECK", global = true, value_enum)]
+    pub trust_check: Option<TrustCheckMode>,
+
+    /// PEM certificate chain; with --tls-key the API listener speaks TLS. [default: plain HTTP]
+    #[arg(long, env = "LANYARD_TLS_CERT", global = true, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "LANYARD_TLS_KEY", global = true, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// S3 URL of the customer-role template, for CloudFormation quick-create links in
+    /// onboarding documents. [default: unset, no link]
+    #[arg(long, env = "LANYARD_ONBOARDING_TEMPLATE_URL", global = true)]
+    pub onboarding_template_url: Option<String>,
+
+    /// Longest time a request may take before it is answered with 503. [default: 30]
+    #[arg(long, env = "LANYARD_REQUEST_TIMEOUT_SECS", global = true)]
+    pub request_timeout_secs: Option<u64>,
+
+    /// Largest request body accepted, in bytes; larger bodies get 413. [default: 65536]
+    #[arg(long, env = "LANYARD_BODY_LIMIT_BYTES", global = true)]
+    pub body_limit_bytes: Option<usize>,
+
+    /// Time in-flight requests get to finish after SIGTERM or ctrl-c. [default: 20]
+    #[arg(long, env = "LANYARD_SHUTDOWN_GRACE_SECS", global = true)]
+    pub shutdown_grace_secs: Option<u64>,
+
+    /// Log line format; the level comes from `RUST_LOG` (default `info`). [default: text]
+    #[arg(long, env = "LANYARD_LOG_FORMAT", global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The resolved configuration the application runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: SecretString,
+    pub db_max_connections: u32,
+    pub listen_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub signing_key_file: Option<PathBuf>,
+    pub aws_endpoint_url: Option<String>,
+    pub aws_region: Option<String>,
+    pub broker_principal_arn: Option<String>,
+    pub cloudwatch_namespace: Option<String>,
+    pub external_id_prefix: String,
+    pub trust_check: TrustCheckMode,
+    pub tls: Option<TlsFiles>,
+    pub onboarding_template_url: Option<String>,
+    pub request_timeout: Duration,
+    pub body_limit_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Settings {
+    /// Layers the `--config` file (if any) under these settings and applies the defaults.
+    pub fn resolve(self) -> anyhow::Result<Config> {
+        let file = match &self.config {
+            Some(path) => Self::from_file(path)?,
+            None => Settings::default(),
+        };
+        let s = self.over(file);
+        let prefix = s
+            .external_id_prefix
+            .unwrap_or_else(|| DEFAULT_EXTERNAL_ID_PREFIX.to_owned());
+        ExternalId::validate_prefix(&prefix).context("invalid external_id_prefix")?;
+        let tls = match (s.tls_cert, s.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => bail!("tls_cert and tls_key must be set together"),
+        };
+        let body_limit_bytes = s.body_limit_bytes.unwrap_or(DEFAULT_BODY_LIMIT_BYTES);
+        if body_limit_bytes < 1024 {
+            bail!("body_limit_bytes must be at least 1024");
+        }
+        Ok(Config {
+            database_url: s
+                .database_url
+                .unwrap_or_else(|| SecretString::from(DEFAULT_DATABASE_URL)),
+            db_max_connections: s
+                .db_max_connections
+                .unwrap_or(DEFAULT_DB_MAX_CONNECTIONS)
+                .max(2),
+            listen_addr: s.listen_addr.unwrap_or(parse_addr(DEFAULT_LISTEN_ADDR)?),
+            metrics_addr: s.metrics_addr.unwrap_or(parse_addr(DEFAULT_METRICS_ADDR)?),
+            data_dir: s
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            signing_key_file: s.signing_key_file,
+            aws_endpoint_url: s.aws_endpoint_url.filter(|u| !u.is_empty()),
+            aws_region: s.aws_region.filter(|r| !r.is_empty()),
+            broker_principal_arn: s.broker_principal_arn.filter(|a| !a.is_empty()),
+            cloudwatch_namespace: s.cloudwatch_namespace.filter(|n| !n.is_empty()),
+            external_id_prefix: prefix,
+            trust_check: s.trust_check.unwrap_or_default(),
+            tls,
+            onboarding_template_url: s.onboarding_template_url.filter(|u| !u.is_empty()),
+            request_timeout: Duration::from_secs(
+                s.request_timeout_secs
+                    .unwrap_or(DEFAULT_REQUEST_TIMEOUT_SECS)
+                    .max(1),
+            ),
+            body_limit_bytes,
+            shutdown_grace: Duration::from_secs(
+                s.shutdown_grace_secs.unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS),
+            ),
+            log_format: s.log_format.unwrap_or_default(),
+        })
+    }
+
+    fn from_file(path: &Path) -> anyhow::Result<Settings> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+
+    /// `self` wins field by field; `lower` fills the gaps.
+    fn over(self, lower: Settings) -> Settings {
+        Settings {
+            config: self.config,
+            database_url: self.database_url.or(lower.database_url),
+            db_max_connections: self.db_max_connections.or(lower.db_max_connections),
+            listen_addr: self.listen_addr.or(lower.listen_addr),
+            metrics_addr: self.metrics_addr.or(lower.metrics_addr),
+            data_dir: self.data_dir.or(lower.data_dir),
+            signing_key_file: self.signing_key_file.or(lower.signing_key_file),
+            aws_endpoint_url: self.aws_endpoint_url.or(lower.aws_endpoint_url),
+            aws_region: self.aws_region.or(lower.aws_region),
+            broker_principal_arn: self.broker_principal_arn.or(lower.broker_principal_arn),
+            cloudwatch_namespace: self.cloudwatch_namespace.or(lower.cloudwatch_namespace),
+            external_id_prefix: self.external_id_prefix.or(lower.external_id_prefix),
+            trust_check: self.trust_check.or(lower.trust_check),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            onboarding_template_url: self
+                .onboarding_template_url
+                .or(lower.onboarding_template_url),
+            request_timeout_secs: self.request_timeout_secs.or(lower.request_timeout_secs),
+            body_limit_bytes: self.body_limit_bytes.or(lower.body_limit_bytes),
+            shutdown_grace_secs: self.shutdown_grace_secs.or(lower.shutdown_grace_secs),
+            log_format: self.log_format.or(lower.log_format),
+        }
+    }
+}
+
+fn parse_secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(raw))
+}
+
+fn parse_addr(raw: &str) -> anyhow::Result<SocketAddr> {
+    raw.parse()
+        .with_context(|| format!("invalid address {raw}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn flags_override_the_file_and_defaults_fill_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lanyard.toml");
+        std::fs::write(
+            &path,
+            "listen_addr = \"127.0.0.1:7000\"\nexternal_id_prefix = \"Acme\"\ntrust_check = \"warn\"\n",
+        )
+        .unwrap();
+        let settings = Settings {
+            config: Some(path),
+            external_id_prefix: Some("Flag".into()),
+            ..Settings::default()
+        };
+        let config = settings.resolve().unwrap();
+        assert_eq!(config.listen_addr.port(), 7000);
+        assert_eq!(config.external_id_prefix, "Flag");
+        assert_eq!(config.trust_check, TrustCheckMode::Warn);
+        assert_eq!(config.database_url.expose_secret(), DEFAULT_DATABASE_URL);
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_prefixes_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lanyard.toml");
+        std::fs::write(&path, "listen_adr = \"127.0.0.1:7000\"\n").unwrap();
+        let settings = Settings {
+            config: Some(path),
+            ..Settings::default()
+        };
+        assert!(settings.resolve().is_err());
+        let settings = Settings {
+            external_id_prefix: Some("has space".into()),
+            ..Settings::default()
+        };
+        assert!(settings.resolve().is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_the_database_password() {
+        let settings = Settings {
+            database_url: Some(SecretString::from("postgres://u:hunter2@db/lanyard")),
+            ..Settings::default()
+        };
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        let config = settings.resolve().unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

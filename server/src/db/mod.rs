@@ -1,0 +1,59 @@
+//! All SQL: the connection pool, migrations, and one file per table group.
+//! Functions take a `&PgPool` or an executor inside a transaction and return `sqlx` errors.
+
+pub mod audit;
+pub mod customers;
+pub mod roles;
+pub mod tokens;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::migrate::{MigrateDatabase, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+
+/// The schema, embedded from `migrations/`.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// Creates the database if missing, connects, and applies pending migrations.
+pub async fn connect_and_migrate(
+    url: &SecretString,
+    max_connections: u32,
+) -> anyhow::Result<PgPool> {
+    let url = url.expose_secret();
+    let options: PgConnectOptions = url
+        .parse()
+        .context("LANYARD_DATABASE_URL is not a valid Postgres URL")?;
+    let name = options.get_database().unwrap_or("(default)").to_owned();
+    if !Postgres::database_exists(url)
+        .await
+        .context("connecting to Postgres")?
+    {
+        match Postgres::create_database(url).await {
+            Ok(()) => tracing::info!(database = %name, "created database"),
+            // Another instance may have created it a moment ago.
+            Err(e) if Postgres::database_exists(url).await.unwrap_or(false) => {
+                tracing::debug!(error = %e, "database appeared concurrently");
+            }
+            Err(e) => return Err(e).context("creating the database"),
+        }
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_with(options)
+        .await
+        .with_context(|| format!("connecting to database {name}"))?;
+    MIGRATOR.run(&pool).await.context("applying migrations")?;
+    Ok(pool)
+}
+
+/// Whether the database answers and every embedded migration has been applied.
+pub async fn is_ready(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await?;
+    Ok(applied >= MIGRATOR.iter().count() as i64)
+}

@@ -1,0 +1,135 @@
+//! `role`: the IAM roles customers registered, and what their last verification found.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RoleRow {
+    pub customer_id: String,
+    pub name: String,
+    pub role_arn: String,
+    pub session_kinds: Vec<String>,
+    pub max_session_seconds: i32,
+    pub session_policy: Option<serde_json::Value>,
+    pub status: String,
+    pub trust_check: String,
+    pub verified_at: Option<DateTime<Utc>>,
+    pub last_checked_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str =
+    "customer_id, name, role_arn, session_kinds, max_session_seconds, session_policy,
+    status, trust_check, verified_at, last_checked_at, last_error, created_at, updated_at";
+
+pub struct RoleSpec<'a> {
+    pub role_arn: &'a str,
+    pub session_kinds: &'a [String],
+    pub max_session_seconds: i32,
+    pub session_policy: Option<&'a serde_json::Value>,
+}
+
+/// Registers or updates a role. Any change resets it to `unverified` until checked again.
+#[tracing::instrument(skip_all, fields(customer, name))]
+pub async fn upsert(
+    conn: &mut PgConnection,
+    customer: &str,
+    name: &str,
+    spec: &RoleSpec<'_>,
+) -> Result<RoleRow, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO role (customer_id, name, role_arn, session_kinds, max_session_seconds, session_policy)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (customer_id, name) DO UPDATE
+            SET role_arn = EXCLUDED.role_arn, session_kinds = EXCLUDED.session_kinds,
+                max_session_seconds = EXCLUDED.max_session_seconds,
+                session_policy = EXCLUDED.session_policy,
+                status = 'unverified', trust_check = 'not_run', verified_at = NULL,
+                verified_external_id = NULL, last_error = NULL, updated_at = now()
+         RETURNING {COLUMNS}"
+    )))
+    .bind(customer)
+    .bind(name)
+    .bind(spec.role_arn)
+    .bind(spec.session_kinds)
+    .bind(spec.max_session_seconds)
+    .bind(spec.session_policy)
+    .fetch_one(conn)
+    .await
+}
+
+#[tracing::instrument(skip_all, fields(customer, name))]
+pub async fn get<'e>(
+    exec: impl PgExecutor<'e>,
+    customer: &str,
+    name: &str,
+) -> Result<Option<RoleRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM role WHERE customer_id = $1 AND name = $2"
+    )))
+    .bind(customer)
+    .bind(name)
+    .fetch_optional(exec)
+    .await
+}
+
+#[tracing::instrument(skip_all, fields(customer))]
+pub async fn list<'e>(
+    exec: impl PgExecutor<'e>,
+    customer: &str,
+) -> Result<Vec<RoleRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM role WHERE customer_id = $1 ORDER BY name"
+    )))
+    .bind(customer)
+    .fetch_all(exec)
+    .await
+}
+
+/// Whether any role of the customer is verified.
+pub async fn any_verified<'e>(
+    exec: impl PgExecutor<'e>,
+    customer: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM role WHERE customer_id = $1 AND status = 'verified')",
+    )
+    .bind(customer)
+    .fetch_one(exec)
+    .await
+}
+
+/// The outcome of one verification run.
+pub struct CheckResult<'a> {
+    pub status: &'a str,
+    pub trust_check: &'a str,
+    pub verified_external_id: Option<&'a str>,
+    pub error: Option<&'a str>,
+}
+
+#[tracing::instrument(skip_all, fields(customer, name, status = result.status))]
+pub async fn record_check(
+    conn: &mut PgConnection,
+    customer: &str,
+    name: &str,
+    result: &CheckResult<'_>,
+) -> Result<RoleRow, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE role
+            SET status = $3, trust_check = $4, verified_external_id = $5, last_error = $6,
+                verified_at = CASE WHEN $3 = 'verified' THEN now() END,
+                last_checked_at = now(), updated_at = now()
+          WHERE customer_id = $1 AND name = $2
+         RETURNING {COLUMNS}"
+    )))
+    .bind(customer)
+    .bind(name)
+    .bind(result.status)
+    .bind(result.trust_check)
+    .bind(result.verified_external_id)
+    .bind(result.error)
+    .fetch_one(conn)
+    .await
+}

@@ -1,0 +1,78 @@
+//! `issued_token`: the API tokens this broker signed, for revocation.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct TokenRow {
+    pub jti: Uuid,
+    pub subject: String,
+    pub role: String,
+    pub customers: Option<Vec<String>>,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[tracing::instrument(skip_all, fields(%jti))]
+pub async fn insert(
+    conn: &mut PgConnection,
+    jti: Uuid,
+    subject: &str,
+    role: &str,
+    customers: Option<&[String]>,
+    issued_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO issued_token (jti, subject, role, customers, issued_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(jti)
+    .bind(subject)
+    .bind(role)
+    .bind(customers)
+    .bind(issued_at)
+    .bind(expires_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// `None`: no such token; `Some(None)`: live; `Some(Some(t))`: revoked at `t`.
+#[tracing::instrument(skip_all, fields(%jti))]
+pub async fn revoked_at(
+    pool: &PgPool,
+    jti: Uuid,
+) -> Result<Option<Option<DateTime<Utc>>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT revoked_at FROM issued_token WHERE jti = $1")
+        .bind(jti)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Marks a token revoked; returns the row, or `None` if there is no such token.
+#[tracing::instrument(skip_all, fields(%jti))]
+pub async fn revoke(conn: &mut PgConnection, jti: Uuid) -> Result<Option<TokenRow>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE issued_token SET revoked_at = coalesce(revoked_at, now()) WHERE jti = $1
+         RETURNING jti, subject, role, customers, issued_at, expires_at, revoked_at",
+    )
+    .bind(jti)
+    .fetch_optional(conn)
+    .await
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn list(pool: &PgPool, include_inactive: bool) -> Result<Vec<TokenRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT jti, subject, role, customers, issued_at, expires_at, revoked_at
+           FROM issued_token
+          WHERE $1 OR (revoked_at IS NULL AND expires_at > now())
+          ORDER BY issued_at",
+    )
+    .bind(include_inactive)
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,57 @@
+//! Validated domain types: every identifier and rule the broker relies on, parsed once at
+//! the edge ("parse, don't validate"). No I/O, no axum, no sqlx.
+
+mod arn;
+mod duration;
+mod external_id;
+mod names;
+
+pub use arn::RoleArn;
+pub use duration::parse_duration;
+pub use external_id::ExternalId;
+pub use names::{CustomerId, DisplayName, RoleName, SessionKind};
+
+/// Why a value was rejected; the message names the rule, never echoes secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+impl ParseError {
+    pub(crate) fn new(msg: impl Into<String>) -> Self {
+        Self(msg.into())
+    }
+}
+
+/// Implements the boilerplate shared by string newtypes: `as_str`, `Display`, `AsRef<str>`,
+/// `Serialize`, and a `Deserialize` that runs the type's parser.
+macro_rules! string_newtype {
+    ($ty:ident) => {
+        impl $ty {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl AsRef<str> for $ty {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(d)?;
+                $ty::parse(&raw).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+pub(crate) use string_newtype;

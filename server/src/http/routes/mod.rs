@@ -1,0 +1,68 @@
+//! One file per resource; each exposes its routes with their OpenAPI annotations.
+
+pub mod customers;
+pub mod health;
+pub mod roles;
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header::USER_AGENT;
+use axum::http::request::Parts;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use super::RequestId;
+use super::openapi::ApiDoc;
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::db::audit::NewEvent;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(health::routes())
+        .merge(customers::routes())
+        .merge(roles::routes())
+}
+
+/// Who sent a request and from where, for audit rows.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub request_id: Option<String>,
+    pub source_ip: Option<std::net::IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+impl RequestContext {
+    /// An audit event pre-filled with this request's context and the principal.
+    pub fn event(&self, principal: &Principal, action: &'static str) -> NewEvent {
+        NewEvent {
+            request_id: self.request_id.clone(),
+            actor: principal.actor().to_owned(),
+            actor_role: Some(principal.role.as_str()),
+            action,
+            source_ip: self.source_ip,
+            user_agent: self.user_agent.clone(),
+            ..NewEvent::success()
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(RequestContext {
+            request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
+            source_ip: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+            user_agent: parts
+                .headers
+                .get(USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(256).collect()),
+        })
+    }
+}

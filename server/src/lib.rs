@@ -1,0 +1,12 @@
+//! Lanyard: a self-hosted credential broker for cross-account AWS access.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod http;
+pub mod metrics;
+pub mod sts;
+pub mod telemetry;

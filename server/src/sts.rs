@@ -1,0 +1,311 @@
+//! AWS STS: the broker's identity, AssumeRole, and role verification.
+//!
+//! One SDK client per instance, with standard retries (exponential backoff with jitter) and
+//! bounded timeouts. Credentials obtained here are never logged.
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sts::types::Tag;
+use tokio::sync::OnceCell;
+
+use crate::config::Config;
+use crate::domain::{ExternalId, RoleArn};
+
+/// What went wrong in an STS call, without any secret: an AWS error code and its message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct StsError {
+    pub code: String,
+    pub message: String,
+}
+
+impl StsError {
+    pub fn is_access_denied(&self) -> bool {
+        self.code == "AccessDenied"
+    }
+
+    fn from_sdk<E, R>(err: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        match &err {
+            SdkError::ServiceError(service) => {
+                let inner = service.err();
+                StsError {
+                    code: inner.code().unwrap_or("Unknown").to_owned(),
+                    message: inner.message().unwrap_or("no message").to_owned(),
+                }
+            }
+            SdkError::TimeoutError(_) => StsError {
+                code: "Timeout".into(),
+                message: "STS did not answer in time".into(),
+            },
+            SdkError::DispatchFailure(f) => StsError {
+                code: "Unreachable".into(),
+                message: if f.is_timeout() {
+                    "STS did not answer in time".into()
+                } else {
+                    "could not reach STS".into()
+                },
+            },
+            _ => StsError {
+                code: "ClientError".into(),
+                message: aws_smithy_error_text(&err),
+            },
+        }
+    }
+}
+
+fn aws_smithy_error_text(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// An AssumeRole request as the broker makes it.
+#[derive(Debug, Clone)]
+pub struct AssumeRoleRequest<'a> {
+    pub role_arn: &'a RoleArn,
+    /// `None` only for the confused-deputy check.
+    pub external_id: Option<&'a ExternalId>,
+    pub session_name: String,
+    pub source_identity: Option<String>,
+    pub tags: Vec<(String, String)>,
+    pub duration_seconds: i32,
+    pub policy: Option<String>,
+}
+
+/// Temporary credentials. `Debug` hides the secret parts.
+pub struct AssumedCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    pub expiration: chrono::DateTime<chrono::Utc>,
+}
+
+impl std::fmt::Debug for AssumedCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AssumedCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("expiration", &self.expiration)
+            .finish_non_exhaustive()
+    }
+}
+
+pub struct Sts {
+    client: aws_sdk_sts::Client,
+    configured_principal: Option<String>,
+    discovered_principal: OnceCell<String>,
+}
+
+impl Sts {
+    pub async fn new(config: &Config) -> Self {
+        let region =
+            RegionProviderChain::first_try(config.aws_region.clone().map(aws_config::Region::new))
+                .or_default_provider()
+                .or_else(aws_config::Region::new("us-east-1"));
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(region)
+            .retry_config(RetryConfig::standard().with_max_attempts(3))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(Duration::from_secs(5))
+                    .operation_timeout(Duration::from_secs(12))
+                    .build(),
+            );
+        if let Some(url) = &config.aws_endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let sdk = loader.load().await;
+        Sts {
+            client: aws_sdk_sts::Client::new(&sdk),
+            configured_principal: config.broker_principal_arn.clone(),
+            discovered_principal: OnceCell::new(),
+        }
+    }
+
+    /// The IAM principal customers must trust: from configuration, else from
+    /// sts:GetCallerIdentity (an assumed-role ARN is turned into its role ARN).
+    pub async fn broker_principal(&self) -> Result<String, StsError> {
+        if let Some(arn) = &self.configured_principal {
+            return Ok(arn.clone());
+        }
+        self.discovered_principal
+            .get_or_try_init(|| async {
+                let out = self
+                    .client
+                    .get_caller_identity()
+                    .send()
+                    .await
+                    .map_err(StsError::from_sdk)?;
+                let arn = out.arn().unwrap_or_default();
+                Ok(principal_from_caller_arn(arn))
+            })
+            .await
+            .cloned()
+    }
+
+    #[tracing::instrument(skip_all, fields(role_arn = %req.role_arn, session_name = %req.session_name))]
+    pub async fn assume_role(
+        &self,
+        req: &AssumeRoleRequest<'_>,
+    ) -> Result<AssumedCredentials, StsError> {
+        let tags = req
+            .tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StsError {
+                code: "InvalidTag".into(),
+                message: e.to_string(),
+            })?;
+        let out = self
+            .client
+            .assume_role()
+            .role_arn(req.role_arn.as_str())
+            .role_session_name(&req.session_name)
+            .set_external_id(req.external_id.map(|e| e.as_str().to_owned()))
+            .set_source_identity(req.source_identity.clone())
+            .set_tags((!tags.is_empty()).then_some(tags))
+            .duration_seconds(req.duration_seconds)
+            .set_policy(req.policy.clone())
+            .send()
+            .await
+            .map_err(StsError::from_sdk)?;
+        let creds = out.credentials().ok_or_else(|| StsError {
+            code: "NoCredentials".into(),
+            message: "AssumeRole returned no credentials".into(),
+        })?;
+        let expiration = chrono::DateTime::from_timestamp(creds.expiration().secs(), 0)
+            .unwrap_or_else(chrono::Utc::now);
+        Ok(AssumedCredentials {
+            access_key_id: creds.access_key_id().to_owned(),
+            secret_access_key: creds.secret_access_key().to_owned(),
+            session_token: creds.session_token().to_owned(),
+            expiration,
+        })
+    }
+
+    /// Verifies a role: AssumeRole with each candidate external ID in turn (pending first),
+    /// then once without any (the confused-deputy check,
+    /// <https://docs.aws.amazon.com/IAM/latest/UserGuide/confused-deputy.html>).
+    pub async fn verify_role(
+        &self,
+        role_arn: &RoleArn,
+        customer: &str,
+        candidates: &[&ExternalId],
+    ) -> Verification {
+        let request = |external_id| AssumeRoleRequest {
+            role_arn,
+            external_id,
+            session_name: format!("lanyard-verify-{customer}")
+                .chars()
+                .take(64)
+                .collect(),
+            source_identity: Some("lanyard-verify".into()),
+            tags: vec![("lanyard-purpose".into(), "verify".into())],
+            duration_seconds: 900,
+            policy: None,
+        };
+        let mut last_error = None;
+        let mut verified_with = None;
+        for candidate in candidates {
+            match self.assume_role(&request(Some(*candidate))).await {
+                Ok(_) => {
+                    verified_with = Some((*candidate).clone());
+                    break;
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        let Some(verified_with) = verified_with else {
+            return Verification::Failed(last_error.unwrap_or_else(|| StsError {
+                code: "NoExternalId".into(),
+                message: "the customer has no external ID".into(),
+            }));
+        };
+        let trust = match self.assume_role(&request(None)).await {
+            Ok(_) => TrustCheck::Open,
+            Err(e) if e.is_access_denied() => TrustCheck::Passed,
+            Err(e) => TrustCheck::Inconclusive(e),
+        };
+        Verification::Assumed {
+            verified_with,
+            trust,
+        }
+    }
+}
+
+/// What verifying a role found.
+#[derive(Debug)]
+pub enum Verification {
+    /// No candidate external ID let the broker assume the role.
+    Failed(StsError),
+    /// The role was assumed with `verified_with`; `trust` says whether it also opened without one.
+    Assumed {
+        verified_with: ExternalId,
+        trust: TrustCheck,
+    },
+}
+
+#[derive(Debug)]
+pub enum TrustCheck {
+    /// AssumeRole without the external ID was denied, as it must be.
+    Passed,
+    /// AssumeRole without the external ID succeeded: the role is open to the confused deputy.
+    Open,
+    /// The check itself failed for another reason.
+    Inconclusive(StsError),
+}
+
+impl TrustCheck {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TrustCheck::Passed => "passed",
+            TrustCheck::Open => "open",
+            TrustCheck::Inconclusive(_) => "inconclusive",
+        }
+    }
+}
+
+fn principal_from_caller_arn(arn: &str) -> String {
+    // arn:aws:sts::123456789012:assumed-role/RoleName/session → arn:aws:iam::123456789012:role/RoleName
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    if let [_, partition, "sts", _, account, resource] = parts.as_slice() {
+        if let Some(rest) = resource.strip_prefix("assumed-role/") {
+            if let Some((role, _session)) = rest.split_once('/') {
+                return format!("arn:{partition}:iam::{account}:role/{role}");
+            }
+        }
+    }
+    arn.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assumed_role_callers_become_role_principals() {
+        assert_eq!(
+            principal_from_caller_arn("arn:aws:sts::123456789012:assumed-role/Broker/i-0abc"),
+            "arn:aws:iam::123456789012:role/Broker"
+        );
+        assert_eq!(
+            principal_from_caller_arn("arn:aws:iam::123456789012:user/broker"),
+            "arn:aws:iam::123456789012:user/broker"
+        );
+    }
+}
