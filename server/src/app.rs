@@ -13,6 +13,9 @@ use crate::metrics::Metrics;
 use crate::sts::Sts;
 use crate::{db, http};
 
+/// Stops a running [`Application`] (graceful or immediate).
+pub type ServerHandle = Handle<SocketAddr>;
+
 /// Shared state of the handlers; cheap to clone.
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);

@@ -9,6 +9,7 @@ use aws_config::BehaviorVersion;
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_sdk_sts::config::http::HttpResponse;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::types::Tag;
 use tokio::sync::OnceCell;
@@ -29,18 +30,29 @@ impl StsError {
         self.code == "AccessDenied"
     }
 
-    fn from_sdk<E, R>(err: SdkError<E, R>) -> Self
+    fn from_sdk<E>(err: SdkError<E, HttpResponse>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
     {
         match &err {
             SdkError::ServiceError(service) => {
                 let inner = service.err();
-                StsError {
-                    code: inner.code().unwrap_or("Unknown").to_owned(),
-                    message: inner.message().unwrap_or("no message").to_owned(),
-                }
+                // The SDK reads `ErrorResponse/Error/Code`. Some STS-compatible endpoints
+                // (moto among them) nest it as `ErrorResponse/Errors/Error/Code`; read the
+                // raw body then, so the operator still sees the real code.
+                let body = std::str::from_utf8(service.raw().body().bytes().unwrap_or_default())
+                    .unwrap_or_default();
+                let code = inner
+                    .code()
+                    .map(str::to_owned)
+                    .or_else(|| xml_element(body, "Code"))
+                    .unwrap_or_else(|| format!("HTTP{}", service.raw().status().as_u16()));
+                let message = inner
+                    .message()
+                    .map(str::to_owned)
+                    .or_else(|| xml_element(body, "Message"))
+                    .unwrap_or_else(|| "no message".to_owned());
+                StsError { code, message }
             }
             SdkError::TimeoutError(_) => StsError {
                 code: "Timeout".into(),
@@ -60,6 +72,22 @@ impl StsError {
             },
         }
     }
+}
+
+/// The text of the first `<name>` element in an XML error body (error bodies are tiny
+/// and flat; a full XML parser buys nothing here).
+fn xml_element(body: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = body.find(&open)? + open.len();
+    let len = body[start..].find(&format!("</{name}>"))?;
+    let text = body[start..start + len].trim();
+    (!text.is_empty()).then(|| {
+        text.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&")
+    })
 }
 
 fn aws_smithy_error_text(err: &dyn std::error::Error) -> String {
@@ -283,12 +311,11 @@ impl TrustCheck {
 fn principal_from_caller_arn(arn: &str) -> String {
     // arn:aws:sts::123456789012:assumed-role/RoleName/session → arn:aws:iam::123456789012:role/RoleName
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    if let [_, partition, "sts", _, account, resource] = parts.as_slice() {
-        if let Some(rest) = resource.strip_prefix("assumed-role/") {
-            if let Some((role, _session)) = rest.split_once('/') {
-                return format!("arn:{partition}:iam::{account}:role/{role}");
-            }
-        }
+    if let [_, partition, "sts", _, account, resource] = parts.as_slice()
+        && let Some(rest) = resource.strip_prefix("assumed-role/")
+        && let Some((role, _session)) = rest.split_once('/')
+    {
+        return format!("arn:{partition}:iam::{account}:role/{role}");
     }
     arn.to_owned()
 }
@@ -307,5 +334,14 @@ mod tests {
             principal_from_caller_arn("arn:aws:iam::123456789012:user/broker"),
             "arn:aws:iam::123456789012:user/broker"
         );
+    }
+
+    #[test]
+    fn error_codes_are_read_from_either_error_body_shape() {
+        let nested = r#"<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>a &amp; b</Message></Error></Errors></ErrorResponse>"#;
+        assert_eq!(xml_element(nested, "Code").as_deref(), Some("AccessDenied"));
+        assert_eq!(xml_element(nested, "Message").as_deref(), Some("a & b"));
+        assert_eq!(xml_element("<Code></Code>", "Code"), None);
+        assert_eq!(xml_element("not xml", "Code"), None);
     }
 }

@@ -1,1 +1,515 @@
+//! Test harness: spawns the real application on port 0 against a fresh Postgres database and
+//! the local AWS endpoint (moto) that `tests/run` starts, and talks HTTP to it.
+//!
+//! Environment (set by `tests/run`): `LANYARD_TEST_DATABASE_URL` (a server URL; each test
+//! gets its own database on it), `LANYARD_TEST_MOTO_URL` (moto server mode).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lanyard_server::app::Application;
+use lanyard_server::auth::Role;
+use lanyard_server::auth::token::{self, TokenKeys};
+use lanyard_server::config::{Config, Settings, TrustCheckMode};
+use lanyard_server::domain::CustomerId;
+use reqwest::{Method, Response};
+use secrecy::SecretString;
+use serde_json::Value;
+use sqlx::PgPool;
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The Postgres server URL tests create their databases on.
+pub fn database_server_url() -> String {
+    std::env::var("LANYARD_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned())
+}
+
+/// The moto endpoint; tests that need AWS fail clearly without it.
+pub fn moto_url() -> String {
+    std::env::var("LANYARD_TEST_MOTO_URL")
+        .expect("LANYARD_TEST_MOTO_URL is not set: run the suite with tests/run, which starts moto")
+}
+
+/// A URL for a brand-new database name on the test server (created by the app on start).
+pub fn fresh_database_url() -> String {
+    let server = database_server_url();
+    let base = server.rsplit_once('/').map(|(b, _)| b).unwrap_or(&server);
+    format!("{base}/lanyard_test_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Settings for a test instance: port 0, fresh database, temp data dir, moto, trust check warn
+/// (moto enforces no trust policy).
+pub fn test_settings(database_url: &str, data_dir: &std::path::Path) -> Settings {
+    Settings {
+        database_url: Some(SecretString::from(database_url)),
+        listen_addr: Some("127.0.0.1:0".parse().unwrap()),
+        metrics_addr: Some("127.0.0.1:0".parse().unwrap()),
+        data_dir: Some(data_dir.to_path_buf()),
+        aws_endpoint_url: Some(moto_url()),
+        aws_region: Some("us-east-1".into()),
+        trust_check: Some(TrustCheckMode::Warn),
+        db_max_connections: Some(8),
+        ..Settings::default()
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub base: String,
+    pub db: PgPool,
+    pub database_url: String,
+    pub config: Config,
+    pub http: reqwest::Client,
+    pub admin_token: String,
+    pub data_dir: tempfile::TempDir,
+    handle: lanyard_server::app::ServerHandle,
+}
+
+impl TestApp {
+    /// Spawns the application with the default test settings.
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Spawns the application after `adjust` changed the settings.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+        init_test_log();
+        let data_dir = tempfile::tempdir().unwrap();
+        let database_url = fresh_database_url();
+        let mut settings = test_settings(&database_url, data_dir.path());
+        adjust(&mut settings);
+        let config = settings.resolve().unwrap();
+        let app = Application::build(config.clone())
+            .await
+            .expect("application builds");
+        let addr = SocketAddr::from(([127, 0, 0, 1], app.port()));
+        let metrics_addr = SocketAddr::from(([127, 0, 0, 1], app.metrics_port()));
+        let db = app.state().db.clone();
+        let handle = app.handle();
+        tokio::spawn(app.run_until_stopped());
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let mut test_app = TestApp {
+            addr,
+            metrics_addr,
+            base: format!("http://{addr}"),
+            db,
+            database_url,
+            config,
+            http,
+            admin_token: String::new(),
+            data_dir,
+            handle,
+        };
+        test_app.admin_token = test_app.token(Role::Admin, None).await;
+        test_app
+    }
+
+    /// Issues a token the way `lanyard-server token issue` does.
+    pub async fn token(&self, role: Role, customers: Option<Vec<&str>>) -> String {
+        self.token_for("tester", role, customers, Duration::from_secs(3600))
+            .await
+    }
+
+    pub async fn token_for(
+        &self,
+        subject: &str,
+        role: Role,
+        customers: Option<Vec<&str>>,
+        ttl: Duration,
+    ) -> String {
+        let keys = TokenKeys::load_or_generate(&self.config).unwrap();
+        let customers =
+            customers.map(|c| c.iter().map(|s| CustomerId::parse(s).unwrap()).collect());
+        token::issue(&self.db, &keys, "test", subject, role, customers, ttl)
+            .await
+            .unwrap()
+            .token
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request with an optional bearer token and JSON body; returns status and JSON.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let response = self.send(method, path, token, body).await;
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, json)
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// As admin.
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(method, path, Some(&self.admin_token.clone()), body)
+            .await
+    }
+
+    /// Creates a customer and returns its JSON.
+    pub async fn create_customer(&self, id: &str) -> Value {
+        let (status, body) = self
+            .admin(
+                Method::POST,
+                "/v1/customers",
+                Some(serde_json::json!({ "id": id, "display_name": id })),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    /// Registers a role (moto accepts any ARN) and returns its JSON.
+    pub async fn register_role(&self, customer: &str, name: &str) -> Value {
+        let (status, body) = self
+            .admin(
+                Method::PUT,
+                &format!("/v1/customers/{customer}/roles/{name}"),
+                Some(serde_json::json!({ "role_arn": "arn:aws:iam::111122223333:role/LanyardAccess" })),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Counts rows of a table (for "changes nothing" assertions).
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
+    /// A fingerprint of every row the API can change, to show a request changed nothing.
+    pub async fn snapshot(&self) -> String {
+        let mut out = String::new();
+        for table in [
+            "customer",
+            "external_id",
+            "role",
+            "issued_token",
+            "audit_event",
+        ] {
+            let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT t::text FROM {table} t ORDER BY t::text"
+            )))
+            .fetch_all(&self.db)
+            .await
+            .unwrap();
+            out.push_str(&format!("{table}: {rows:?}\n"));
+        }
+        out
+    }
+
+    pub fn stop(&self) {
+        self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+    }
+}
+
+/// Path of a binary built by this workspace (the real `lanyard-server` / `lanyard`).
+pub fn binary(name: &str) -> PathBuf {
+    // tests run from target/debug/deps; the binaries sit in target/debug.
+    let mut path = std::env::current_exe().unwrap();
+    path.pop();
+    if path.ends_with("deps") {
+        path.pop();
+    }
+    let path = path.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (tests/run does)",
+        path.display()
+    );
+    path
+}
+
+fn init_test_log() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        lanyard_server::telemetry::init(lanyard_server::config::LogFormat::Text);
+    }
+}
+
+/// The real `lanyard-server` binary running as a child process.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub base: String,
+    pub env: Vec<(String, String)>,
+    stderr_lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    /// Starts `lanyard-server serve` with `env` (JSON logs) and waits until it listens.
+    pub fn start(env: &[(&str, &str)]) -> ServerProcess {
+        use std::io::BufRead;
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.push(("LANYARD_LOG_FORMAT".into(), "json".into()));
+        for (k, v) in [
+            ("LANYARD_LISTEN_ADDR", "127.0.0.1:0"),
+            ("LANYARD_METRICS_ADDR", "127.0.0.1:0"),
+        ] {
+            if !env.iter().any(|(key, _)| key == k) {
+                env.push((k.into(), v.into()));
+            }
+        }
+        let mut child = std::process::Command::new(binary("lanyard-server"))
+            .arg("serve")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["message"] == "lanyard-server listening"
+                {
+                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "lanyard-server did not start:\n{}",
+                    lines.lock().unwrap().join("\n")
+                );
+            }
+        };
+        ServerProcess {
+            child,
+            base: format!("http://{addr}"),
+            env,
+            stderr_lines: lines,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Runs another `lanyard-server` command with the same environment; returns (status, stdout, stderr).
+    pub fn command(&self, args: &[&str]) -> (i32, String, String) {
+        let out = std::process::Command::new(binary("lanyard-server"))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        self.stderr_lines.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A moto server of the test's own, for tests that change server-wide moto state (auth mode).
+pub struct PrivateMoto {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl PrivateMoto {
+    pub async fn start() -> PrivateMoto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server on PATH (tests/run puts tests/.venv/bin there)");
+        let url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        for _ in 0..300 {
+            if client
+                .get(format!("{url}/moto-api/data.json"))
+                .send()
+                .await
+                .is_ok()
+            {
+                return PrivateMoto { child, url };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("private moto server did not start");
+    }
+
+    /// Runs the real AWS CLI against this moto with the given credentials; returns its JSON.
+    pub fn aws(&self, creds: (&str, &str), args: &[&str]) -> Result<Value, String> {
+        let out = std::process::Command::new("aws")
+            .args(args)
+            .args([
+                "--endpoint-url",
+                &self.url,
+                "--output",
+                "json",
+                "--region",
+                "us-east-1",
+            ])
+            .env("AWS_ACCESS_KEY_ID", creds.0)
+            .env("AWS_SECRET_ACCESS_KEY", creds.1)
+            .env_remove("AWS_PROFILE")
+            .output()
+            .expect("aws CLI on PATH (tests/run puts tests/.venv/bin there)");
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap()
+        })
+    }
+
+    /// Turns on moto's signature and IAM policy checks (server-wide).
+    pub async fn enable_auth(&self) {
+        let status = reqwest::Client::new()
+            .post(format!("{}/moto-api/reset-auth", self.url))
+            .header("content-type", "text/plain")
+            .body("0")
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success());
+    }
+}
+
+impl Drop for PrivateMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The AssumeRole requests moto recorded whose form body contains `needle`, each decoded into
+/// its form fields.
+pub async fn recorded_assume_roles(
+    needle: &str,
+) -> Vec<std::collections::BTreeMap<String, String>> {
+    use base64::Engine;
+    let text = reqwest::get(format!(
+        "{}/moto-api/recorder/download-recording",
+        moto_url()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Ok(entry) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let raw = entry["body"].as_str().unwrap_or_default();
+        let body = if entry["body_encoded"] == true {
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(raw)
+                    .unwrap_or_default(),
+            )
+            .unwrap_or_default()
+        } else {
+            raw.to_owned()
+        };
+        let fields: std::collections::BTreeMap<String, String> = body
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| {
+                (
+                    k.to_owned(),
+                    urlencoding::decode(&v.replace('+', " "))
+                        .unwrap()
+                        .into_owned(),
+                )
+            })
+            .collect();
+        if fields.get("Action").map(String::as_str) == Some("AssumeRole") && body.contains(needle) {
+            out.push(fields);
+        }
+    }
+    out
+}

@@ -89,12 +89,12 @@ impl Principal {
                 self.role.as_str()
             )));
         }
-        if let Some(customer) = customer {
-            if !self.may_see(customer) {
-                return Err(ApiError::Forbidden(format!(
-                    "this token is not valid for customer '{customer}'"
-                )));
-            }
+        if let Some(customer) = customer
+            && !self.may_see(customer)
+        {
+            return Err(ApiError::Forbidden(format!(
+                "this token is not valid for customer '{customer}'"
+            )));
         }
         Ok(())
     }

@@ -88,10 +88,10 @@ impl TokenKeys {
         };
         let text = std::fs::read(&path)
             .with_context(|| format!("reading signing key {}", path.display()))?;
-        if let Ok(meta) = std::fs::metadata(&path) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(path = %path.display(), "signing key file is readable by group or others; chmod 600 it");
-            }
+        if let Ok(meta) = std::fs::metadata(&path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(path = %path.display(), "signing key file is readable by group or others; chmod 600 it");
         }
         Self::from_pem(&text).with_context(|| format!("loading signing key {}", path.display()))
     }

@@ -175,13 +175,13 @@ async fn list_customers(
     ApiQuery(query): ApiQuery<ListCustomersQuery>,
 ) -> Result<Json<CustomerList>, ApiError> {
     principal.authorize(Action::ReadCustomers, None)?;
-    if let Some(status) = &query.status {
-        if !["pending", "active", "disabled"].contains(&status.as_str()) {
-            return Err(ApiError::invalid(
-                "status",
-                "must be pending, active or disabled",
-            ));
-        }
+    if let Some(status) = &query.status
+        && !["pending", "active", "disabled"].contains(&status.as_str())
+    {
+        return Err(ApiError::invalid(
+            "status",
+            "must be pending, active or disabled",
+        ));
     }
     let only: Option<Vec<String>> = principal
         .customers

@@ -1,0 +1,207 @@
+//! The real binaries as an operator runs them: help, start against a fresh database, the
+//! token bootstrap, revocation, and graceful shutdown on SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use lanyard_tests::{ServerProcess, binary, fresh_database_url, moto_url};
+use serde_json::json;
+
+fn run(bin: &str, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(binary(bin))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn every_command_has_help_and_version() {
+    for (bin, cmd) in [
+        ("lanyard-server", vec!["--help"]),
+        ("lanyard-server", vec!["serve", "--help"]),
+        ("lanyard-server", vec!["token", "--help"]),
+        ("lanyard-server", vec!["token", "issue", "--help"]),
+        ("lanyard-server", vec!["token", "revoke", "--help"]),
+        ("lanyard-server", vec!["token", "list", "--help"]),
+        ("lanyard-server", vec!["openapi", "--help"]),
+        ("lanyard-server", vec!["migrate", "--help"]),
+        ("lanyard", vec!["--help"]),
+        ("lanyard", vec!["ping", "--help"]),
+    ] {
+        let (code, text) = run(bin, &cmd);
+        assert_eq!(code, 0, "{bin} {cmd:?}: {text}");
+        assert!(text.contains("Usage:"), "{bin} {cmd:?}: {text}");
+    }
+    let (code, text) = run("lanyard-server", &["--help"]);
+    assert_eq!(code, 0);
+    for var in [
+        "LANYARD_DATABASE_URL",
+        "LANYARD_LISTEN_ADDR",
+        "LANYARD_METRICS_ADDR",
+        "LANYARD_DATA_DIR",
+        "LANYARD_AWS_ENDPOINT_URL",
+        "LANYARD_CLOUDWATCH_NAMESPACE",
+        "LANYARD_EXTERNAL_ID_PREFIX",
+        "LANYARD_TRUST_CHECK",
+        "LANYARD_TLS_CERT",
+        "LANYARD_TLS_KEY",
+    ] {
+        assert!(text.contains(var), "--help does not document {var}");
+    }
+    let (code, text) = run("lanyard-server", &["--version"]);
+    assert_eq!(code, 0);
+    assert!(text.starts_with("lanyard-server "));
+    let (code, text) = run("lanyard", &["--version"]);
+    assert_eq!(code, 0);
+    assert!(text.starts_with("lanyard "));
+}
+
+#[test]
+fn openapi_command_prints_the_committed_document() {
+    let out = std::process::Command::new(binary("lanyard-server"))
+        .arg("openapi")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        include_str!("../../openapi/lanyard.json"),
+        "openapi/lanyard.json is stale: run `cargo run -p lanyard-server -- openapi > openapi/lanyard.json`"
+    );
+}
+
+#[tokio::test]
+async fn an_operator_bootstraps_an_admin_token_and_revokes_it() {
+    let scratch = tempfile::tempdir().unwrap();
+    // A data dir that does not exist yet: the server creates it, owner-only.
+    let data_dir = scratch.path().join("data");
+    let db_url = fresh_database_url();
+    let moto = moto_url();
+    let mut server = ServerProcess::start(&[
+        ("LANYARD_DATABASE_URL", &db_url),
+        ("LANYARD_DATA_DIR", data_dir.to_str().unwrap()),
+        ("LANYARD_AWS_ENDPOINT_URL", &moto),
+        ("LANYARD_TRUST_CHECK", "warn"),
+    ]);
+    // The signing key was generated once, private to its owner.
+    use std::os::unix::fs::PermissionsExt;
+    let key = data_dir.join("signing-key.pem");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(&data_dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+
+    let http = reqwest::Client::new();
+    let ready = http.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    let (code, token, stderr) = server.command(&[
+        "token",
+        "issue",
+        "--subject",
+        "alice",
+        "--role",
+        "admin",
+        "--ttl",
+        "1d",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let token = token.trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "stdout holds the token alone");
+    let create = http
+        .post(server.url("/v1/customers"))
+        .bearer_auth(&token)
+        .json(&json!({ "id": "acme-corp", "display_name": "Acme Corp" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(create.status(), 201);
+
+    let (code, list, _) = server.command(&["token", "list"]);
+    assert_eq!(code, 0);
+    let line = list
+        .lines()
+        .find(|l| l.contains("alice"))
+        .expect("token listed");
+    let jti = line.split_whitespace().next().unwrap().to_owned();
+    assert!(!list.contains(&token), "token list never prints tokens");
+
+    let (code, _, stderr) = server.command(&["token", "revoke", &jti]);
+    assert_eq!(code, 0, "{stderr}");
+    let refused = http
+        .get(server.url("/v1/customers"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    let (code, _, stderr) =
+        server.command(&["token", "issue", "--subject", "bob", "--role", "wizard"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("wizard"), "{stderr}");
+    let (code, _, stderr) = server.command(&[
+        "token",
+        "issue",
+        "--subject",
+        "bob",
+        "--role",
+        "admin",
+        "--ttl",
+        "soon",
+    ]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("invalid duration"), "{stderr}");
+
+    assert!(!server.log().contains(&token), "tokens never reach the log");
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "graceful shutdown exits 0, got {status:?}\n{}",
+        server.log()
+    );
+    assert!(server.log().contains("lanyard-server stopped"));
+}
+
+#[test]
+fn a_bad_configuration_is_reported_clearly() {
+    let out = std::process::Command::new(binary("lanyard-server"))
+        .args([
+            "serve",
+            "--external-id-prefix",
+            "has space",
+            "--listen-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("external_id_prefix"), "{stderr}");
+    let out = std::process::Command::new(binary("lanyard-server"))
+        .args([
+            "serve",
+            "--database-url",
+            "postgres://postgres:hunter2@127.0.0.1:1/x",
+            "--listen-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Postgres"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password must not be printed: {stderr}"
+    );
+}

@@ -1,0 +1,416 @@
+//! Roles: registration validates the ARN and verifies the role against the AWS endpoint
+//! (moto), with the external ID, plus the confused-deputy check without it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use lanyard_server::auth::Role;
+use lanyard_tests::{
+    PrivateMoto, ServerProcess, TestApp, fresh_database_url, recorded_assume_roles,
+};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+#[tokio::test]
+async fn registering_a_role_verifies_it_with_the_external_id_and_activates_the_customer() {
+    let app = TestApp::spawn().await;
+    let customer = unique("acme");
+    let created = app.create_customer(&customer).await;
+    let role = app.register_role(&customer, "readonly").await;
+    assert_eq!(role["status"], "verified", "{role}");
+    assert!(role["verified_at"].is_string());
+    // moto enforces no trust policy: the check without the external ID gets through, and
+    // with LANYARD_TRUST_CHECK=warn the role is activated but flagged.
+    assert_eq!(role["trust_check"], "open");
+    assert!(
+        role["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("confused-deputy")
+    );
+
+    let (_, cust) = app
+        .admin(Method::GET, &format!("/v1/customers/{customer}"), None)
+        .await;
+    assert_eq!(cust["status"], "active");
+
+    // What the broker really sent: one AssumeRole with the external ID, one without.
+    let calls = recorded_assume_roles(&format!("lanyard-verify-{customer}")).await;
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(
+        calls[0]["RoleArn"],
+        "arn:aws:iam::111122223333:role/LanyardAccess"
+    );
+    assert_eq!(
+        calls[0]["ExternalId"],
+        created["external_id"].as_str().unwrap()
+    );
+    assert_eq!(calls[0]["SourceIdentity"], "lanyard-verify");
+    assert_eq!(calls[0]["DurationSeconds"], "900");
+    assert!(!calls[1].contains_key("ExternalId"));
+
+    let (status, listed) = app
+        .admin(
+            Method::GET,
+            &format!("/v1/customers/{customer}/roles"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["roles"][0]["name"], "readonly");
+    let audit: Vec<(String, String)> = sqlx::query_as(
+        "SELECT action, outcome FROM audit_event WHERE customer_id = $1 AND role_name = 'readonly' ORDER BY id",
+    )
+    .bind(&customer)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        audit,
+        [
+            ("role.register".to_owned(), "success".to_owned()),
+            ("role.verify".to_owned(), "success".to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_open_trust_policy_blocks_activation_when_the_trust_check_is_enforced() {
+    let app = TestApp::spawn_with(|s| {
+        s.trust_check = Some(lanyard_server::config::TrustCheckMode::Enforce)
+    })
+    .await;
+    app.create_customer("acme-corp").await;
+    let (status, role) = app
+        .admin(
+            Method::PUT,
+            "/v1/customers/acme-corp/roles/readonly",
+            Some(json!({ "role_arn": "arn:aws:iam::111122223333:role/LanyardAccess" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{role}");
+    assert_eq!(role["status"], "failed");
+    assert_eq!(role["trust_check"], "open");
+    assert!(
+        role["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("without the external ID")
+    );
+    let (_, cust) = app
+        .admin(Method::GET, "/v1/customers/acme-corp", None)
+        .await;
+    assert_eq!(cust["status"], "pending");
+    // The stored result is what GET shows.
+    let (_, shown) = app
+        .admin(Method::GET, "/v1/customers/acme-corp/roles/readonly", None)
+        .await;
+    assert_eq!(shown["last_error"], role["last_error"]);
+    let code: Option<String> = sqlx::query_scalar(
+        "SELECT error_code FROM audit_event WHERE action = 'role.verify' AND outcome = 'error'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(code.as_deref(), Some("TrustPolicyOpen"));
+}
+
+#[tokio::test]
+async fn malformed_role_requests_are_rejected_and_change_nothing() {
+    let app = TestApp::spawn().await;
+    app.create_customer("acme-corp").await;
+    let before = app.snapshot().await;
+    let cases: Vec<(&str, Value, u16, &str)> = vec![
+        (
+            "readonly",
+            json!({ "role_arn": "arn:aws:iam::1111:role/X" }),
+            400,
+            "role_arn",
+        ),
+        (
+            "readonly",
+            json!({ "role_arn": "arn:aws:iam::111122223333:user/X" }),
+            400,
+            "role_arn",
+        ),
+        (
+            "readonly",
+            json!({ "role_arn": "not an arn" }),
+            400,
+            "role_arn",
+        ),
+        (
+            "Bad Name",
+            json!({ "role_arn": "arn:aws:iam::111122223333:role/X" }),
+            400,
+            "name",
+        ),
+        (
+            "readonly",
+            json!({ "role_arn": "arn:aws:iam::111122223333:role/X", "max_session_seconds": 60 }),
+            400,
+            "max_session_seconds",
+        ),
+        (
+            "readonly",
+            json!({ "role_arn": "arn:aws:iam::111122223333:role/X", "session_kinds": [] }),
+            400,
+            "session_kinds",
+        ),
+        (
+            "readonly",
+            json!({ "role_arn": "arn:aws:iam::111122223333:role/X", "session_policy": "allow all" }),
+            400,
+            "session_policy",
+        ),
+        (
+            "readonly",
+            json!({ "role_arn": "arn:aws:iam::111122223333:role/X", "session_policy": { "Statement": [], "Junk": 1 } }),
+            400,
+            "session_policy",
+        ),
+    ];
+    for (name, body, want, field) in cases {
+        let (status, problem) = app
+            .admin(
+                Method::PUT,
+                &format!(
+                    "/v1/customers/acme-corp/roles/{}",
+                    urlencoding::encode(name)
+                ),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, want, "{problem}");
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    for (body, want) in [
+        (
+            json!({ "role_arn": "arn:aws:iam::111122223333:role/X", "surprise": true }),
+            422,
+        ),
+        (
+            json!({ "role_arn": "arn:aws:iam::111122223333:role/X", "session_kinds": ["admin"] }),
+            422,
+        ),
+        (json!({}), 422),
+    ] {
+        let (status, problem) = app
+            .admin(
+                Method::PUT,
+                "/v1/customers/acme-corp/roles/readonly",
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, want, "{problem}");
+    }
+    let (status, _) = app
+        .admin(
+            Method::PUT,
+            "/v1/customers/nobody/roles/readonly",
+            Some(json!({ "role_arn": "arn:aws:iam::111122223333:role/X" })),
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(app.snapshot().await, before);
+}
+
+#[tokio::test]
+async fn re_verification_runs_again_and_only_admins_may_ask() {
+    let app = TestApp::spawn().await;
+    let customer = unique("initech");
+    app.create_customer(&customer).await;
+    app.register_role(&customer, "readonly").await;
+    let (status, role) = app
+        .admin(
+            Method::POST,
+            &format!("/v1/customers/{customer}/roles/readonly/verify"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{role}");
+    assert_eq!(role["status"], "verified");
+    assert_eq!(
+        recorded_assume_roles(&format!("lanyard-verify-{customer}"))
+            .await
+            .len(),
+        4
+    );
+    let support = app.token(Role::Support, None).await;
+    let (status, _) = app
+        .call(
+            Method::POST,
+            &format!("/v1/customers/{customer}/roles/readonly/verify"),
+            Some(&support),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = app
+        .admin(
+            Method::POST,
+            &format!("/v1/customers/{customer}/roles/nope/verify"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+/// With moto's IAM checks on, a role whose trust policy requires the external ID is assumed;
+/// one that requires another external ID is denied, and the denial is stored and audited.
+#[tokio::test]
+async fn verification_against_enforced_trust_policies_reports_the_aws_error() {
+    let moto = PrivateMoto::start().await;
+    let root = ("testing", "testing");
+    moto.aws(root, &["iam", "create-user", "--user-name", "broker"])
+        .unwrap();
+    let key = moto
+        .aws(root, &["iam", "create-access-key", "--user-name", "broker"])
+        .unwrap();
+    let key_id = key["AccessKey"]["AccessKeyId"].as_str().unwrap().to_owned();
+    let secret = key["AccessKey"]["SecretAccessKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let allow = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sts:*","Resource":"*"}]}"#;
+    moto.aws(
+        root,
+        &[
+            "iam",
+            "put-user-policy",
+            "--user-name",
+            "broker",
+            "--policy-name",
+            "sts",
+            "--policy-document",
+            allow,
+        ],
+    )
+    .unwrap();
+
+    let data_dir = tempfile::tempdir().unwrap();
+    let db_url = fresh_database_url();
+    let env = [
+        ("LANYARD_DATABASE_URL", db_url.as_str()),
+        ("LANYARD_DATA_DIR", data_dir.path().to_str().unwrap()),
+        ("LANYARD_AWS_ENDPOINT_URL", moto.url.as_str()),
+        ("LANYARD_TRUST_CHECK", "warn"),
+        ("AWS_ACCESS_KEY_ID", key_id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let server = ServerProcess::start(&env);
+    let (code, token, stderr) = server.command(&[
+        "token",
+        "issue",
+        "--subject",
+        "ops",
+        "--role",
+        "admin",
+        "--ttl",
+        "1h",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let token = token.trim().to_owned();
+    let http = reqwest::Client::new();
+    let call = |method: Method, path: &str, body: Option<Value>| {
+        let mut req = http.request(method, server.url(path)).bearer_auth(&token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, customer) = call(
+        Method::POST,
+        "/v1/customers",
+        Some(json!({ "id": "acme-corp" })),
+    )
+    .await;
+    assert_eq!(status, 201, "{customer}");
+    let (_, doc) = call(Method::GET, "/v1/customers/acme-corp/onboarding", None).await;
+    assert_eq!(
+        doc["broker_principal_arn"],
+        "arn:aws:iam::123456789012:user/broker"
+    );
+
+    // The customer creates the role with the onboarding trust policy (same moto account).
+    let trust = doc["trust_policy"].to_string();
+    let role = moto
+        .aws(
+            root,
+            &[
+                "iam",
+                "create-role",
+                "--role-name",
+                "LanyardAccess",
+                "--assume-role-policy-document",
+                &trust,
+            ],
+        )
+        .unwrap();
+    let role_arn = role["Role"]["Arn"].as_str().unwrap().to_owned();
+    let wrong = doc["trust_policy"].to_string().replace(
+        customer["external_id"].as_str().unwrap(),
+        "someone-elses-id",
+    );
+    let other = moto
+        .aws(
+            root,
+            &[
+                "iam",
+                "create-role",
+                "--role-name",
+                "Other",
+                "--assume-role-policy-document",
+                &wrong,
+            ],
+        )
+        .unwrap();
+    let other_arn = other["Role"]["Arn"].as_str().unwrap().to_owned();
+
+    moto.enable_auth().await;
+
+    let (status, ok) = call(
+        Method::PUT,
+        "/v1/customers/acme-corp/roles/readonly",
+        Some(json!({ "role_arn": role_arn })),
+    )
+    .await;
+    assert_eq!(status, 200, "{ok}");
+    assert_eq!(ok["status"], "verified", "{ok}");
+
+    let (status, denied) = call(
+        Method::PUT,
+        "/v1/customers/acme-corp/roles/other",
+        Some(json!({ "role_arn": other_arn })),
+    )
+    .await;
+    assert_eq!(status, 200, "{denied}");
+    assert_eq!(denied["status"], "failed");
+    assert!(
+        denied["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("AccessDenied"),
+        "{denied}"
+    );
+    let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
+    let code: Option<String> = sqlx::query_scalar(
+        "SELECT error_code FROM audit_event WHERE action = 'role.verify' AND role_name = 'other'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(code.as_deref(), Some("AccessDenied"));
+    // No secret from the broker's AWS keys reached the log.
+    assert!(!server.log().contains(&secret));
+}
