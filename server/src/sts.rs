@@ -317,6 +317,13 @@ fn principal_from_caller_arn(arn: &str) -> String {
     {
         return format!("arn:{partition}:iam::{account}:role/{role}");
     }
+    // AWS reports IAM users as arn:aws:iam::…:user/name; some emulators (moto) say
+    // arn:aws:sts::…:user/name, which no trust policy accepts. Normalise it.
+    if let [_, partition, "sts", _, account, resource] = parts.as_slice()
+        && resource.starts_with("user/")
+    {
+        return format!("arn:{partition}:iam::{account}:{resource}");
+    }
     arn.to_owned()
 }
 
@@ -333,6 +340,10 @@ mod tests {
         assert_eq!(
             principal_from_caller_arn("arn:aws:iam::123456789012:user/broker"),
             "arn:aws:iam::123456789012:user/broker"
+        );
+        assert_eq!(
+            principal_from_caller_arn("arn:aws:sts::123456789012:user/moto"),
+            "arn:aws:iam::123456789012:user/moto"
         );
     }
 

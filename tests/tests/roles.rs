@@ -175,6 +175,20 @@ async fn malformed_role_requests_are_rejected_and_change_nothing() {
             400,
             "session_policy",
         ),
+        (
+            "readonly",
+            json!({ "role_arn": "arn:aws:iam::111122223333:role/X", "session_policy": { "Statement": "AAA" } }),
+            400,
+            "session_policy",
+        ),
+        (
+            // Found by the fuzzer: Postgres jsonb refuses U+0000, which used to give a 500.
+            "readonly",
+            json!({ "role_arn": "arn:aws:iam::111122223333:role/X",
+                    "session_policy": { "Statement": { "Effect": "Allow", "Sid": "a\u{0}b" } } }),
+            400,
+            "session_policy",
+        ),
     ];
     for (name, body, want, field) in cases {
         let (status, problem) = app

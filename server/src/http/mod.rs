@@ -25,7 +25,7 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 /// The API router: every resource's routes, the OpenAPI document, the docs page, and the
 /// middleware.
 pub fn router(state: AppState) -> Router {
-    let (api, openapi) = routes::router().split_for_parts();
+    let (api, openapi) = openapi::split();
     let body_limit = state.config.body_limit_bytes;
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })

@@ -39,10 +39,61 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Error responses are served as `application/problem+json` (see `http::error`); utoipa
+/// writes `application/json` for every `body = Problem`, so rename them in one place once
+/// the routes' paths are collected (see [`split`]).
+struct ProblemJson;
+
+impl Modify for ProblemJson {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for response in operation.responses.responses.values_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    let is_problem = matches!(
+                        response.content.get("application/json"),
+                        Some(RefOr::T(content)) if matches!(
+                            &content.schema,
+                            Some(RefOr::Ref(r)) if r.ref_location == "#/components/schemas/Problem"
+                        )
+                    );
+                    if is_problem
+                        && let Some(content) = response.content.shift_remove("application/json")
+                    {
+                        response
+                            .content
+                            .insert(crate::http::error::PROBLEM_JSON.to_owned(), content);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The API routes and the finished OpenAPI document that describes them.
+pub fn split() -> (axum::Router<crate::app::AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut api) = super::routes::router().split_for_parts();
+    ProblemJson.modify(&mut api);
+    (router, api)
+}
+
 /// The document as the server serves it, pretty-printed with a trailing newline (the form
 /// committed in `openapi/lanyard.json`).
 pub fn document_json() -> String {
-    let (_, api) = super::routes::router().split_for_parts();
+    let (_, api) = split();
     let mut text = api
         .to_pretty_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));

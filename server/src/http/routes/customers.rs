@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::RequestContext;
+use super::{CustomerPath, RequestContext};
 use crate::app::AppState;
 use crate::auth::{Action, Principal};
 use crate::db::{self, customers::CustomerRow};
@@ -70,10 +70,20 @@ impl From<CustomerRow> for Customer {
 #[serde(deny_unknown_fields)]
 pub struct CreateCustomer {
     /// Slug: 2-63 of `[a-z0-9-]`, starting with a letter or digit.
-    #[schema(example = "acme-corp")]
+    #[schema(
+        example = "acme-corp",
+        pattern = "^[a-z0-9][a-z0-9-]{1,62}$",
+        min_length = 2,
+        max_length = 63
+    )]
     pub id: String,
-    /// Human-readable name (defaults to the id).
-    #[schema(example = "Acme Corp")]
+    /// Human-readable name (defaults to the id): 1-200 characters, not blank, no control
+    /// characters.
+    #[schema(
+        example = "Acme Corp",
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub display_name: Option<String>,
 }
 
@@ -83,9 +93,11 @@ pub struct CustomerList {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListCustomersQuery {
     /// Only customers in this status (`pending`, `active`, `disabled`).
+    #[param(pattern = "^(pending|active|disabled)$")]
     pub status: Option<String>,
 }
 
@@ -195,7 +207,7 @@ async fn list_customers(
 
 /// Show one customer.
 #[utoipa::path(get, path = "/v1/customers/{id}", tag = "customers", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Customer id")),
+    params(CustomerPath),
     responses((status = 200, body = Customer), (status = 400, body = Problem), (status = 401, body = Problem),
                (status = 403, body = Problem), (status = 404, body = Problem)))]
 #[tracing::instrument(skip_all, fields(customer = %id))]
@@ -211,7 +223,7 @@ async fn get_customer(
 
 /// Disable a customer: no new sessions or credentials until it is enabled again.
 #[utoipa::path(post, path = "/v1/customers/{id}/disable", tag = "customers", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Customer id")),
+    params(CustomerPath),
     responses((status = 200, body = Customer), (status = 400, body = Problem), (status = 401, body = Problem),
                (status = 403, body = Problem), (status = 404, body = Problem)))]
 #[tracing::instrument(skip_all, fields(customer = %id))]
@@ -226,7 +238,7 @@ async fn disable_customer(
 
 /// Enable a disabled customer again (`active` if a role is verified, else `pending`).
 #[utoipa::path(post, path = "/v1/customers/{id}/enable", tag = "customers", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Customer id")),
+    params(CustomerPath),
     responses((status = 200, body = Customer), (status = 400, body = Problem), (status = 401, body = Problem),
                (status = 403, body = Problem), (status = 404, body = Problem)))]
 #[tracing::instrument(skip_all, fields(customer = %id))]
@@ -281,7 +293,7 @@ async fn set_enabled(
 
 /// The onboarding document: external ID, trust policy, CloudFormation template and link.
 #[utoipa::path(get, path = "/v1/customers/{id}/onboarding", tag = "customers", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Customer id")),
+    params(CustomerPath),
     responses((status = 200, body = Onboarding), (status = 400, body = Problem), (status = 401, body = Problem),
                (status = 403, body = Problem), (status = 404, body = Problem),
                (status = 503, description = "The broker's AWS identity is unknown", body = Problem)))]
@@ -377,7 +389,7 @@ fn onboarding_document(
 /// Rotate the external ID: a new one is generated and the current one stays valid until a
 /// role verifies with the new one.
 #[utoipa::path(post, path = "/v1/customers/{id}/external-id/rotate", tag = "customers", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Customer id")),
+    params(CustomerPath),
     responses((status = 200, body = Customer), (status = 400, body = Problem), (status = 401, body = Problem),
                (status = 403, body = Problem), (status = 404, body = Problem)))]
 #[tracing::instrument(skip_all, fields(customer = %id))]

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::USER_AGENT;
 use axum::http::request::Parts;
-use utoipa::OpenApi;
+use utoipa::{IntoParams, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 use super::RequestId;
@@ -23,6 +23,34 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(health::routes())
         .merge(customers::routes())
         .merge(roles::routes())
+}
+
+/// `{id}` in customer paths, as the OpenAPI document describes it (`domain::CustomerId`
+/// holds the rule; handlers parse with it).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct CustomerPath {
+    /// Customer id.
+    #[param(pattern = "^[a-z0-9][a-z0-9-]{1,62}$", min_length = 2, max_length = 63)]
+    id: String,
+}
+
+/// `{id}` and `{name}` in role paths (`domain::RoleName` holds the rule).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct RolePath {
+    /// Customer id.
+    #[param(pattern = "^[a-z0-9][a-z0-9-]{1,62}$", min_length = 2, max_length = 63)]
+    id: String,
+    /// Role name.
+    #[param(
+        pattern = "^[a-z0-9][a-z0-9_-]{0,62}$",
+        min_length = 1,
+        max_length = 63
+    )]
+    name: String,
 }
 
 /// Who sent a request and from where, for audit rows.

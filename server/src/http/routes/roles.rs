@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::RequestContext;
+use super::{CustomerPath, RequestContext, RolePath};
 use crate::app::AppState;
 use crate::auth::{Action, Principal};
 use crate::config::TrustCheckMode;
@@ -86,15 +86,52 @@ impl From<RoleRow> for Role {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutRole {
-    #[schema(example = "arn:aws:iam::111122223333:role/LanyardAccess")]
+    /// `arn:<partition>:iam::<12-digit account>:role/<optional path/><name>`.
+    #[schema(
+        example = "arn:aws:iam::111122223333:role/LanyardAccess",
+        pattern = "^arn:aws(-cn|-us-gov|-iso|-iso-b)?:iam::[0-9]{12}:role/([!-~]*/)?[A-Za-z0-9_+=,.@-]{1,64}$",
+        max_length = 2048
+    )]
     pub role_arn: String,
     /// 900-43200, at most the role's MaxSessionDuration in IAM. Default 3600.
+    #[schema(minimum = 900, maximum = 43200)]
+    #[serde(default, deserialize_with = "crate::http::extract::integral")]
     pub max_session_seconds: Option<i32>,
     /// Default: both kinds.
+    #[schema(min_items = 1)]
     pub session_kinds: Option<Vec<SessionKind>>,
     /// An IAM policy document that scopes sessions down (at most 1,536 characters compact).
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = session_policy_schema)]
     pub session_policy: Option<serde_json::Value>,
+}
+
+/// The shape `validate_policy` accepts: an IAM policy document with a `Statement`.
+fn session_policy_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{
+        AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, SchemaType, Type,
+    };
+    let string = || ObjectBuilder::new().schema_type(Type::String);
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Array(vec![Type::Object, Type::Null]))
+        .property("Version", string().examples(["2012-10-17"]))
+        .property("Id", string())
+        .property(
+            "Statement",
+            OneOfBuilder::new()
+                .item(ObjectBuilder::new().schema_type(Type::Object))
+                .item(
+                    ArrayBuilder::new()
+                        .items(ObjectBuilder::new().schema_type(Type::Object))
+                        .min_items(Some(1)),
+                )
+                .description(Some("One statement or a non-empty list of them.")),
+        )
+        .required("Statement")
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        .description(Some(
+            "An IAM policy document that scopes sessions down (at most 1,536 characters compact).",
+        ))
+        .build()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -107,6 +144,15 @@ fn ids(customer: &str, name: &str) -> Result<(CustomerId, RoleName), ApiError> {
         CustomerId::parse(customer).map_err(|e| ApiError::invalid("id", e))?,
         RoleName::parse(name).map_err(|e| ApiError::invalid("name", e))?,
     ))
+}
+
+fn has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(has_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
 }
 
 fn validate_policy(policy: &serde_json::Value) -> Result<(), ApiError> {
@@ -126,6 +172,29 @@ fn validate_policy(policy: &serde_json::Value) -> Result<(), ApiError> {
             "only Version, Id and Statement are allowed at the top level",
         ));
     }
+    if ["Version", "Id"]
+        .iter()
+        .any(|k| obj.get(*k).is_some_and(|v| !v.is_string()))
+    {
+        return Err(ApiError::invalid(field, "Version and Id must be strings"));
+    }
+    let statements_ok = match &obj["Statement"] {
+        serde_json::Value::Object(_) => true,
+        serde_json::Value::Array(list) => {
+            !list.is_empty() && list.iter().all(serde_json::Value::is_object)
+        }
+        _ => false,
+    };
+    if !statements_ok {
+        return Err(ApiError::invalid(
+            field,
+            "Statement must be a statement object or a non-empty list of them",
+        ));
+    }
+    // Postgres cannot store U+0000 in jsonb, and no IAM policy holds it.
+    if has_nul(policy) {
+        return Err(ApiError::invalid(field, "must not contain NUL characters"));
+    }
     let compact = policy.to_string();
     if compact.len() > MAX_SESSION_POLICY_CHARS {
         return Err(ApiError::invalid(
@@ -141,7 +210,7 @@ fn validate_policy(policy: &serde_json::Value) -> Result<(), ApiError> {
 
 /// Register or update a role, then verify it with AssumeRole and the external ID.
 #[utoipa::path(put, path = "/v1/customers/{id}/roles/{name}", tag = "roles", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Customer id"), ("name" = String, Path, description = "Role name")),
+    params(RolePath),
     request_body = PutRole,
     responses((status = 200, description = "Registered; see status and last_error for the verification", body = Role),
                (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
@@ -206,7 +275,7 @@ async fn put_role(
 
 /// Show one role.
 #[utoipa::path(get, path = "/v1/customers/{id}/roles/{name}", tag = "roles", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Customer id"), ("name" = String, Path, description = "Role name")),
+    params(RolePath),
     responses((status = 200, body = Role), (status = 400, body = Problem), (status = 401, body = Problem),
                (status = 403, body = Problem), (status = 404, body = Problem)))]
 #[tracing::instrument(skip_all, fields(customer = %customer, role = %name))]
@@ -225,7 +294,7 @@ async fn get_role(
 
 /// List a customer's roles.
 #[utoipa::path(get, path = "/v1/customers/{id}/roles", tag = "roles", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Customer id")),
+    params(CustomerPath),
     responses((status = 200, body = RoleList), (status = 400, body = Problem), (status = 401, body = Problem),
                (status = 403, body = Problem), (status = 404, body = Problem)))]
 #[tracing::instrument(skip_all, fields(customer = %customer))]
@@ -252,7 +321,7 @@ async fn list_roles(
 
 /// Verify a role again (after the customer changed its trust policy, or after rotation).
 #[utoipa::path(post, path = "/v1/customers/{id}/roles/{name}/verify", tag = "roles", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Customer id"), ("name" = String, Path, description = "Role name")),
+    params(RolePath),
     responses((status = 200, description = "Checked; see status and last_error", body = Role),
                (status = 400, body = Problem), (status = 401, body = Problem),
                (status = 403, body = Problem), (status = 404, body = Problem)))]
