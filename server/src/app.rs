@@ -7,10 +7,12 @@ use anyhow::Context;
 use axum_server::Handle;
 use sqlx::PgPool;
 
+use crate::audit::AuditWriter;
 use crate::auth::token::TokenKeys;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::sts::Sts;
+use crate::sts::cache::CredentialCache;
 use crate::{db, http};
 
 /// Stops a running [`Application`] (graceful or immediate).
@@ -26,6 +28,10 @@ pub struct Inner {
     pub keys: TokenKeys,
     pub sts: Sts,
     pub metrics: Metrics,
+    /// Group-commit writer for request-path audit events (credentials, denials).
+    pub audit: AuditWriter,
+    /// Issued credentials per session.
+    pub credentials: CredentialCache,
 }
 
 impl std::ops::Deref for AppState {
@@ -53,12 +59,18 @@ impl Application {
         let metrics = Metrics::new()?;
         let api_listener = bind(config.listen_addr)?;
         let metrics_listener = bind(config.metrics_addr)?;
+        // An audit write that cannot finish well within the request timeout fails the request
+        // (503, no credentials) instead of holding it.
+        let audit = AuditWriter::start(db.clone(), config.request_timeout / 2);
+        let credentials = CredentialCache::new(config.denied_cache);
         let state = AppState(Arc::new(Inner {
             config,
             db,
             keys,
             sts,
             metrics,
+            audit,
+            credentials,
         }));
         Ok(Application {
             state,

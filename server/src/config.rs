@@ -22,6 +22,13 @@ pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_BODY_LIMIT_BYTES: usize = 64 * 1024;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 20;
 pub const DEFAULT_DB_MAX_CONNECTIONS: u32 = 16;
+pub const DEFAULT_SUPPORT_SESSION_SECS: u32 = 30 * 60;
+pub const DEFAULT_SUPPORT_SESSION_MAX_SECS: u32 = 8 * 3600;
+pub const DEFAULT_CUSTOMER_SESSION_SECS: u32 = 12 * 3600;
+pub const DEFAULT_CREDENTIAL_MAX_SECS: u32 = 12 * 3600;
+pub const DEFAULT_CREDENTIAL_REFRESH_SECS: u32 = 15 * 60;
+pub const DEFAULT_STS_RATE_LIMIT: u32 = 50;
+pub const DEFAULT_DENIED_CACHE_SECS: u32 = 10;
 
 /// What to do when a role's trust policy lets AssumeRole through without the external ID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
@@ -134,6 +141,37 @@ pub struct Settings {
     /// Log line format; the level comes from `RUST_LOG` (default `info`). [default: text]
     #[arg(long, env = "LANYARD_LOG_FORMAT", global = true, value_enum)]
     pub log_format: Option<LogFormat>,
+
+    /// Longest support session, in seconds; the role's max_session_seconds caps it too.
+    /// [default: 28800]
+    #[arg(long, env = "LANYARD_SUPPORT_SESSION_MAX_SECS", global = true)]
+    pub support_session_max_secs: Option<u32>,
+
+    /// Length of customer sessions (opened by services and batch jobs), in seconds; the
+    /// role's max_session_seconds caps it. [default: 43200]
+    #[arg(long, env = "LANYARD_CUSTOMER_SESSION_SECS", global = true)]
+    pub customer_session_secs: Option<u32>,
+
+    /// Ceiling on the lifetime of issued AWS credentials, in seconds (at least 900).
+    /// [default: 43200]
+    #[arg(long, env = "LANYARD_CREDENTIAL_MAX_SECS", global = true)]
+    pub credential_max_secs: Option<u32>,
+
+    /// Cached credentials closer than this to their expiry are replaced by fresh ones (unless
+    /// they already last until the session ends). 900 matches botocore's refresh window.
+    /// [default: 900]
+    #[arg(long, env = "LANYARD_CREDENTIAL_REFRESH_SECS", global = true)]
+    pub credential_refresh_secs: Option<u32>,
+
+    /// Largest number of AssumeRole calls per second this instance makes (STS allows 600/s
+    /// per account and region, shared by everything in the broker's account). [default: 50]
+    #[arg(long, env = "LANYARD_STS_RATE_LIMIT", global = true)]
+    pub sts_rate_limit: Option<u32>,
+
+    /// How long an AccessDenied from AssumeRole is remembered for a session before STS is
+    /// asked again, in seconds (0 turns this off). [default: 10]
+    #[arg(long, env = "LANYARD_DENIED_CACHE_SECS", global = true)]
+    pub denied_cache_secs: Option<u32>,
 }
 
 /// The resolved configuration the application runs with.
@@ -157,6 +195,12 @@ pub struct Config {
     pub body_limit_bytes: usize,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    pub support_session_max: Duration,
+    pub customer_session: Duration,
+    pub credential_max: Duration,
+    pub credential_refresh: Duration,
+    pub sts_rate_limit: u32,
+    pub denied_cache: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -186,7 +230,32 @@ impl Settings {
         if body_limit_bytes < 1024 {
             bail!("body_limit_bytes must be at least 1024");
         }
+        let secs =
+            |v: Option<u32>, default: u32| Duration::from_secs(u64::from(v.unwrap_or(default)));
+        let support_session_max =
+            secs(s.support_session_max_secs, DEFAULT_SUPPORT_SESSION_MAX_SECS);
+        if support_session_max < Duration::from_secs(u64::from(DEFAULT_SUPPORT_SESSION_SECS)) {
+            bail!("support_session_max_secs must be at least {DEFAULT_SUPPORT_SESSION_SECS}");
+        }
+        let customer_session = secs(s.customer_session_secs, DEFAULT_CUSTOMER_SESSION_SECS);
+        let credential_max = secs(s.credential_max_secs, DEFAULT_CREDENTIAL_MAX_SECS);
+        if customer_session < Duration::from_secs(60) {
+            bail!("customer_session_secs must be at least 60");
+        }
+        if !(900..=43_200).contains(&credential_max.as_secs()) {
+            bail!("credential_max_secs must be between 900 and 43200 (AWS's limits)");
+        }
+        let sts_rate_limit = s.sts_rate_limit.unwrap_or(DEFAULT_STS_RATE_LIMIT);
+        if !(1..=600).contains(&sts_rate_limit) {
+            bail!("sts_rate_limit must be between 1 and 600 (STS's own limit per account)");
+        }
         Ok(Config {
+            support_session_max,
+            customer_session,
+            credential_max,
+            credential_refresh: secs(s.credential_refresh_secs, DEFAULT_CREDENTIAL_REFRESH_SECS),
+            sts_rate_limit,
+            denied_cache: secs(s.denied_cache_secs, DEFAULT_DENIED_CACHE_SECS),
             database_url: s
                 .database_url
                 .unwrap_or_else(|| SecretString::from(DEFAULT_DATABASE_URL)),
@@ -252,6 +321,16 @@ impl Settings {
             body_limit_bytes: self.body_limit_bytes.or(lower.body_limit_bytes),
             shutdown_grace_secs: self.shutdown_grace_secs.or(lower.shutdown_grace_secs),
             log_format: self.log_format.or(lower.log_format),
+            support_session_max_secs: self
+                .support_session_max_secs
+                .or(lower.support_session_max_secs),
+            customer_session_secs: self.customer_session_secs.or(lower.customer_session_secs),
+            credential_max_secs: self.credential_max_secs.or(lower.credential_max_secs),
+            credential_refresh_secs: self
+                .credential_refresh_secs
+                .or(lower.credential_refresh_secs),
+            sts_rate_limit: self.sts_rate_limit.or(lower.sts_rate_limit),
+            denied_cache_secs: self.denied_cache_secs.or(lower.denied_cache_secs),
         }
     }
 }

@@ -6,6 +6,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod fault;
+
+pub use fault::FaultProxy;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -218,6 +222,8 @@ impl TestApp {
             "role",
             "issued_token",
             "audit_event",
+            "session",
+            "credential_issue",
         ] {
             let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                 "SELECT t::text FROM {table} t ORDER BY t::text"
@@ -441,6 +447,43 @@ impl PrivateMoto {
         } else {
             serde_json::from_str(&text).unwrap()
         })
+    }
+
+    /// Creates an IAM user with an inline policy allowing `actions` (e.g. `sts:*`) on
+    /// everything, and returns its access key pair. Call before [`PrivateMoto::enable_auth`].
+    pub fn user_allowed(&self, name: &str, actions: &str) -> (String, String) {
+        let root = ("testing", "testing");
+        self.aws(root, &["iam", "create-user", "--user-name", name])
+            .unwrap();
+        let key = self
+            .aws(root, &["iam", "create-access-key", "--user-name", name])
+            .unwrap();
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{ "Effect": "Allow", "Action": actions, "Resource": "*" }]
+        })
+        .to_string();
+        self.aws(
+            root,
+            &[
+                "iam",
+                "put-user-policy",
+                "--user-name",
+                name,
+                "--policy-name",
+                "allow",
+                "--policy-document",
+                &policy,
+            ],
+        )
+        .unwrap();
+        (
+            key["AccessKey"]["AccessKeyId"].as_str().unwrap().to_owned(),
+            key["AccessKey"]["SecretAccessKey"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        )
     }
 
     /// Turns on moto's signature and IAM policy checks (server-wide).

@@ -282,31 +282,7 @@ async fn re_verification_runs_again_and_only_admins_may_ask() {
 async fn verification_against_enforced_trust_policies_reports_the_aws_error() {
     let moto = PrivateMoto::start().await;
     let root = ("testing", "testing");
-    moto.aws(root, &["iam", "create-user", "--user-name", "broker"])
-        .unwrap();
-    let key = moto
-        .aws(root, &["iam", "create-access-key", "--user-name", "broker"])
-        .unwrap();
-    let key_id = key["AccessKey"]["AccessKeyId"].as_str().unwrap().to_owned();
-    let secret = key["AccessKey"]["SecretAccessKey"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let allow = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sts:*","Resource":"*"}]}"#;
-    moto.aws(
-        root,
-        &[
-            "iam",
-            "put-user-policy",
-            "--user-name",
-            "broker",
-            "--policy-name",
-            "sts",
-            "--policy-document",
-            allow,
-        ],
-    )
-    .unwrap();
+    let (key_id, secret) = moto.user_allowed("broker", "sts:*");
 
     let data_dir = tempfile::tempdir().unwrap();
     let db_url = fresh_database_url();

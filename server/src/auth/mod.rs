@@ -58,6 +58,16 @@ pub enum Action {
     ManageCustomers,
     /// List and show customers and their roles.
     ReadCustomers,
+    /// Open a support session (case-scoped access for a person).
+    OpenSupportSession,
+    /// Open a customer session (services and batch jobs), explicitly or by asking for
+    /// credentials.
+    OpenCustomerSession,
+    /// List and show sessions (non-admins see only their own, see [`Principal::sees_all_sessions`]).
+    ReadSessions,
+    /// Fetch credentials for, or revoke, a session: its owner or an admin
+    /// (see [`Principal::authorize_owner`]).
+    UseSession,
 }
 
 impl Action {
@@ -66,6 +76,10 @@ impl Action {
         match self {
             Action::ManageCustomers => matches!(role, Admin),
             Action::ReadCustomers => matches!(role, Admin | Support | Auditor),
+            Action::OpenSupportSession => matches!(role, Admin | Support),
+            Action::OpenCustomerSession => matches!(role, Admin | Service),
+            Action::ReadSessions => matches!(role, Admin | Support | Service | Auditor),
+            Action::UseSession => matches!(role, Admin | Support | Service),
         }
     }
 }
@@ -97,6 +111,23 @@ impl Principal {
             )));
         }
         Ok(())
+    }
+
+    /// Decides whether this principal may act on a session `owner` opened: `UseSession`
+    /// for the customer, and then only its owner (or an admin).
+    pub fn authorize_owner(&self, customer: &CustomerId, owner: &str) -> Result<(), ApiError> {
+        self.authorize(Action::UseSession, Some(customer))?;
+        if self.role != Role::Admin && self.subject != owner {
+            return Err(ApiError::Forbidden(
+                "only the session's owner or an admin may do this".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Admins and auditors see every session; others only the ones they opened.
+    pub fn sees_all_sessions(&self) -> bool {
+        matches!(self.role, Role::Admin | Role::Auditor)
     }
 
     /// Whether the token's customer limit (if any) includes `customer`.

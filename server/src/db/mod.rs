@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod customers;
 pub mod roles;
+pub mod sessions;
 pub mod tokens;
 
 use std::time::Duration;

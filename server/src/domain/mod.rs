@@ -5,11 +5,13 @@ mod arn;
 mod duration;
 mod external_id;
 mod names;
+pub mod session;
 
 pub use arn::RoleArn;
 pub use duration::parse_duration;
 pub use external_id::ExternalId;
 pub use names::{CustomerId, DisplayName, RoleName, SessionKind};
+pub use session::{CaseId, Reason};
 
 /// Why a value was rejected; the message names the rule, never echoes secrets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -38,6 +38,18 @@ pub enum ApiError {
     /// The request is well-formed but the state of things forbids it (422).
     #[error("{0}")]
     Unprocessable(String),
+    /// The session is over: expired or revoked (410).
+    #[error("{0}")]
+    Gone(String),
+    /// AWS STS refused or failed the AssumeRole call. The AWS error code is returned to the
+    /// client (it is what they need to fix the role); `status` is 502, or 503 when retrying
+    /// later may help (throttling, unreachable).
+    #[error("AWS STS refused AssumeRole: {code}: {message}")]
+    Aws {
+        status: StatusCode,
+        code: String,
+        message: String,
+    },
     #[error("the request took too long")]
     Timeout,
     /// A dependency (database, AWS) cannot be reached; the cause is logged, not returned.
@@ -62,6 +74,10 @@ pub struct Problem {
     /// The fields at fault, for validation errors.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// The AWS error code, when AWS refused the broker's call (e.g. `AccessDenied`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "AccessDenied")]
+    pub aws_error_code: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -88,6 +104,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::Aws { status, .. } => *status,
             ApiError::Timeout | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -108,6 +126,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method-not-allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unprocessable(_) => "unprocessable",
+            ApiError::Gone(_) => "session-ended",
+            ApiError::Aws { .. } => "aws-error",
             ApiError::Timeout => "timeout",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -121,7 +141,19 @@ impl ApiError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => ApiError::Unavailable(format!("database: {err}")),
+            | sqlx::Error::WorkerCrashed
+            // A front end (pooler, load balancer) that accepts and then drops connections.
+            | sqlx::Error::Protocol(_) => ApiError::Unavailable(format!("database: {err}")),
+            // Postgres refusing work: connection exceptions (08), insufficient resources
+            // (53: too many connections, disk full), operator intervention (57: shutting
+            // down, starting up, query cancelled).
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .is_some_and(|c| ["08", "53", "57"].iter().any(|class| c.starts_with(class))) =>
+            {
+                ApiError::Unavailable(format!("database: {db}"))
+            }
             other => ApiError::Internal(anyhow::Error::new(other).context("database query")),
         }
     }
@@ -149,7 +181,7 @@ impl IntoResponse for ApiError {
         let detail = if status.is_server_error() {
             tracing::error!(error = ?self, "request failed");
             match self {
-                ApiError::Timeout => self.to_string(),
+                ApiError::Timeout | ApiError::Aws { .. } => self.to_string(),
                 _ => "the server could not complete the request; see its log for this request id"
                     .to_owned(),
             }
@@ -172,6 +204,10 @@ impl IntoResponse for ApiError {
             detail,
             request_id: REQUEST_ID.try_with(Clone::clone).ok(),
             errors,
+            aws_error_code: match &self {
+                ApiError::Aws { code, .. } => Some(code.clone()),
+                _ => None,
+            },
         };
         let mut response = (status, axum::Json(problem)).into_response();
         response

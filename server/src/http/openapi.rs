@@ -17,6 +17,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
     tags(
         (name = "customers", description = "Customers, external IDs and onboarding"),
         (name = "roles", description = "Customer IAM roles and their verification"),
+        (name = "sessions", description = "Support and customer sessions, and their credentials"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]

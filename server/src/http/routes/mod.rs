@@ -3,6 +3,7 @@
 pub mod customers;
 pub mod health;
 pub mod roles;
+pub mod sessions;
 
 use std::net::SocketAddr;
 
@@ -23,6 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(health::routes())
         .merge(customers::routes())
         .merge(roles::routes())
+        .merge(sessions::routes())
 }
 
 /// `{id}` in customer paths, as the OpenAPI document describes it (`domain::CustomerId`

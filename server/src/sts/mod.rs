@@ -1,8 +1,12 @@
 //! AWS STS: the broker's identity, AssumeRole, and role verification.
 //!
-//! One SDK client per instance, with standard retries (exponential backoff with jitter) and
-//! bounded timeouts. Credentials obtained here are never logged.
+//! One SDK client per instance, with standard retries (exponential backoff with jitter),
+//! bounded timeouts, and one rate limiter that every AssumeRole of the instance passes (the
+//! STS budget). Credentials obtained here are never logged.
 
+pub mod cache;
+
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -134,7 +138,9 @@ impl std::fmt::Debug for AssumedCredentials {
 pub struct Sts {
     client: aws_sdk_sts::Client,
     configured_principal: Option<String>,
-    discovered_principal: OnceCell<String>,
+    /// The caller ARN from sts:GetCallerIdentity, asked once.
+    caller: OnceCell<String>,
+    budget: governor::DefaultDirectRateLimiter,
 }
 
 impl Sts {
@@ -157,10 +163,12 @@ impl Sts {
             loader = loader.endpoint_url(url);
         }
         let sdk = loader.load().await;
+        let per_second = NonZeroU32::new(config.sts_rate_limit).unwrap_or(NonZeroU32::MIN);
         Sts {
             client: aws_sdk_sts::Client::new(&sdk),
             configured_principal: config.broker_principal_arn.clone(),
-            discovered_principal: OnceCell::new(),
+            caller: OnceCell::new(),
+            budget: governor::RateLimiter::direct(governor::Quota::per_second(per_second)),
         }
     }
 
@@ -170,7 +178,11 @@ impl Sts {
         if let Some(arn) = &self.configured_principal {
             return Ok(arn.clone());
         }
-        self.discovered_principal
+        Ok(principal_from_caller_arn(self.caller_arn().await?))
+    }
+
+    async fn caller_arn(&self) -> Result<&str, StsError> {
+        self.caller
             .get_or_try_init(|| async {
                 let out = self
                     .client
@@ -178,11 +190,19 @@ impl Sts {
                     .send()
                     .await
                     .map_err(StsError::from_sdk)?;
-                let arn = out.arn().unwrap_or_default();
-                Ok(principal_from_caller_arn(arn))
+                Ok(out.arn().unwrap_or_default().to_owned())
             })
             .await
-            .cloned()
+            .map(String::as_str)
+    }
+
+    /// Whether the broker's own credentials come from a role, which limits the sessions it
+    /// can create to one hour (role chaining). Unknown counts as yes: the safe answer.
+    pub async fn broker_on_role(&self) -> bool {
+        match self.caller_arn().await {
+            Ok(arn) => arn.contains(":assumed-role/"),
+            Err(_) => true,
+        }
     }
 
     #[tracing::instrument(skip_all, fields(role_arn = %req.role_arn, session_name = %req.session_name))]
@@ -199,6 +219,7 @@ impl Sts {
                 code: "InvalidTag".into(),
                 message: e.to_string(),
             })?;
+        self.budget.until_ready().await;
         let out = self
             .client
             .assume_role()

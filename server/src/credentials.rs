@@ -1,0 +1,351 @@
+//! Issuing credentials for a session: whether the session may have them now, the AssumeRole
+//! context (external ID, session name, source identity, tags, lifetime, session policy),
+//! the cache, and the record of every AssumeRole.
+//!
+//! The caller audits the outcome and answers only after that audit row committed.
+
+use std::time::Instant;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::db::sessions::Grant;
+use crate::domain::session::{
+    credential_lifetime, role_session_name, session_policy, source_identity, tag_value,
+};
+use crate::domain::{CaseId, CustomerId, ExternalId, RoleArn, SessionKind};
+use crate::http::error::ApiError;
+use crate::sts::cache::{Cached, Lookup};
+use crate::sts::{AssumeRoleRequest, StsError};
+
+/// STS's limit on a session policy's plain-text size.
+const MAX_POLICY_CHARS: usize = 2048;
+
+/// The `credential_process` document, exactly as the AWS CLI and SDKs read it
+/// (<https://docs.aws.amazon.com/cli/latest/userguide/cli-configure-sourcing-external.html>).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct CredentialProcess {
+    /// Always 1.
+    #[schema(example = 1)]
+    pub version: u8,
+    #[schema(example = "ASIAIOSFODNN7EXAMPLE")]
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    /// When the credentials stop working (RFC 3339, UTC): the STS expiry, or the session's
+    /// end when a policy cuts them off earlier.
+    #[schema(example = "2026-11-26T12:30:00Z")]
+    pub expiration: String,
+}
+
+impl std::fmt::Debug for CredentialProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialProcess")
+            .field("access_key_id", &self.access_key_id)
+            .field("expiration", &self.expiration)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Credentials handed out, and how.
+#[derive(Debug)]
+pub struct Issued {
+    pub document: CredentialProcess,
+    pub cache_hit: bool,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Why no credentials: the client's answer, and the audit row's outcome and code.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: ApiError,
+    /// `denied` (the rules or AWS said no) or `error` (something failed).
+    pub outcome: &'static str,
+    pub code: String,
+    pub cache_hit: Option<bool>,
+}
+
+impl Refused {
+    fn denied(code: &str, error: ApiError) -> Self {
+        Refused {
+            error,
+            outcome: "denied",
+            code: code.to_owned(),
+            cache_hit: None,
+        }
+    }
+
+    fn failed(code: &str, error: ApiError) -> Self {
+        Refused {
+            error,
+            outcome: "error",
+            code: code.to_owned(),
+            cache_hit: None,
+        }
+    }
+}
+
+/// Whether the session may have credentials right now, and why not. Every instance reads
+/// the grant from the database on every request, so a revocation holds everywhere at once.
+pub fn check(grant: &Grant) -> Result<(), Refused> {
+    let s = &grant.session;
+    if let Some(revoked_at) = s.revoked_at {
+        let still = s
+            .credentials_valid_until
+            .filter(|until| *until > grant.now)
+            .map(|until| {
+                format!(
+                    "; credentials issued before keep working until {}",
+                    until.to_rfc3339_opts(SecondsFormat::Secs, true)
+                )
+            })
+            .unwrap_or_default();
+        return Err(Refused::denied(
+            "SessionRevoked",
+            ApiError::Gone(format!(
+                "session {} was revoked at {}{still}",
+                s.id,
+                revoked_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+            )),
+        ));
+    }
+    if s.expires_at <= grant.now {
+        return Err(Refused::denied(
+            "SessionExpired",
+            ApiError::Gone(format!(
+                "session {} expired at {}",
+                s.id,
+                s.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+            )),
+        ));
+    }
+    if grant.customer_status == "disabled" {
+        return Err(Refused::denied(
+            "CustomerDisabled",
+            ApiError::Conflict(format!("customer '{}' is disabled", s.customer_id)),
+        ));
+    }
+    if grant.role_status != "verified" || grant.external_id.is_none() {
+        return Err(Refused::denied(
+            "RoleNotVerified",
+            ApiError::Conflict(format!(
+                "role '{}' of customer '{}' is {}; verify it first",
+                s.role_name, s.customer_id, grant.role_status
+            )),
+        ));
+    }
+    if !grant.role_kinds.contains(&s.kind) {
+        return Err(Refused::denied(
+            "SessionKindNotAllowed",
+            ApiError::Conflict(format!(
+                "role '{}' does not allow {} sessions",
+                s.role_name, s.kind
+            )),
+        ));
+    }
+    Ok(())
+}
+
+/// Credentials for a session that passed [`check`]: cached, or from one AssumeRole shared
+/// by every concurrent request for the session.
+#[tracing::instrument(skip_all, fields(session = %grant.session.id))]
+pub async fn issue(
+    state: &AppState,
+    grant: &Grant,
+    request_id: Option<&str>,
+) -> Result<Issued, Refused> {
+    let session_end = grant.session.expires_at;
+    let refresh = chrono::Duration::from_std(state.config.credential_refresh)
+        .unwrap_or(chrono::Duration::zero());
+    let usable = |c: &Cached| {
+        let now = Utc::now();
+        let exp = c.credentials.expiration;
+        c.role_version == grant.role_updated_at
+            && c.session_end == session_end
+            && exp > now
+            && (exp - now > refresh || exp >= session_end)
+    };
+    let lookup = state
+        .credentials
+        .get_or_issue(grant.session.id, usable, || {
+            assume(state, grant, request_id)
+        })
+        .await;
+    let (cached, cache_hit) = match lookup {
+        Lookup::Hit(c) => (c, true),
+        Lookup::Issued(c) => (c, false),
+        Lookup::Failed { error, cached } => {
+            let mut refused = refusal(error);
+            refused.cache_hit = Some(cached);
+            return Err(refused);
+        }
+    };
+    let expires_at = cached.credentials.expiration.min(session_end);
+    Ok(Issued {
+        document: CredentialProcess {
+            version: 1,
+            access_key_id: cached.credentials.access_key_id.clone(),
+            secret_access_key: cached.credentials.secret_access_key.clone(),
+            session_token: cached.credentials.session_token.clone(),
+            expiration: expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        },
+        cache_hit,
+        expires_at,
+    })
+}
+
+/// Errors inside the single-flight that are not AWS's: carried as pseudo STS codes.
+const BROKER_ERROR: &str = "LanyardInternal";
+const DATABASE_ERROR: &str = "LanyardDatabase";
+const POLICY_TOO_LARGE: &str = "LanyardPolicyTooLarge";
+
+async fn assume(
+    state: &AppState,
+    grant: &Grant,
+    request_id: Option<&str>,
+) -> Result<Cached, StsError> {
+    let internal = |message: String| StsError {
+        code: BROKER_ERROR.into(),
+        message,
+    };
+    let s = &grant.session;
+    let role_arn = RoleArn::parse(&grant.role_arn).map_err(|e| internal(e.to_string()))?;
+    let external_id = ExternalId::parse(grant.external_id.as_deref().unwrap_or_default())
+        .map_err(|e| internal(e.to_string()))?;
+    let kind = SessionKind::parse(&s.kind).map_err(|e| internal(e.to_string()))?;
+    let customer = CustomerId::parse(&s.customer_id).map_err(|e| internal(e.to_string()))?;
+    let case = s
+        .case_id
+        .as_deref()
+        .map(CaseId::parse)
+        .transpose()
+        .map_err(|e| internal(e.to_string()))?;
+
+    let now = Utc::now();
+    let lifetime = credential_lifetime(
+        now,
+        s.expires_at,
+        i64::from(grant.role_max_session_seconds),
+        i64::try_from(state.config.credential_max.as_secs()).unwrap_or(i64::MAX),
+        state.sts.broker_on_role().await,
+    );
+    let policy = session_policy(
+        grant.role_session_policy.as_ref(),
+        lifetime.cut_at_session_end.then_some(s.expires_at),
+    );
+    if policy.as_ref().is_some_and(|p| p.len() > MAX_POLICY_CHARS) {
+        return Err(StsError {
+            code: POLICY_TOO_LARGE.into(),
+            message: format!(
+                "the role's session policy plus the session-end statement exceed STS's \
+                 {MAX_POLICY_CHARS} characters; shorten the role's session_policy"
+            ),
+        });
+    }
+    let mut tags = vec![
+        ("lanyard-session-id".to_owned(), s.id.to_string()),
+        ("lanyard-kind".to_owned(), s.kind.clone()),
+        ("lanyard-customer".to_owned(), tag_value(&s.customer_id)),
+    ];
+    if let Some(case) = &case {
+        tags.push(("lanyard-case-id".to_owned(), tag_value(case.as_str())));
+    }
+    let request = AssumeRoleRequest {
+        role_arn: &role_arn,
+        external_id: Some(&external_id),
+        session_name: role_session_name(kind, &customer, case.as_ref(), &s.requested_by),
+        source_identity: Some(source_identity(&s.requested_by)),
+        tags,
+        duration_seconds: lifetime.duration_seconds,
+        policy,
+    };
+    let started = Instant::now();
+    let credentials = state.sts.assume_role(&request).await?;
+    tracing::info!(
+        access_key_id = %credentials.access_key_id,
+        duration_seconds = lifetime.duration_seconds,
+        cut_at_session_end = lifetime.cut_at_session_end,
+        sts_ms = started.elapsed().as_millis() as u64,
+        "assumed role"
+    );
+    // The record of this AssumeRole comes first: credentials nobody could trace back to the
+    // session are never handed out (nor cached).
+    crate::db::sessions::record_issue(
+        &state.db,
+        s.id,
+        &credentials.access_key_id,
+        // When they really stop working: the policy cuts them at the session's end.
+        credentials.expiration.min(s.expires_at),
+        &s.requested_by,
+        request_id,
+    )
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "recording the credential issue failed");
+        StsError {
+            code: DATABASE_ERROR.into(),
+            message: "database".into(),
+        }
+    })?;
+    Ok(Cached {
+        credentials,
+        role_version: grant.role_updated_at,
+        session_end: s.expires_at,
+    })
+}
+
+/// The client's answer for a failed AssumeRole.
+fn refusal(error: StsError) -> Refused {
+    use axum::http::StatusCode;
+    match error.code.as_str() {
+        DATABASE_ERROR => Refused::failed(
+            DATABASE_ERROR,
+            ApiError::Unavailable("database unavailable while recording credentials".into()),
+        ),
+        BROKER_ERROR => Refused::failed(
+            BROKER_ERROR,
+            ApiError::Internal(anyhow::anyhow!("{}", error.message)),
+        ),
+        POLICY_TOO_LARGE => Refused::denied(POLICY_TOO_LARGE, ApiError::Conflict(error.message)),
+        code => {
+            let retry_may_help = matches!(
+                code,
+                "Throttling"
+                    | "ThrottlingException"
+                    | "RequestLimitExceeded"
+                    | "Unreachable"
+                    | "Timeout"
+                    | "ServiceUnavailable"
+                    | "InternalFailure"
+            ) || code.starts_with("HTTP5");
+            let denied = matches!(
+                code,
+                "AccessDenied"
+                    | "ExpiredToken"
+                    | "RegionDisabledException"
+                    | "MalformedPolicyDocument"
+                    | "PackedPolicyTooLarge"
+                    | "ValidationError"
+                    | "InvalidClientTokenId"
+            );
+            let status = if retry_may_help {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            Refused {
+                outcome: if denied { "denied" } else { "error" },
+                code: code.to_owned(),
+                cache_hit: None,
+                error: ApiError::Aws {
+                    status,
+                    code: code.to_owned(),
+                    message: error.message,
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! `session` and `credential_issue`: access grants, and every AssumeRole made for them.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor, PgPool};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionRow {
+    pub id: Uuid,
+    pub kind: String,
+    pub customer_id: String,
+    pub role_name: String,
+    pub case_id: Option<String>,
+    pub reason: Option<String>,
+    pub profile_name: String,
+    pub requested_by: String,
+    pub requested_by_role: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_by: Option<String>,
+    pub credentials_valid_until: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str =
+    "s.id, s.kind, s.customer_id, s.role_name, s.case_id, s.reason, s.profile_name,
+    s.requested_by, s.requested_by_role, s.created_at, s.expires_at, s.revoked_at, s.revoked_by,
+    s.credentials_valid_until";
+
+pub struct NewSession<'a> {
+    pub id: Uuid,
+    pub kind: &'a str,
+    pub customer_id: &'a str,
+    pub role_name: &'a str,
+    pub case_id: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    pub profile_name: &'a str,
+    pub requested_by: &'a str,
+    pub requested_by_role: &'a str,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[tracing::instrument(skip_all, fields(session = %s.id))]
+pub async fn insert(
+    conn: &mut PgConnection,
+    s: &NewSession<'_>,
+) -> Result<SessionRow, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO session AS s (id, kind, customer_id, role_name, case_id, reason, profile_name,
+                                   requested_by, requested_by_role, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         RETURNING {COLUMNS}"
+    )))
+    .bind(s.id)
+    .bind(s.kind)
+    .bind(s.customer_id)
+    .bind(s.role_name)
+    .bind(s.case_id)
+    .bind(s.reason)
+    .bind(s.profile_name)
+    .bind(s.requested_by)
+    .bind(s.requested_by_role)
+    .bind(s.expires_at)
+    .fetch_one(conn)
+    .await
+}
+
+#[tracing::instrument(skip_all, fields(session = %id))]
+pub async fn get<'e>(
+    exec: impl PgExecutor<'e>,
+    id: Uuid,
+) -> Result<Option<SessionRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM session s WHERE s.id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(exec)
+    .await
+}
+
+/// The caller's live customer session for this customer and role, if any (for reuse).
+/// Runs under the customer row lock, so two requests cannot both open one.
+pub async fn find_open_customer_session(
+    conn: &mut PgConnection,
+    customer: &str,
+    role: &str,
+    requested_by: &str,
+    min_remaining_secs: i64,
+) -> Result<Option<SessionRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM session s
+         WHERE s.kind = 'customer' AND s.customer_id = $1 AND s.role_name = $2
+           AND s.requested_by = $3 AND s.revoked_at IS NULL
+           AND s.expires_at > now() + make_interval(secs => $4)
+         ORDER BY s.expires_at DESC LIMIT 1"
+    )))
+    .bind(customer)
+    .bind(role)
+    .bind(requested_by)
+    .bind(min_remaining_secs as f64)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Filters for listing; `None` means "any".
+#[derive(Debug, Default)]
+pub struct Filter<'a> {
+    pub customer: Option<&'a str>,
+    pub case_id: Option<&'a str>,
+    pub kind: Option<&'a str>,
+    pub active: Option<bool>,
+    /// Only sessions this subject opened (non-admin callers).
+    pub requested_by: Option<&'a str>,
+    /// Only these customers (customer-limited tokens).
+    pub customers: Option<&'a [String]>,
+    pub limit: i64,
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn list(pool: &PgPool, f: &Filter<'_>) -> Result<Vec<SessionRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM session s
+         WHERE ($1::text IS NULL OR s.customer_id = $1)
+           AND ($2::text IS NULL OR s.case_id = $2)
+           AND ($3::text IS NULL OR s.kind = $3)
+           AND ($4::boolean IS NULL
+                OR $4 = (s.revoked_at IS NULL AND s.expires_at > now()))
+           AND ($5::text IS NULL OR s.requested_by = $5)
+           AND ($6::text[] IS NULL OR s.customer_id = ANY($6))
+         ORDER BY s.created_at DESC, s.id
+         LIMIT $7"
+    )))
+    .bind(f.customer)
+    .bind(f.case_id)
+    .bind(f.kind)
+    .bind(f.active)
+    .bind(f.requested_by)
+    .bind(f.customers)
+    .bind(f.limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Revokes a live session. `None` when it does not exist or was already revoked.
+#[tracing::instrument(skip_all, fields(session = %id))]
+pub async fn revoke<'e>(
+    exec: impl PgExecutor<'e>,
+    id: Uuid,
+    by: &str,
+) -> Result<Option<SessionRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE session s SET revoked_at = now(), revoked_by = $2
+         WHERE s.id = $1 AND s.revoked_at IS NULL
+         RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(by)
+    .fetch_optional(exec)
+    .await
+}
+
+/// Everything needed to issue credentials for a session, read in one query so that a
+/// revocation, an expiry, a disabled customer or a changed role is seen by every instance
+/// on the very next request.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Grant {
+    #[sqlx(flatten)]
+    pub session: SessionRow,
+    pub customer_status: String,
+    pub role_arn: String,
+    pub role_status: String,
+    pub role_kinds: Vec<String>,
+    pub role_max_session_seconds: i32,
+    pub role_session_policy: Option<serde_json::Value>,
+    /// The external ID the role verified with.
+    pub external_id: Option<String>,
+    /// When the role was last changed: cached credentials older than this are not reused.
+    pub role_updated_at: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+}
+
+#[tracing::instrument(skip_all, fields(session = %id))]
+pub async fn grant(pool: &PgPool, id: Uuid) -> Result<Option<Grant>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS}, c.status AS customer_status, r.role_arn, r.status AS role_status,
+                r.session_kinds AS role_kinds, r.max_session_seconds AS role_max_session_seconds,
+                r.session_policy AS role_session_policy, r.verified_external_id AS external_id,
+                r.updated_at AS role_updated_at, now() AS now
+         FROM session s
+         JOIN customer c ON c.id = s.customer_id
+         JOIN role r ON r.customer_id = s.customer_id AND r.name = s.role_name
+         WHERE s.id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Records one AssumeRole for a session (never the secret or the token) and extends the
+/// session's `credentials_valid_until`.
+#[tracing::instrument(skip_all, fields(session = %session_id))]
+pub async fn record_issue(
+    pool: &PgPool,
+    session_id: Uuid,
+    access_key_id: &str,
+    expires_at: DateTime<Utc>,
+    actor: &str,
+    request_id: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH issue AS (
+            INSERT INTO credential_issue (session_id, access_key_id, expires_at, actor, request_id)
+            VALUES ($1, $2, $3, $4, $5)
+         )
+         UPDATE session SET credentials_valid_until = GREATEST(credentials_valid_until, $3)
+         WHERE id = $1",
+    )
+    .bind(session_id)
+    .bind(access_key_id)
+    .bind(expires_at)
+    .bind(actor)
+    .bind(request_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,642 @@
+//! Sessions and credentials: open, list, show, revoke; credentials for a session, and for
+//! the caller's customer session.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use super::{CustomerPath, RequestContext};
+use crate::app::AppState;
+use crate::auth::{Action, Principal};
+use crate::credentials::{self, CredentialProcess, Refused};
+use crate::db::sessions::{Grant, NewSession, SessionRow};
+use crate::db::{self, audit::NewEvent};
+use crate::domain::session::profile_name;
+use crate::domain::{CaseId, CustomerId, Reason, RoleName, SessionKind};
+use crate::http::error::{ApiError, Problem};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(open_session, list_sessions))
+        .routes(routes!(get_session, revoke_session))
+        .routes(routes!(issue_session_credentials))
+        .routes(routes!(issue_customer_credentials))
+}
+
+/// A grant of access to one customer role for a bounded time.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Session {
+    pub id: Uuid,
+    pub kind: SessionKind,
+    pub customer: String,
+    pub role: String,
+    pub case_id: Option<String>,
+    pub reason: Option<String>,
+    /// The AWS CLI profile the session is used through.
+    #[schema(example = "support-acme-corp-CS-12345")]
+    pub profile_name: String,
+    pub requested_by: String,
+    /// `active`, `expired` or `revoked`.
+    #[schema(example = "active")]
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_by: Option<String>,
+    /// When the last credentials issued for this session stop working. STS cannot recall
+    /// credentials: after a revocation, those already handed out work until this time.
+    pub credentials_valid_until: Option<DateTime<Utc>>,
+}
+
+impl From<SessionRow> for Session {
+    fn from(row: SessionRow) -> Self {
+        let status = if row.revoked_at.is_some() {
+            "revoked"
+        } else if row.expires_at <= Utc::now() {
+            "expired"
+        } else {
+            "active"
+        };
+        Session {
+            id: row.id,
+            kind: SessionKind::parse(&row.kind).unwrap_or(SessionKind::Customer),
+            customer: row.customer_id,
+            role: row.role_name,
+            case_id: row.case_id,
+            reason: row.reason,
+            profile_name: row.profile_name,
+            requested_by: row.requested_by,
+            status: status.to_owned(),
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            revoked_at: row.revoked_at,
+            revoked_by: row.revoked_by,
+            credentials_valid_until: row.credentials_valid_until,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenSession {
+    pub kind: SessionKind,
+    #[schema(
+        example = "acme-corp",
+        pattern = "^[a-z0-9][a-z0-9-]{1,62}$",
+        min_length = 2,
+        max_length = 63
+    )]
+    pub customer: String,
+    #[schema(
+        example = "readonly",
+        pattern = "^[a-z0-9][a-z0-9_-]{0,62}$",
+        min_length = 1,
+        max_length = 63
+    )]
+    pub role: String,
+    /// Required for support sessions.
+    #[schema(example = "CS-12345", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$")]
+    pub case_id: Option<String>,
+    /// Required for support sessions: why access is needed.
+    #[schema(example = "customer reports failing S3 uploads", max_length = 500)]
+    pub reason: Option<String>,
+    /// Support default 1800; at most the configured maximum and the role's
+    /// max_session_seconds.
+    #[schema(minimum = 60, maximum = 43200)]
+    #[serde(default, deserialize_with = "crate::http::extract::integral")]
+    pub duration_seconds: Option<i32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<Session>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListSessionsQuery {
+    /// Only this customer's sessions.
+    #[param(pattern = "^[a-z0-9][a-z0-9-]{1,62}$")]
+    pub customer: Option<String>,
+    /// Only sessions for this case.
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$")]
+    pub case_id: Option<String>,
+    /// `true`: only live sessions; `false`: only expired or revoked ones.
+    pub active: Option<bool>,
+    pub kind: Option<SessionKind>,
+    /// At most this many, newest first (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct SessionPath {
+    /// Session id.
+    id: Uuid,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerCredentialsRequest {
+    /// The role to use; may be left out when the customer has exactly one verified role
+    /// that allows customer sessions.
+    #[schema(
+        pattern = "^[a-z0-9][a-z0-9_-]{0,62}$",
+        min_length = 1,
+        max_length = 63
+    )]
+    pub role: Option<String>,
+}
+
+/// Open a support session (support, admin) or a customer session (service, admin).
+#[utoipa::path(post, path = "/v1/sessions", tag = "sessions", security(("bearer" = [])),
+    request_body = OpenSession,
+    responses((status = 201, body = Session),
+               (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+               (status = 404, body = Problem),
+               (status = 409, description = "Customer disabled, role not verified, or the role does not allow this kind", body = Problem),
+               (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
+#[tracing::instrument(skip_all)]
+async fn open_session(
+    State(state): State<AppState>,
+    principal: Principal,
+    ctx: RequestContext,
+    ApiJson(body): ApiJson<OpenSession>,
+) -> Result<(StatusCode, Json<Session>), ApiError> {
+    let customer =
+        CustomerId::parse(&body.customer).map_err(|e| ApiError::invalid("customer", e))?;
+    let role = RoleName::parse(&body.role).map_err(|e| ApiError::invalid("role", e))?;
+    let (case, reason) = match body.kind {
+        SessionKind::Support => {
+            let case = body
+                .case_id
+                .as_deref()
+                .ok_or_else(|| ApiError::invalid("case_id", "required for support sessions"))?;
+            let reason = body
+                .reason
+                .as_deref()
+                .ok_or_else(|| ApiError::invalid("reason", "required for support sessions"))?;
+            (
+                Some(CaseId::parse(case).map_err(|e| ApiError::invalid("case_id", e))?),
+                Some(Reason::parse(reason).map_err(|e| ApiError::invalid("reason", e))?),
+            )
+        }
+        SessionKind::Customer => {
+            if body.case_id.is_some() {
+                return Err(ApiError::invalid(
+                    "case_id",
+                    "only support sessions have a case",
+                ));
+            }
+            let reason = body.reason.as_deref().map(Reason::parse).transpose();
+            (None, reason.map_err(|e| ApiError::invalid("reason", e))?)
+        }
+    };
+    let request = SessionRequest {
+        kind: body.kind,
+        customer,
+        role,
+        case,
+        reason,
+        duration_seconds: body.duration_seconds,
+        reuse: false,
+    };
+    let row = open(&state, &principal, &ctx, &request).await?;
+    Ok((StatusCode::CREATED, Json(row.into())))
+}
+
+struct SessionRequest {
+    kind: SessionKind,
+    customer: CustomerId,
+    role: RoleName,
+    case: Option<CaseId>,
+    reason: Option<Reason>,
+    duration_seconds: Option<i32>,
+    /// Return the caller's live customer session instead of opening another one.
+    reuse: bool,
+}
+
+/// Opens a session after checking the customer, the role and the duration; audited in the
+/// same transaction.
+async fn open(
+    state: &AppState,
+    principal: &Principal,
+    ctx: &RequestContext,
+    req: &SessionRequest,
+) -> Result<SessionRow, ApiError> {
+    let action = match req.kind {
+        SessionKind::Support => Action::OpenSupportSession,
+        SessionKind::Customer => Action::OpenCustomerSession,
+    };
+    principal.authorize(action, Some(&req.customer))?;
+    let mut tx = state.db.begin().await?;
+    let customer = db::customers::lock(&mut tx, req.customer.as_str())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("customer '{}' does not exist", req.customer)))?;
+    if customer.status == "disabled" {
+        return Err(ApiError::Conflict(format!(
+            "customer '{}' is disabled",
+            req.customer
+        )));
+    }
+    let role = db::roles::get(&mut *tx, req.customer.as_str(), req.role.as_str())
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "customer '{}' has no role '{}'",
+                req.customer, req.role
+            ))
+        })?;
+    if role.status != "verified" {
+        return Err(ApiError::Conflict(format!(
+            "role '{}' is {}; it must be verified before sessions can use it",
+            req.role, role.status
+        )));
+    }
+    if !role.session_kinds.iter().any(|k| k == req.kind.as_str()) {
+        return Err(ApiError::Conflict(format!(
+            "role '{}' does not allow {} sessions",
+            req.role,
+            req.kind.as_str()
+        )));
+    }
+    let (default, config_max) = match req.kind {
+        SessionKind::Support => (
+            crate::config::DEFAULT_SUPPORT_SESSION_SECS as i64,
+            state.config.support_session_max.as_secs() as i64,
+        ),
+        SessionKind::Customer => {
+            let secs = state.config.customer_session.as_secs() as i64;
+            (secs, secs)
+        }
+    };
+    let max = config_max.min(i64::from(role.max_session_seconds));
+    let duration = match req.duration_seconds {
+        Some(d) if !(60..=max).contains(&i64::from(d)) => {
+            return Err(ApiError::invalid(
+                "duration_seconds",
+                format!(
+                    "must be between 60 and {max} (the configured maximum and role '{}''s max_session_seconds)",
+                    req.role
+                ),
+            ));
+        }
+        Some(d) => i64::from(d),
+        None => default.min(max),
+    };
+    if req.reuse
+        && let Some(row) = db::sessions::find_open_customer_session(
+            &mut tx,
+            req.customer.as_str(),
+            req.role.as_str(),
+            principal.actor(),
+            60,
+        )
+        .await?
+    {
+        return Ok(row);
+    }
+    let id = Uuid::now_v7();
+    let profile = profile_name(req.kind, &req.customer, req.case.as_ref());
+    let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&mut *tx)
+        .await?;
+    let row = db::sessions::insert(
+        &mut tx,
+        &NewSession {
+            id,
+            kind: req.kind.as_str(),
+            customer_id: req.customer.as_str(),
+            role_name: req.role.as_str(),
+            case_id: req.case.as_ref().map(CaseId::as_str),
+            reason: req.reason.as_ref().map(Reason::as_str),
+            profile_name: &profile,
+            requested_by: principal.actor(),
+            requested_by_role: principal.role.as_str(),
+            expires_at: now + chrono::Duration::seconds(duration),
+        },
+    )
+    .await?;
+    let event = NewEvent {
+        customer_id: Some(req.customer.to_string()),
+        role_name: Some(req.role.to_string()),
+        session_id: Some(id),
+        case_id: req.case.as_ref().map(ToString::to_string),
+        profile: Some(profile),
+        detail: Some(serde_json::json!({
+            "kind": req.kind.as_str(),
+            "duration_seconds": duration,
+            "reason": req.reason.as_ref().map(Reason::as_str),
+        })),
+        ..ctx.event(principal, "session.open")
+    };
+    db::audit::insert(&mut *tx, &event).await?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// List sessions: admins and auditors see all, others their own.
+#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", security(("bearer" = [])),
+    params(ListSessionsQuery),
+    responses((status = 200, body = SessionList), (status = 400, body = Problem),
+               (status = 401, body = Problem), (status = 403, body = Problem)))]
+#[tracing::instrument(skip_all)]
+async fn list_sessions(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<ListSessionsQuery>,
+) -> Result<Json<SessionList>, ApiError> {
+    principal.authorize(Action::ReadSessions, None)?;
+    let customer = query
+        .customer
+        .as_deref()
+        .map(CustomerId::parse)
+        .transpose()
+        .map_err(|e| ApiError::invalid("customer", e))?;
+    let case = query
+        .case_id
+        .as_deref()
+        .map(CaseId::parse)
+        .transpose()
+        .map_err(|e| ApiError::invalid("case_id", e))?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
+    }
+    let limited: Option<Vec<String>> = principal
+        .customers
+        .as_ref()
+        .map(|list| list.iter().map(ToString::to_string).collect());
+    let rows = db::sessions::list(
+        &state.db,
+        &db::sessions::Filter {
+            customer: customer.as_ref().map(CustomerId::as_str),
+            case_id: case.as_ref().map(CaseId::as_str),
+            kind: query.kind.map(SessionKind::as_str),
+            active: query.active,
+            requested_by: (!principal.sees_all_sessions()).then(|| principal.actor()),
+            customers: limited.as_deref(),
+            limit,
+        },
+    )
+    .await?;
+    Ok(Json(SessionList {
+        sessions: rows.into_iter().map(Session::from).collect(),
+    }))
+}
+
+/// Loads a session the principal may see; 404 otherwise (no existence leak).
+async fn visible(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+) -> Result<SessionRow, ApiError> {
+    principal.authorize(Action::ReadSessions, None)?;
+    let row = db::sessions::get(&state.db, id).await?;
+    row.filter(|row| {
+        CustomerId::parse(&row.customer_id).is_ok_and(|c| principal.may_see(&c))
+            && (principal.sees_all_sessions() || row.requested_by == principal.actor())
+    })
+    .ok_or_else(|| ApiError::NotFound(format!("session {id} does not exist")))
+}
+
+/// Show a session.
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions", security(("bearer" = [])),
+    params(SessionPath),
+    responses((status = 200, body = Session), (status = 400, body = Problem), (status = 401, body = Problem),
+               (status = 403, body = Problem), (status = 404, body = Problem)))]
+#[tracing::instrument(skip_all, fields(session = %id))]
+async fn get_session(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Session>, ApiError> {
+    Ok(Json(visible(&state, &principal, id).await?.into()))
+}
+
+/// Revoke a session (its owner or an admin). No new credentials are issued for it from any
+/// instance; credentials already issued work until `credentials_valid_until`.
+#[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions", security(("bearer" = [])),
+    params(SessionPath),
+    responses((status = 200, body = Session), (status = 400, body = Problem), (status = 401, body = Problem),
+               (status = 403, body = Problem), (status = 404, body = Problem),
+               (status = 409, description = "Already revoked", body = Problem)))]
+#[tracing::instrument(skip_all, fields(session = %id))]
+async fn revoke_session(
+    State(state): State<AppState>,
+    principal: Principal,
+    ctx: RequestContext,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Session>, ApiError> {
+    let row = visible(&state, &principal, id).await?;
+    let customer = CustomerId::parse(&row.customer_id).map_err(|e| ApiError::Internal(e.into()))?;
+    principal.authorize_owner(&customer, &row.requested_by)?;
+    let mut tx = state.db.begin().await?;
+    let Some(revoked) = db::sessions::revoke(&mut *tx, id, principal.actor()).await? else {
+        return Err(ApiError::Conflict(format!(
+            "session {id} is already revoked"
+        )));
+    };
+    let event = NewEvent {
+        customer_id: Some(revoked.customer_id.clone()),
+        role_name: Some(revoked.role_name.clone()),
+        session_id: Some(id),
+        case_id: revoked.case_id.clone(),
+        profile: Some(revoked.profile_name.clone()),
+        ..ctx.event(&principal, "session.revoke")
+    };
+    db::audit::insert(&mut *tx, &event).await?;
+    tx.commit().await?;
+    state.credentials.forget(id);
+    Ok(Json(revoked.into()))
+}
+
+/// Credentials for a session (its owner or an admin), in credential_process form. Sent only
+/// after the audit row for this request is committed.
+#[utoipa::path(post, path = "/v1/sessions/{id}/credentials", tag = "sessions", security(("bearer" = [])),
+    params(SessionPath),
+    responses((status = 200, body = CredentialProcess),
+               (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+               (status = 404, body = Problem),
+               (status = 409, description = "Customer disabled, role not verified, or kind not allowed", body = Problem),
+               (status = 410, description = "The session expired or was revoked", body = Problem),
+               (status = 502, description = "AWS refused AssumeRole; `aws_error_code` names why", body = Problem),
+               (status = 503, description = "Database or AWS unavailable; no credentials were issued", body = Problem)))]
+#[tracing::instrument(skip_all, fields(session = %id))]
+async fn issue_session_credentials(
+    State(state): State<AppState>,
+    principal: Principal,
+    ctx: RequestContext,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<CredentialProcess>, ApiError> {
+    let started = Instant::now();
+    let grant = db::sessions::grant(&state.db, id)
+        .await?
+        .filter(|g| CustomerId::parse(&g.session.customer_id).is_ok_and(|c| principal.may_see(&c)))
+        .ok_or_else(|| ApiError::NotFound(format!("session {id} does not exist")))?;
+    vend(&state, &principal, &ctx, &grant, started).await
+}
+
+/// Credentials for the caller's customer session with this customer, opened if there is no
+/// live one (service, admin).
+#[utoipa::path(post, path = "/v1/customers/{id}/credentials", tag = "sessions", security(("bearer" = [])),
+    params(CustomerPath),
+    request_body(content = Option<CustomerCredentialsRequest>, description = "Optional; `{}` or no body picks the customer's only role"),
+    responses((status = 200, body = CredentialProcess),
+               (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+               (status = 404, body = Problem),
+               (status = 409, description = "Customer disabled, role not verified, not allowed for customer sessions, or ambiguous", body = Problem),
+               (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem),
+               (status = 502, description = "AWS refused AssumeRole; `aws_error_code` names why", body = Problem),
+               (status = 503, description = "Database or AWS unavailable; no credentials were issued", body = Problem)))]
+#[tracing::instrument(skip_all, fields(customer = %customer))]
+async fn issue_customer_credentials(
+    State(state): State<AppState>,
+    principal: Principal,
+    ctx: RequestContext,
+    ApiPath(customer): ApiPath<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<CredentialProcess>, ApiError> {
+    let started = Instant::now();
+    let customer = CustomerId::parse(&customer).map_err(|e| ApiError::invalid("id", e))?;
+    principal.authorize(Action::OpenCustomerSession, Some(&customer))?;
+    // The body is optional (credential_process clients send none), so it is read by hand.
+    let body: CustomerCredentialsRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CustomerCredentialsRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::Rejected {
+            status: if e.is_data() {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::BAD_REQUEST
+            },
+            detail: format!("invalid request body: {e}"),
+        })?
+    };
+    let role = match body.role.as_deref() {
+        Some(raw) => RoleName::parse(raw).map_err(|e| ApiError::invalid("role", e))?,
+        None => only_customer_role(&state, &customer).await?,
+    };
+    // Reuse a live session with at least a minute left, else open one (`open` re-checks
+    // under the customer row lock, so concurrent first requests share one session).
+    let session = match reusable(&state, &customer, &role, principal.actor()).await? {
+        Some(row) => row,
+        None => {
+            let request = SessionRequest {
+                kind: SessionKind::Customer,
+                customer: customer.clone(),
+                role: role.clone(),
+                case: None,
+                reason: None,
+                duration_seconds: None,
+                reuse: true,
+            };
+            open(&state, &principal, &ctx, &request).await?
+        }
+    };
+    let grant = db::sessions::grant(&state.db, session.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("session {} does not exist", session.id)))?;
+    vend(&state, &principal, &ctx, &grant, started).await
+}
+
+async fn reusable(
+    state: &AppState,
+    customer: &CustomerId,
+    role: &RoleName,
+    actor: &str,
+) -> Result<Option<SessionRow>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    Ok(db::sessions::find_open_customer_session(
+        &mut conn,
+        customer.as_str(),
+        role.as_str(),
+        actor,
+        60,
+    )
+    .await?)
+}
+
+/// The customer's one verified role that allows customer sessions.
+async fn only_customer_role(state: &AppState, customer: &CustomerId) -> Result<RoleName, ApiError> {
+    let roles = db::roles::list(&state.db, customer.as_str()).await?;
+    let usable: Vec<_> = roles
+        .iter()
+        .filter(|r| r.status == "verified" && r.session_kinds.iter().any(|k| k == "customer"))
+        .collect();
+    match usable.as_slice() {
+        [one] => RoleName::parse(&one.name).map_err(|e| ApiError::Internal(e.into())),
+        [] => Err(ApiError::Conflict(format!(
+            "customer '{customer}' has no verified role that allows customer sessions"
+        ))),
+        _ => Err(ApiError::Conflict(format!(
+            "customer '{customer}' has several roles for customer sessions; name one in 'role'"
+        ))),
+    }
+}
+
+/// Checks, issues and audits; the credentials leave only after their audit row committed.
+async fn vend(
+    state: &AppState,
+    principal: &Principal,
+    ctx: &RequestContext,
+    grant: &Grant,
+    started: Instant,
+) -> Result<Json<CredentialProcess>, ApiError> {
+    let s = &grant.session;
+    let customer = CustomerId::parse(&s.customer_id).map_err(|e| ApiError::Internal(e.into()))?;
+    let outcome = match principal.authorize_owner(&customer, &s.requested_by) {
+        Err(error) => Err(Refused {
+            error,
+            outcome: "denied",
+            code: "Forbidden".into(),
+            cache_hit: None,
+        }),
+        Ok(()) => match credentials::check(grant) {
+            Err(refused) => Err(refused),
+            Ok(()) => credentials::issue(state, grant, ctx.request_id.as_deref()).await,
+        },
+    };
+    let mut event = NewEvent {
+        customer_id: Some(s.customer_id.clone()),
+        role_name: Some(s.role_name.clone()),
+        session_id: Some(s.id),
+        case_id: s.case_id.clone(),
+        profile: Some(s.profile_name.clone()),
+        duration_ms: Some(i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX)),
+        ..ctx.event(principal, "credentials.issue")
+    };
+    match outcome {
+        Ok(issued) => {
+            event.cache_hit = Some(issued.cache_hit);
+            event.detail = Some(serde_json::json!({
+                "access_key_id": issued.document.access_key_id,
+                "expiration": issued.document.expiration,
+            }));
+            state.audit.record(event).await.map_err(audit_unavailable)?;
+            Ok(Json(issued.document))
+        }
+        Err(refused) => {
+            event.outcome = refused.outcome;
+            event.error_code = Some(refused.code);
+            event.cache_hit = refused.cache_hit;
+            state.audit.record(event).await.map_err(audit_unavailable)?;
+            Err(refused.error)
+        }
+    }
+}
+
+fn audit_unavailable(err: crate::audit::AuditError) -> ApiError {
+    ApiError::Unavailable(format!("{err}; no credentials were issued"))
+}

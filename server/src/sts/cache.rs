@@ -1,0 +1,222 @@
+//! Credentials cached per session, with single-flight refresh and a short negative cache.
+//!
+//! Each session has one slot behind an async mutex. A request takes the slot, and either
+//! finds usable credentials (a cache hit) or makes the AssumeRole call while holding it, so
+//! concurrent requests for the same session wait for that one call and then find its result:
+//! N cold requests cost one AssumeRole. An AccessDenied is remembered for a short while, so
+//! a misconfigured role does not turn every retry of every client into an STS call.
+//!
+//! The cache only saves AssumeRole calls. Whether a session may get credentials at all is
+//! decided before the cache is consulted, from the database, on every request.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{AssumedCredentials, StsError};
+
+/// Credentials as cached: what STS returned, and what they were issued under.
+#[derive(Debug)]
+pub struct Cached {
+    pub credentials: AssumedCredentials,
+    /// The role's `updated_at` when they were issued: a changed role invalidates them.
+    pub role_version: DateTime<Utc>,
+    /// When the session ended at issue time (a later revocation is checked separately).
+    pub session_end: DateTime<Utc>,
+}
+
+#[derive(Default)]
+struct Slot {
+    credentials: Option<Arc<Cached>>,
+    denied: Option<(Instant, StsError)>,
+}
+
+/// The outcome of [`CredentialCache::get_or_issue`].
+#[derive(Debug)]
+pub enum Lookup {
+    /// Usable credentials were cached.
+    Hit(Arc<Cached>),
+    /// This request made the AssumeRole call.
+    Issued(Arc<Cached>),
+    /// AssumeRole failed; `cached` says whether it was a remembered AccessDenied.
+    Failed { error: StsError, cached: bool },
+}
+
+pub struct CredentialCache {
+    slots: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<Slot>>>>,
+    denied_ttl: Duration,
+}
+
+/// Slots kept before expired ones are swept out.
+const SWEEP_ABOVE: usize = 4096;
+
+impl CredentialCache {
+    pub fn new(denied_ttl: Duration) -> Self {
+        CredentialCache {
+            slots: Mutex::new(HashMap::new()),
+            denied_ttl,
+        }
+    }
+
+    fn slot(&self, session: Uuid) -> Arc<tokio::sync::Mutex<Slot>> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if slots.len() >= SWEEP_ABOVE && !slots.contains_key(&session) {
+            let now = Utc::now();
+            slots.retain(|_, slot| {
+                Arc::strong_count(slot) > 1
+                    || slot.try_lock().map_or(true, |s| {
+                        s.credentials
+                            .as_ref()
+                            .is_some_and(|c| c.credentials.expiration > now)
+                    })
+            });
+        }
+        slots.entry(session).or_default().clone()
+    }
+
+    /// Forgets a session's credentials (after a revocation or a role change).
+    pub fn forget(&self, session: Uuid) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&session);
+    }
+
+    /// Cached credentials for `session` if `usable` accepts them; otherwise the result of
+    /// `issue`, made once however many requests wait for it.
+    pub async fn get_or_issue<F, Fut>(
+        &self,
+        session: Uuid,
+        usable: impl Fn(&Cached) -> bool,
+        issue: F,
+    ) -> Lookup
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Cached, StsError>>,
+    {
+        let slot = self.slot(session);
+        let mut slot = slot.lock().await;
+        if let Some(cached) = slot.credentials.as_ref().filter(|c| usable(c)) {
+            return Lookup::Hit(cached.clone());
+        }
+        if let Some((until, error)) = &slot.denied {
+            if Instant::now() < *until {
+                return Lookup::Failed {
+                    error: error.clone(),
+                    cached: true,
+                };
+            }
+            slot.denied = None;
+        }
+        match issue().await {
+            Ok(cached) => {
+                let cached = Arc::new(cached);
+                slot.credentials = Some(cached.clone());
+                Lookup::Issued(cached)
+            }
+            Err(error) => {
+                if error.is_access_denied() && !self.denied_ttl.is_zero() {
+                    slot.denied = Some((Instant::now() + self.denied_ttl, error.clone()));
+                }
+                Lookup::Failed {
+                    error,
+                    cached: false,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn creds(expiration: DateTime<Utc>) -> Cached {
+        Cached {
+            credentials: AssumedCredentials {
+                access_key_id: "ASIATEST".into(),
+                secret_access_key: "secret".into(),
+                session_token: "token".into(),
+                expiration,
+            },
+            role_version: Utc::now(),
+            session_end: expiration,
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_cold_requests_share_one_issue() {
+        let cache = Arc::new(CredentialCache::new(Duration::from_secs(10)));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let session = Uuid::new_v4();
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let cache = cache.clone();
+            let calls = calls.clone();
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_issue(
+                        session,
+                        |_| true,
+                        || async {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                            Ok(creds(Utc::now() + chrono::Duration::hours(1)))
+                        },
+                    )
+                    .await
+            }));
+        }
+        let mut issued = 0;
+        for task in tasks {
+            if let Lookup::Issued(_) = task.await.unwrap() {
+                issued += 1;
+            }
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(issued, 1);
+    }
+
+    #[tokio::test]
+    async fn unusable_credentials_are_replaced_and_denials_remembered() {
+        let cache = CredentialCache::new(Duration::from_secs(60));
+        let session = Uuid::new_v4();
+        let first = cache
+            .get_or_issue(session, |_| true, || async { Ok(creds(Utc::now())) })
+            .await;
+        assert!(matches!(first, Lookup::Issued(_)));
+        let denied = || async {
+            Err(StsError {
+                code: "AccessDenied".into(),
+                message: "no".into(),
+            })
+        };
+        let again = cache.get_or_issue(session, |_| false, denied).await;
+        assert!(matches!(again, Lookup::Failed { cached: false, .. }));
+        // Were STS asked again, this would come back as an uncached failure.
+        let remembered = cache
+            .get_or_issue(
+                session,
+                |_| false,
+                || async {
+                    Err(StsError {
+                        code: "Throttling".into(),
+                        message: "asked again".into(),
+                    })
+                },
+            )
+            .await;
+        assert!(matches!(remembered, Lookup::Failed { cached: true, .. }));
+        cache.forget(session);
+        let fresh = cache
+            .get_or_issue(session, |_| false, || async { Ok(creds(Utc::now())) })
+            .await;
+        assert!(matches!(fresh, Lookup::Issued(_)));
+    }
+}

@@ -1,0 +1,775 @@
+//! Sessions and credentials, end to end against moto: what the broker sends to STS, the
+//! cache and single-flight, the audit trail, revocation across instances, expiry, and AWS
+//! refusals.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use lanyard_server::auth::Role;
+use lanyard_tests::{TestApp, recorded_assume_roles};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+/// A customer with a verified role `readonly`; returns the customer's JSON.
+async fn customer_with_role(app: &TestApp) -> Value {
+    let id = unique("acme");
+    let customer = app.create_customer(&id).await;
+    app.register_role(&id, "readonly").await;
+    customer
+}
+
+async fn token(app: &TestApp, subject: &str, role: Role) -> String {
+    app.token_for(subject, role, None, Duration::from_secs(3600))
+        .await
+}
+
+async fn open_support(app: &TestApp, token: &str, customer: &str, case: &str, secs: i64) -> Value {
+    let (status, session) = app
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(token),
+            Some(json!({
+                "kind": "support", "customer": customer, "role": "readonly",
+                "case_id": case, "reason": "customer reports failing uploads",
+                "duration_seconds": secs
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{session}");
+    session
+}
+
+async fn credentials(app: &TestApp, token: &str, session: &Value) -> (u16, Value) {
+    app.call(
+        Method::POST,
+        &format!(
+            "/v1/sessions/{}/credentials",
+            session["id"].as_str().unwrap()
+        ),
+        Some(token),
+        None,
+    )
+    .await
+}
+
+fn tags(
+    call: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    (1..=50)
+        .map_while(|n| {
+            let key = call.get(&format!("Tags.member.{n}.Key"))?;
+            let value = call.get(&format!("Tags.member.{n}.Value"))?;
+            Some((key.clone(), value.clone()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn support_session_credentials_carry_the_case_context_to_aws() {
+    let app = TestApp::spawn().await;
+    let customer = customer_with_role(&app).await;
+    let id = customer["id"].as_str().unwrap();
+    let alice = token(&app, "alice", Role::Support).await;
+    let case = unique("CS");
+    let session = open_support(&app, &alice, id, &case, 1800).await;
+    assert_eq!(session["profile_name"], format!("support-{id}-{case}"));
+    assert_eq!(session["status"], "active");
+    assert_eq!(session["requested_by"], "alice");
+
+    let (status, creds) = credentials(&app, &alice, &session).await;
+    assert_eq!(status, 200, "{creds}");
+    let keys: Vec<&String> = creds.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        [
+            "AccessKeyId",
+            "Expiration",
+            "SecretAccessKey",
+            "SessionToken",
+            "Version"
+        ]
+    );
+    assert_eq!(creds["Version"], 1);
+    let expiration = creds["Expiration"].as_str().unwrap();
+    assert!(expiration.ends_with('Z'), "{expiration}");
+    let expiration = chrono::DateTime::parse_from_rfc3339(expiration).unwrap();
+    let session_end =
+        chrono::DateTime::parse_from_rfc3339(session["expires_at"].as_str().unwrap()).unwrap();
+    assert!(expiration <= session_end);
+    assert!(session_end - expiration < chrono::Duration::seconds(5));
+
+    // Exactly what went to STS.
+    let calls = recorded_assume_roles(&format!("support.{case}.alice")).await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let call = &calls[0];
+    assert_eq!(
+        call["RoleArn"],
+        "arn:aws:iam::111122223333:role/LanyardAccess"
+    );
+    assert_eq!(
+        call["ExternalId"],
+        customer["external_id"].as_str().unwrap()
+    );
+    assert_eq!(call["RoleSessionName"], format!("support.{case}.alice"));
+    assert_eq!(call["SourceIdentity"], "alice");
+    let duration: i64 = call["DurationSeconds"].parse().unwrap();
+    assert!((1790..=1800).contains(&duration), "{duration}");
+    assert!(!call.contains_key("Policy"), "no cut-off needed: {call:?}");
+    let tags = tags(call);
+    assert_eq!(tags["lanyard-session-id"], session["id"].as_str().unwrap());
+    assert_eq!(tags["lanyard-case-id"], case);
+    assert_eq!(tags["lanyard-kind"], "support");
+    assert_eq!(tags["lanyard-customer"], id);
+
+    // The second request is served from the cache: same keys, no new AssumeRole.
+    let (status, again) = credentials(&app, &alice, &session).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["AccessKeyId"], creds["AccessKeyId"]);
+    assert_eq!(
+        recorded_assume_roles(&format!("support.{case}.alice"))
+            .await
+            .len(),
+        1
+    );
+
+    // Audited, both times; the issue is recorded; the secret is stored nowhere.
+    let audit: Vec<(String, Option<bool>, Option<String>)> = sqlx::query_as(
+        "SELECT outcome, cache_hit, case_id FROM audit_event
+         WHERE action = 'credentials.issue' AND session_id = $1::uuid ORDER BY id",
+    )
+    .bind(session["id"].as_str().unwrap())
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        audit,
+        [
+            ("success".into(), Some(false), Some(case.clone())),
+            ("success".into(), Some(true), Some(case.clone()))
+        ]
+    );
+    let issued: Vec<String> = sqlx::query_scalar(
+        "SELECT access_key_id FROM credential_issue WHERE session_id = $1::uuid",
+    )
+    .bind(session["id"].as_str().unwrap())
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(issued, [creds["AccessKeyId"].as_str().unwrap()]);
+    let everything = app.snapshot().await;
+    assert!(!everything.contains(creds["SecretAccessKey"].as_str().unwrap()));
+    assert!(!everything.contains(creds["SessionToken"].as_str().unwrap()));
+
+    let (_, shown) = app
+        .call(
+            Method::GET,
+            &format!("/v1/sessions/{}", session["id"].as_str().unwrap()),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert!(shown["credentials_valid_until"].is_string(), "{shown}");
+}
+
+#[tokio::test]
+async fn a_session_ending_sooner_than_sts_allows_gets_a_deny_after_end_policy() {
+    let app = TestApp::spawn().await;
+    let customer = customer_with_role(&app).await;
+    let id = customer["id"].as_str().unwrap();
+    let alice = token(&app, "alice", Role::Support).await;
+    let case = unique("CS");
+    let session = open_support(&app, &alice, id, &case, 300).await;
+    let (status, creds) = credentials(&app, &alice, &session).await;
+    assert_eq!(status, 200, "{creds}");
+
+    let calls = recorded_assume_roles(&format!("support.{case}.alice")).await;
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["DurationSeconds"], "900");
+    let policy: Value = serde_json::from_str(&calls[0]["Policy"]).unwrap();
+    let end = chrono::DateTime::parse_from_rfc3339(session["expires_at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    // A policy holding only the Deny would grant nothing: it must allow, then cut off.
+    assert_eq!(policy["Statement"][0]["Effect"], "Allow");
+    assert_eq!(policy["Statement"][1]["Effect"], "Deny");
+    assert_eq!(policy["Statement"][1]["Action"], "*");
+    assert_eq!(
+        policy["Statement"][1]["Condition"]["DateGreaterThan"]["aws:CurrentTime"],
+        end
+    );
+    // What the client is told is the real end, not STS's 15 minutes.
+    assert_eq!(creds["Expiration"], end);
+}
+
+#[tokio::test]
+async fn bad_session_requests_get_a_reason_and_change_nothing() {
+    let app = TestApp::spawn().await;
+    let customer = customer_with_role(&app).await;
+    let id = customer["id"].as_str().unwrap();
+    // A role that allows only customer sessions, and a disabled customer.
+    let (status, body) = app
+        .admin(
+            Method::PUT,
+            &format!("/v1/customers/{id}/roles/batch"),
+            Some(json!({ "role_arn": "arn:aws:iam::111122223333:role/Batch", "session_kinds": ["customer"] })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let off = unique("off");
+    app.create_customer(&off).await;
+    app.register_role(&off, "readonly").await;
+    let (status, _) = app
+        .admin(Method::POST, &format!("/v1/customers/{off}/disable"), None)
+        .await;
+    assert_eq!(status, 200);
+
+    let support = token(&app, "alice", Role::Support).await;
+    let service = token(&app, "billing", Role::Service).await;
+    let auditor = token(&app, "audit", Role::Auditor).await;
+    let before = app.snapshot().await;
+    let base = json!({ "kind": "support", "customer": id, "role": "readonly",
+                       "case_id": "CS-1", "reason": "r" });
+    let with = |patch: Value| {
+        let mut body = base.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                body.as_object_mut().unwrap().remove(k);
+            } else {
+                body[k] = v.clone();
+            }
+        }
+        body
+    };
+    let cases: Vec<(&str, Value, u16, &str)> = vec![
+        (&support, with(json!({ "case_id": null })), 400, "case_id"),
+        (
+            &support,
+            with(json!({ "case_id": "CS 1/2" })),
+            400,
+            "case_id",
+        ),
+        (&support, with(json!({ "reason": null })), 400, "reason"),
+        (&support, with(json!({ "reason": "  " })), 400, "reason"),
+        (
+            &support,
+            with(json!({ "duration_seconds": 30 })),
+            400,
+            "duration_seconds",
+        ),
+        (
+            &support,
+            with(json!({ "duration_seconds": 3601 })),
+            400,
+            "duration_seconds",
+        ),
+        (
+            &support,
+            with(json!({ "customer": "Not An Id" })),
+            400,
+            "customer",
+        ),
+        (&support, with(json!({ "role": "nosuch" })), 404, "role"),
+        (
+            &support,
+            with(json!({ "customer": "nobody-here" })),
+            404,
+            "customer",
+        ),
+        (
+            &support,
+            with(json!({ "role": "batch" })),
+            409,
+            "does not allow support",
+        ),
+        (&support, with(json!({ "customer": off })), 409, "disabled"),
+        (&service, base.clone(), 403, "role"),
+        (&auditor, base.clone(), 403, "role"),
+        (
+            &support,
+            with(json!({ "kind": "customer", "case_id": null })),
+            403,
+            "role",
+        ),
+        (&support, with(json!({ "kind": "admin" })), 422, "admin"),
+        (&support, with(json!({ "extra": true })), 422, "extra"),
+    ];
+    for (token, body, want, mentions) in cases {
+        let (status, problem) = app
+            .call(
+                Method::POST,
+                "/v1/sessions",
+                Some(token),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(status, want, "{body} → {problem}");
+        assert!(
+            problem.to_string().contains(mentions),
+            "{body} → {problem} should mention {mentions}"
+        );
+    }
+    assert_eq!(app.snapshot().await, before);
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_cold_requests_cause_one_assume_role() {
+    let app = TestApp::spawn_with(|s| s.db_max_connections = Some(16)).await;
+    let customer = customer_with_role(&app).await;
+    let id = customer["id"].as_str().unwrap();
+    let alice = token(&app, "alice", Role::Support).await;
+    let case = unique("CS");
+    let session = open_support(&app, &alice, id, &case, 1800).await;
+    let sid = session["id"].as_str().unwrap().to_owned();
+
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let http = app.http.clone();
+        let url = app.url(&format!("/v1/sessions/{sid}/credentials"));
+        let alice = alice.clone();
+        tasks.push(tokio::spawn(async move {
+            let response = http.post(url).bearer_auth(alice).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut keys = std::collections::BTreeSet::new();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        keys.insert(body["AccessKeyId"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(keys.len(), 1, "every request got the same credentials");
+    assert_eq!(
+        recorded_assume_roles(&format!("support.{case}.alice"))
+            .await
+            .len(),
+        1
+    );
+    let (rows, misses): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE NOT cache_hit) FROM audit_event
+         WHERE action = 'credentials.issue' AND outcome = 'success' AND session_id = $1::uuid",
+    )
+    .bind(&sid)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!((rows, misses), (200, 1));
+    assert_eq!(app.count("credential_issue").await, 1);
+}
+
+#[tokio::test]
+async fn only_the_owner_or_an_admin_gets_a_sessions_credentials() {
+    let app = TestApp::spawn().await;
+    let customer = customer_with_role(&app).await;
+    let id = customer["id"].as_str().unwrap();
+    let alice = token(&app, "alice", Role::Support).await;
+    let bob = token(&app, "bob", Role::Support).await;
+    let session = open_support(&app, &alice, id, &unique("CS"), 1800).await;
+    let sid = session["id"].as_str().unwrap();
+
+    let (status, problem) = credentials(&app, &bob, &session).await;
+    assert_eq!(status, 403, "{problem}");
+    let (status, _) = app
+        .call(
+            Method::GET,
+            &format!("/v1/sessions/{sid}"),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "bob does not even see alice's session");
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{sid}"),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, listed) = app
+        .call(Method::GET, "/v1/sessions", Some(&bob), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["sessions"], json!([]));
+
+    let (status, creds) = credentials(&app, &app.admin_token, &session).await;
+    assert_eq!(status, 200, "{creds}");
+    let denied: (String, Option<String>) = sqlx::query_as(
+        "SELECT actor, error_code FROM audit_event
+         WHERE action = 'credentials.issue' AND outcome = 'denied' AND session_id = $1::uuid",
+    )
+    .bind(sid)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(denied, ("bob".into(), Some("Forbidden".into())));
+
+    // Filters.
+    let (_, mine) = app
+        .call(
+            Method::GET,
+            &format!("/v1/sessions?customer={id}&active=true&kind=support"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(mine["sessions"].as_array().unwrap().len(), 1, "{mine}");
+    let (_, none) = app
+        .call(
+            Method::GET,
+            &format!("/v1/sessions?customer={id}&active=false"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(none["sessions"], json!([]));
+}
+
+#[tokio::test]
+async fn a_revoked_session_is_refused_by_another_instance_at_once() {
+    let a = TestApp::spawn().await;
+    let key = a.data_dir.path().join("signing-key.pem");
+    let db_url = a.database_url.clone();
+    let b = TestApp::spawn_with(|s| {
+        s.database_url = Some(db_url.as_str().into());
+        s.signing_key_file = Some(key.clone());
+    })
+    .await;
+    let customer = customer_with_role(&a).await;
+    let id = customer["id"].as_str().unwrap();
+    let alice = token(&a, "alice", Role::Support).await;
+    let session = open_support(&a, &alice, id, &unique("CS"), 1800).await;
+    let sid = session["id"].as_str().unwrap();
+
+    // Instance B has the credentials cached.
+    let (status, creds) = credentials(&b, &alice, &session).await;
+    assert_eq!(status, 200, "{creds}");
+    let (status, revoked) = a
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{sid}"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{revoked}");
+    assert_eq!(revoked["status"], "revoked");
+    assert_eq!(revoked["revoked_by"], "alice");
+    // The bound on what revocation can do, stated plainly.
+    let parse = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let gap = parse(&revoked["credentials_valid_until"]) - parse(&creds["Expiration"]);
+    assert!(gap.num_seconds().abs() <= 1, "{revoked} vs {creds}");
+
+    let revoked_at = Instant::now();
+    let (status, problem) = credentials(&b, &alice, &session).await;
+    assert!(revoked_at.elapsed() < Duration::from_secs(1));
+    assert_eq!(status, 410, "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("revoked"), "{detail}");
+    assert!(detail.contains("keep working until"), "{detail}");
+    let (status, _) = a
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{sid}"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "already revoked");
+    let code: Option<String> = sqlx::query_scalar(
+        "SELECT error_code FROM audit_event WHERE action = 'credentials.issue' AND outcome = 'denied'",
+    )
+    .fetch_one(&a.db)
+    .await
+    .unwrap();
+    assert_eq!(code.as_deref(), Some("SessionRevoked"));
+}
+
+#[tokio::test]
+async fn an_expired_session_is_refused() {
+    let app = TestApp::spawn().await;
+    let customer = customer_with_role(&app).await;
+    let id = customer["id"].as_str().unwrap();
+    let alice = token(&app, "alice", Role::Support).await;
+    let session = open_support(&app, &alice, id, &unique("CS"), 60).await;
+    // Let the session's minute pass without waiting for it: move it into the past.
+    sqlx::query(
+        "UPDATE session SET created_at = now() - interval '2 minutes',
+                            expires_at = now() - interval '1 minute' WHERE id = $1::uuid",
+    )
+    .bind(session["id"].as_str().unwrap())
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let (status, problem) = credentials(&app, &alice, &session).await;
+    assert_eq!(status, 410, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("expired"));
+    let (_, shown) = app
+        .call(
+            Method::GET,
+            &format!("/v1/sessions/{}", session["id"].as_str().unwrap()),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(shown["status"], "expired");
+}
+
+#[tokio::test]
+async fn services_get_customer_credentials_through_one_reused_session() {
+    let app = TestApp::spawn().await;
+    let customer = customer_with_role(&app).await;
+    let id = customer["id"].as_str().unwrap();
+    let billing = token(&app, "billing-job", Role::Service).await;
+    let path = format!("/v1/customers/{id}/credentials");
+
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let http = app.http.clone();
+        let url = app.url(&path);
+        let billing = billing.clone();
+        tasks.push(tokio::spawn(async move {
+            let response = http.post(url).bearer_auth(billing).send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        }));
+    }
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["Version"], 1);
+    }
+    let sessions: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT kind, profile_name, requested_by FROM session WHERE customer_id = $1",
+    )
+    .bind(id)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        sessions,
+        [(
+            "customer".into(),
+            format!("customer-{id}"),
+            "billing-job".into()
+        )]
+    );
+    let calls = recorded_assume_roles(&format!("customer.{id}.billing-job")).await;
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["SourceIdentity"], "billing-job");
+
+    // Naming the role works too; a support token may not do this; a bad body is refused.
+    let (status, _) = app
+        .call(
+            Method::POST,
+            &path,
+            Some(&billing),
+            Some(json!({ "role": "readonly" })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let support = token(&app, "alice", Role::Support).await;
+    let (status, _) = app.call(Method::POST, &path, Some(&support), None).await;
+    assert_eq!(status, 403);
+    let (status, _) = app
+        .call(
+            Method::POST,
+            &path,
+            Some(&billing),
+            Some(json!({ "role": "nosuch" })),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = app
+        .call(
+            Method::POST,
+            &path,
+            Some(&billing),
+            Some(json!({ "rolle": "readonly" })),
+        )
+        .await;
+    assert_eq!(status, 422);
+}
+
+/// With moto's IAM checks on: credentials come through while the role's trust policy holds
+/// the customer's external ID; once the customer changes it, the client gets a problem
+/// document naming AWS's error code, and the denial is audited.
+#[tokio::test]
+async fn an_aws_denial_reaches_the_client_as_a_named_error_and_is_audited() {
+    use lanyard_tests::{PrivateMoto, ServerProcess, fresh_database_url};
+    let moto = PrivateMoto::start().await;
+    let root = ("testing", "testing");
+    let (key_id, secret) = moto.user_allowed("broker", "sts:*");
+    let customer_admin = moto.user_allowed("customer-admin", "iam:*");
+
+    let data_dir = tempfile::tempdir().unwrap();
+    let db_url = fresh_database_url();
+    let server = ServerProcess::start(&[
+        ("LANYARD_DATABASE_URL", db_url.as_str()),
+        ("LANYARD_DATA_DIR", data_dir.path().to_str().unwrap()),
+        ("LANYARD_AWS_ENDPOINT_URL", moto.url.as_str()),
+        ("LANYARD_TRUST_CHECK", "warn"),
+        ("AWS_ACCESS_KEY_ID", key_id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+        ("AWS_REGION", "us-east-1"),
+    ]);
+    let issue = |subject: &str, role: &str| {
+        let (code, token, stderr) =
+            server.command(&["token", "issue", "--subject", subject, "--role", role]);
+        assert_eq!(code, 0, "{stderr}");
+        token.trim().to_owned()
+    };
+    let admin = issue("ops", "admin");
+    let alice = issue("alice", "support");
+    let http = reqwest::Client::new();
+    let call = |token: &str, method: Method, path: &str, body: Option<Value>| {
+        let mut req = http.request(method, server.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        async move {
+            let response = req.send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+
+    let (status, customer) = call(
+        &admin,
+        Method::POST,
+        "/v1/customers",
+        Some(json!({ "id": "acme-corp" })),
+    )
+    .await;
+    assert_eq!(status, 201, "{customer}");
+    let (_, doc) = call(
+        &admin,
+        Method::GET,
+        "/v1/customers/acme-corp/onboarding",
+        None,
+    )
+    .await;
+    let role = moto
+        .aws(
+            root,
+            &[
+                "iam",
+                "create-role",
+                "--role-name",
+                "LanyardAccess",
+                "--assume-role-policy-document",
+                &doc["trust_policy"].to_string(),
+            ],
+        )
+        .unwrap();
+    let role_arn = role["Role"]["Arn"].as_str().unwrap().to_owned();
+    moto.enable_auth().await;
+
+    let (status, role) = call(
+        &admin,
+        Method::PUT,
+        "/v1/customers/acme-corp/roles/readonly",
+        Some(json!({ "role_arn": role_arn })),
+    )
+    .await;
+    assert_eq!(
+        (status, role["status"].as_str()),
+        (200, Some("verified")),
+        "{role}"
+    );
+    let (status, session) = call(
+        &alice,
+        Method::POST,
+        "/v1/sessions",
+        Some(
+            json!({ "kind": "support", "customer": "acme-corp", "role": "readonly",
+                     "case_id": "CS-1", "reason": "r", "duration_seconds": 1800 }),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{session}");
+    let creds_path = format!(
+        "/v1/sessions/{}/credentials",
+        session["id"].as_str().unwrap()
+    );
+    let (status, creds) = call(&alice, Method::POST, &creds_path, None).await;
+    assert_eq!(status, 200, "{creds}");
+
+    // The customer's administrator now requires another external ID. The next session
+    // needs its own AssumeRole, which AWS now denies.
+    let wrong = doc["trust_policy"].to_string().replace(
+        customer["external_id"].as_str().unwrap(),
+        "someone-elses-id",
+    );
+    moto.aws(
+        (&customer_admin.0, &customer_admin.1),
+        &[
+            "iam",
+            "update-assume-role-policy",
+            "--role-name",
+            "LanyardAccess",
+            "--policy-document",
+            &wrong,
+        ],
+    )
+    .unwrap();
+    let (status, session) = call(
+        &alice,
+        Method::POST,
+        "/v1/sessions",
+        Some(
+            json!({ "kind": "support", "customer": "acme-corp", "role": "readonly",
+                     "case_id": "CS-2", "reason": "r" }),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{session}");
+    let creds_path = format!(
+        "/v1/sessions/{}/credentials",
+        session["id"].as_str().unwrap()
+    );
+    for attempt in 0..2 {
+        let (status, problem) = call(&alice, Method::POST, &creds_path, None).await;
+        assert_eq!(status, 502, "attempt {attempt}: {problem}");
+        assert_eq!(problem["type"], "urn:lanyard:problem:aws-error");
+        assert_eq!(problem["aws_error_code"], "AccessDenied");
+        assert!(problem["detail"].as_str().unwrap().contains("AccessDenied"));
+    }
+    let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
+    let audited: Vec<(String, Option<String>, Option<bool>)> = sqlx::query_as(
+        "SELECT outcome, error_code, cache_hit FROM audit_event
+         WHERE action = 'credentials.issue' AND case_id = 'CS-2' ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    // The second attempt was answered from the short AccessDenied cache.
+    assert_eq!(
+        audited,
+        [
+            ("denied".into(), Some("AccessDenied".into()), Some(false)),
+            ("denied".into(), Some("AccessDenied".into()), Some(true)),
+        ]
+    );
+    assert!(!server.log().contains(&secret));
+    assert!(
+        !server
+            .log()
+            .contains(creds["SecretAccessKey"].as_str().unwrap())
+    );
+}
