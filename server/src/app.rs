@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum_server::Handle;
+use axum_server::accept::NoDelayAcceptor;
 use sqlx::PgPool;
 
 use crate::audit::AuditWriter;
 use crate::auth::token::TokenKeys;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::revocation::AuthCache;
 use crate::sts::Sts;
 use crate::sts::cache::CredentialCache;
 use crate::{db, http};
@@ -32,6 +34,8 @@ pub struct Inner {
     pub audit: AuditWriter,
     /// Issued credentials per session.
     pub credentials: CredentialCache,
+    /// Recently verified tokens and session grants (see `revocation`).
+    pub auth_cache: Arc<AuthCache>,
 }
 
 impl std::ops::Deref for AppState {
@@ -63,6 +67,8 @@ impl Application {
         // (503, no credentials) instead of holding it.
         let audit = AuditWriter::start(db.clone(), config.request_timeout / 2);
         let credentials = CredentialCache::new(config.denied_cache);
+        let auth_cache = Arc::new(AuthCache::default());
+        crate::revocation::spawn_listener(db.clone(), auth_cache.clone());
         let state = AppState(Arc::new(Inner {
             config,
             db,
@@ -71,6 +77,7 @@ impl Application {
             metrics,
             audit,
             credentials,
+            auth_cache,
         }));
         Ok(Application {
             state,
@@ -148,12 +155,16 @@ impl Application {
                             format!("loading TLS certificate {}", files.cert.display())
                         })?;
                 axum_server::from_tcp_rustls(api_listener, rustls)?
+                    .map(|tls| tls.acceptor(NoDelayAcceptor::new()))
                     .handle(handle.clone())
                     .serve(app)
                     .await
             }
             None => {
+                // Small responses go out at once: without TCP_NODELAY, Nagle's algorithm and
+                // delayed ACKs hold some of them back ~40 ms on keep-alive connections.
                 axum_server::from_tcp(api_listener)?
+                    .acceptor(NoDelayAcceptor::new())
                     .handle(handle.clone())
                     .serve(app)
                     .await

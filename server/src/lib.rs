@@ -10,5 +10,6 @@ pub mod db;
 pub mod domain;
 pub mod http;
 pub mod metrics;
+pub mod revocation;
 pub mod sts;
 pub mod telemetry;

@@ -86,13 +86,27 @@ async fn missing_malformed_expired_tampered_foreign_and_revoked_tokens_get_401()
     let unrecorded = keys.sign(&claims("admin", 300)).unwrap();
     assert_unauthorized(&app, Some(&unrecorded), "not known").await;
 
+    // A token in use (so cached by the server) stops working within 1 s of its revocation,
+    // even when the revocation comes from elsewhere (here: straight in the database).
     let admin2 = app.token(Role::Admin, None).await;
+    let (status, _) = app
+        .call(Method::GET, "/v1/customers", Some(&admin2), None)
+        .await;
+    assert_eq!(status, 200);
     let jti = keys.verify(&admin2).unwrap().jti;
     let mut conn = app.db.acquire().await.unwrap();
     lanyard_server::db::tokens::revoke(&mut conn, jti)
         .await
         .unwrap();
     drop(conn);
+    let revoked = lanyard_tests::eventually(std::time::Duration::from_secs(1), || async {
+        app.call(Method::GET, "/v1/customers", Some(&admin2), None)
+            .await
+            .0
+            == 401
+    })
+    .await;
+    assert!(revoked, "the revoked token still worked after 1 s");
     assert_unauthorized(&app, Some(&admin2), "revoked").await;
 }
 

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::time::Duration;
+
 use lanyard_tests::{ServerProcess, binary, fresh_database_url, moto_url};
 use serde_json::json;
 
@@ -137,13 +139,18 @@ async fn an_operator_bootstraps_an_admin_token_and_revokes_it() {
 
     let (code, _, stderr) = server.command(&["token", "revoke", &jti]);
     assert_eq!(code, 0, "{stderr}");
-    let refused = http
-        .get(server.url("/v1/customers"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 401);
+    // The server heard of the revocation from the database (LISTEN/NOTIFY), within 1 s.
+    let refused = lanyard_tests::eventually(Duration::from_secs(1), || async {
+        http.get(server.url("/v1/customers"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 401
+    })
+    .await;
+    assert!(refused, "the revoked token still worked after 1 s");
 
     let (code, _, stderr) =
         server.command(&["token", "issue", "--subject", "bob", "--role", "wizard"]);

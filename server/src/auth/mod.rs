@@ -162,10 +162,43 @@ impl FromRequestParts<AppState> for Principal {
             .ok_or_else(|| {
                 ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into())
             })?;
+        if let Some(cached) = state.auth_cache.principal(raw) {
+            if cached.refresh {
+                refresh_token(state.clone(), raw.to_owned(), cached.value.token_id);
+            }
+            return Ok(cached.value);
+        }
         let claims = state.keys.verify(raw)?;
+        let read_at = std::time::Instant::now();
         token::check_not_revoked(&state.db, &claims).await?;
-        claims.into_principal()
+        let exp = claims.exp;
+        let principal = claims.into_principal()?;
+        state
+            .auth_cache
+            .store_principal(raw, &principal, exp, read_at);
+        Ok(principal)
     }
+}
+
+/// Re-reads a cached token's revocation state in the background (see `revocation`).
+fn refresh_token(state: AppState, raw: String, jti: uuid::Uuid) {
+    tokio::spawn(async move {
+        let read_at = std::time::Instant::now();
+        match crate::db::tokens::revoked_at(&state.db, jti).await {
+            Ok(Some(None)) => {
+                if let Ok(claims) = state.keys.verify(&raw)
+                    && let Ok(principal) = claims.clone().into_principal()
+                {
+                    state
+                        .auth_cache
+                        .store_principal(&raw, &principal, claims.exp, read_at);
+                }
+            }
+            Ok(_) => state.auth_cache.forget_token(jti),
+            // Unknown: leave the entry to expire on its own (at most MAX_STALENESS).
+            Err(_) => {}
+        }
+    });
 }
 
 #[cfg(test)]

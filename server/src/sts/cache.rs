@@ -31,8 +31,21 @@ pub struct Cached {
 
 #[derive(Default)]
 struct Slot {
-    credentials: Option<Arc<Cached>>,
-    denied: Option<(Instant, StsError)>,
+    /// Read without waiting: the hot path is a read lock held for a pointer copy.
+    credentials: std::sync::RwLock<Option<Arc<Cached>>>,
+    /// Held across the AssumeRole call: the single flight. Also guards the denial memory.
+    flight: tokio::sync::Mutex<Option<(Instant, StsError)>>,
+}
+
+impl Slot {
+    fn usable(&self, usable: &impl Fn(&Cached) -> bool) -> Option<Arc<Cached>> {
+        self.credentials
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|c| usable(c))
+            .cloned()
+    }
 }
 
 /// The outcome of [`CredentialCache::get_or_issue`].
@@ -47,7 +60,7 @@ pub enum Lookup {
 }
 
 pub struct CredentialCache {
-    slots: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<Slot>>>>,
+    slots: Mutex<HashMap<Uuid, Arc<Slot>>>,
     denied_ttl: Duration,
 }
 
@@ -62,17 +75,18 @@ impl CredentialCache {
         }
     }
 
-    fn slot(&self, session: Uuid) -> Arc<tokio::sync::Mutex<Slot>> {
+    fn slot(&self, session: Uuid) -> Arc<Slot> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         if slots.len() >= SWEEP_ABOVE && !slots.contains_key(&session) {
             let now = Utc::now();
             slots.retain(|_, slot| {
                 Arc::strong_count(slot) > 1
-                    || slot.try_lock().map_or(true, |s| {
-                        s.credentials
-                            .as_ref()
-                            .is_some_and(|c| c.credentials.expiration > now)
-                    })
+                    || slot
+                        .credentials
+                        .read()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .as_ref()
+                        .is_some_and(|c| c.credentials.expiration > now)
             });
         }
         slots.entry(session).or_default().clone()
@@ -99,28 +113,32 @@ impl CredentialCache {
         Fut: Future<Output = Result<Cached, StsError>>,
     {
         let slot = self.slot(session);
-        let mut slot = slot.lock().await;
-        if let Some(cached) = slot.credentials.as_ref().filter(|c| usable(c)) {
-            return Lookup::Hit(cached.clone());
+        if let Some(cached) = slot.usable(&usable) {
+            return Lookup::Hit(cached);
         }
-        if let Some((until, error)) = &slot.denied {
+        let mut denied = slot.flight.lock().await;
+        // Whoever held the flight before us may have just issued.
+        if let Some(cached) = slot.usable(&usable) {
+            return Lookup::Hit(cached);
+        }
+        if let Some((until, error)) = denied.as_ref() {
             if Instant::now() < *until {
                 return Lookup::Failed {
                     error: error.clone(),
                     cached: true,
                 };
             }
-            slot.denied = None;
+            *denied = None;
         }
         match issue().await {
             Ok(cached) => {
                 let cached = Arc::new(cached);
-                slot.credentials = Some(cached.clone());
+                *slot.credentials.write().unwrap_or_else(|p| p.into_inner()) = Some(cached.clone());
                 Lookup::Issued(cached)
             }
             Err(error) => {
                 if error.is_access_denied() && !self.denied_ttl.is_zero() {
-                    slot.denied = Some((Instant::now() + self.denied_ttl, error.clone()));
+                    *denied = Some((Instant::now() + self.denied_ttl, error.clone()));
                 }
                 Lookup::Failed {
                     error,

@@ -288,6 +288,8 @@ async fn set_enabled(
         .await?
         .ok_or(sqlx::Error::RowNotFound)?;
     tx.commit().await?;
+    // Other instances hear of it through the revocation trigger; this one at once.
+    state.auth_cache.forget_customer(id.as_str());
     Ok(Json(row.into()))
 }
 

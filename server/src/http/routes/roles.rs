@@ -269,6 +269,7 @@ async fn put_role(
     };
     db::audit::insert(&mut *tx, &event).await?;
     tx.commit().await?;
+    state.auth_cache.forget_customer(customer.as_str());
 
     run_verification(&state, &principal, &ctx, &customer, &name).await
 }
@@ -470,5 +471,6 @@ async fn run_verification(
     };
     db::audit::insert(&mut *tx, &event).await?;
     tx.commit().await?;
+    state.auth_cache.forget_customer(customer.as_str());
     Ok(Json(row.into()))
 }

@@ -458,6 +458,7 @@ async fn revoke_session(
     };
     db::audit::insert(&mut *tx, &event).await?;
     tx.commit().await?;
+    state.auth_cache.forget_session(id);
     state.credentials.forget(id);
     Ok(Json(revoked.into()))
 }
@@ -481,7 +482,7 @@ async fn issue_session_credentials(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<CredentialProcess>, ApiError> {
     let started = Instant::now();
-    let grant = db::sessions::grant(&state.db, id)
+    let grant = cached_grant(&state, id)
         .await?
         .filter(|g| CustomerId::parse(&g.session.customer_id).is_ok_and(|c| principal.may_see(&c)))
         .ok_or_else(|| ApiError::NotFound(format!("session {id} does not exist")))?;
@@ -545,10 +546,35 @@ async fn issue_customer_credentials(
             open(&state, &principal, &ctx, &request).await?
         }
     };
-    let grant = db::sessions::grant(&state.db, session.id)
+    let grant = cached_grant(&state, session.id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("session {} does not exist", session.id)))?;
     vend(&state, &principal, &ctx, &grant, started).await
+}
+
+/// The session's grant, from the short-lived cache or the database (see `revocation`).
+async fn cached_grant(state: &AppState, id: Uuid) -> Result<Option<Grant>, ApiError> {
+    if let Some(cached) = state.auth_cache.grant(id) {
+        if cached.refresh {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let read_at = Instant::now();
+                match db::sessions::grant(&state.db, id).await {
+                    Ok(Some(grant)) => state.auth_cache.store_grant(&grant, read_at),
+                    Ok(None) => state.auth_cache.forget_session(id),
+                    // Unknown: the entry expires on its own (at most MAX_STALENESS).
+                    Err(_) => {}
+                }
+            });
+        }
+        return Ok(Some(cached.value));
+    }
+    let read_at = Instant::now();
+    let grant = db::sessions::grant(&state.db, id).await?;
+    if let Some(grant) = &grant {
+        state.auth_cache.store_grant(grant, read_at);
+    }
+    Ok(grant)
 }
 
 async fn reusable(

@@ -1,0 +1,205 @@
+//! Short-lived caches of authorization state, and how revocations reach them.
+//!
+//! Postgres is the truth for token revocation, session revocation and expiry, customer
+//! status and roles. Reading all of that on every credential request would make the
+//! database the bottleneck of the cached credential path, so each instance keeps what it
+//! read for at most [`MAX_STALENESS`], and drops it sooner when told:
+//!
+//! - the instance that makes a change drops its own entries at once;
+//! - database triggers (`migrations/*_revocation_notify.sql`) send `NOTIFY lanyard_revocation`
+//!   for every revoked token or session and every customer or role change, and every
+//!   instance listens and drops the matching entries (typically within milliseconds);
+//! - if the listening connection fails, everything cached is dropped, and the staleness
+//!   bound holds regardless: no instance acts on state older than [`MAX_STALENESS`].
+//!
+//! So a revocation made anywhere is honoured by every instance within 1 second, usually at
+//! once. Tokens are cached only after their signature verified; a token's own expiry is
+//! checked on every use.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use uuid::Uuid;
+
+use crate::auth::Principal;
+use crate::db::sessions::Grant;
+
+/// The longest any instance acts on authorization state it read earlier.
+pub const MAX_STALENESS: Duration = Duration::from_millis(500);
+/// Entries older than this are re-read in the background while still served, so that busy
+/// tokens and sessions never all expire at once and send every request to the database.
+pub const REFRESH_AFTER: Duration = Duration::from_millis(250);
+/// The channel the triggers notify on.
+pub const CHANNEL: &str = "lanyard_revocation";
+/// Entries kept before the caches are emptied (they refill from the database).
+const MAX_ENTRIES: usize = 50_000;
+
+struct Entry<T> {
+    value: T,
+    read_at: Instant,
+    /// Set by the one request that starts the background re-read.
+    refreshing: std::sync::atomic::AtomicBool,
+}
+
+impl<T> Entry<T> {
+    fn new(value: T, read_at: Instant) -> Self {
+        Entry {
+            value,
+            read_at,
+            refreshing: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// True for exactly one caller once the entry is due for a re-read.
+    fn claim_refresh(&self) -> bool {
+        self.read_at.elapsed() >= REFRESH_AFTER
+            && !self
+                .refreshing
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A cached value, and whether the caller should re-read it in the background.
+pub struct Cached<T> {
+    pub value: T,
+    pub refresh: bool,
+}
+
+#[derive(Default)]
+pub struct AuthCache {
+    /// Verified, unrevoked tokens by their text, with their expiry (Unix seconds).
+    tokens: RwLock<HashMap<String, Entry<(Principal, i64)>>>,
+    grants: RwLock<HashMap<Uuid, Entry<Grant>>>,
+}
+
+fn fresh<T>(entry: &Entry<T>) -> bool {
+    entry.read_at.elapsed() < MAX_STALENESS
+}
+
+impl AuthCache {
+    /// The principal for a token verified and found unrevoked within the staleness bound.
+    pub fn principal(&self, token: &str) -> Option<Cached<Principal>> {
+        let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
+        let entry = tokens.get(token).filter(|e| fresh(e))?;
+        let (principal, exp) = &entry.value;
+        (chrono::Utc::now().timestamp() < *exp).then(|| Cached {
+            value: principal.clone(),
+            refresh: entry.claim_refresh(),
+        })
+    }
+
+    /// `read_at`: when the database read behind it started (staleness counts from there).
+    pub fn store_principal(&self, token: &str, principal: &Principal, exp: i64, read_at: Instant) {
+        let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
+        if tokens.len() >= MAX_ENTRIES {
+            tokens.clear();
+        }
+        tokens.insert(
+            token.to_owned(),
+            Entry::new((principal.clone(), exp), read_at),
+        );
+    }
+
+    /// A session's grant read within the staleness bound, its `now` moved on by the time
+    /// since it was read (so expiry checks use the present).
+    pub fn grant(&self, session: Uuid) -> Option<Cached<Grant>> {
+        let grants = self.grants.read().unwrap_or_else(|p| p.into_inner());
+        let entry = grants.get(&session).filter(|e| fresh(e))?;
+        let mut grant = entry.value.clone();
+        grant.now += chrono::Duration::from_std(entry.read_at.elapsed()).ok()?;
+        Some(Cached {
+            value: grant,
+            refresh: entry.claim_refresh(),
+        })
+    }
+
+    /// `read_at`: when the database read behind it started (staleness counts from there).
+    pub fn store_grant(&self, grant: &Grant, read_at: Instant) {
+        let mut grants = self.grants.write().unwrap_or_else(|p| p.into_inner());
+        if grants.len() >= MAX_ENTRIES {
+            grants.clear();
+        }
+        grants.insert(grant.session.id, Entry::new(grant.clone(), read_at));
+    }
+
+    pub fn forget_token(&self, jti: Uuid) {
+        self.tokens
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, e| e.value.0.token_id != jti);
+    }
+
+    pub fn forget_session(&self, session: Uuid) {
+        self.grants
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&session);
+    }
+
+    pub fn forget_customer(&self, customer: &str) {
+        self.grants
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, e| e.value.session.customer_id != customer);
+    }
+
+    pub fn clear(&self) {
+        self.tokens
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.grants
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Applies one notification payload: `token:<jti>`, `session:<id>` or `customer:<id>`.
+    pub fn apply(&self, payload: &str) {
+        match payload.split_once(':') {
+            Some(("token", jti)) => match jti.parse() {
+                Ok(jti) => self.forget_token(jti),
+                Err(_) => self.clear(),
+            },
+            Some(("session", id)) => match id.parse() {
+                Ok(id) => self.forget_session(id),
+                Err(_) => self.clear(),
+            },
+            Some(("customer", id)) => self.forget_customer(id),
+            _ => self.clear(),
+        }
+    }
+}
+
+/// Listens for revocations until the process ends; reconnects after failures, dropping
+/// everything cached each time (notifications may have been missed).
+pub fn spawn_listener(pool: PgPool, cache: Arc<AuthCache>) {
+    tokio::spawn(async move {
+        loop {
+            match listen(&pool, &cache).await {
+                Ok(()) => return,
+                Err(e) => {
+                    cache.clear();
+                    tracing::warn!(error = %e, "revocation listener lost its connection; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+}
+
+async fn listen(pool: &PgPool, cache: &AuthCache) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    cache.clear();
+    loop {
+        match listener.try_recv().await? {
+            Some(notification) => cache.apply(notification.payload()),
+            // The connection was lost and re-established: anything may have been missed.
+            None => cache.clear(),
+        }
+    }
+}
