@@ -236,10 +236,6 @@ async fn cached_credential_path_beside_a_bare_handler() {
     // The statistics collector reports with a delay of up to a second or so.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let commits_during = commits().await - commits_before;
-    println!(
-        "table scans before {scans_before:?} after {:?}",
-        scans().await
-    );
     let rss = rss_kb(pid, "VmRSS:");
     let peak = rss_kb(pid, "VmHWM:");
 
