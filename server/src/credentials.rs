@@ -201,6 +201,7 @@ pub async fn issue(
 const BROKER_ERROR: &str = "LanyardInternal";
 const DATABASE_ERROR: &str = "LanyardDatabase";
 const POLICY_TOO_LARGE: &str = "LanyardPolicyTooLarge";
+const SESSION_ENDED: &str = "SessionEnded";
 
 async fn assume(
     state: &AppState,
@@ -224,13 +225,13 @@ async fn assume(
         .transpose()
         .map_err(|e| internal(e.to_string()))?;
 
-    let now = Utc::now();
+    let broker_on_role = state.sts.broker_on_role().await;
     let lifetime = credential_lifetime(
-        now,
+        Utc::now(),
         s.expires_at,
         i64::from(grant.role_max_session_seconds),
         i64::try_from(state.config.credential_max.as_secs()).unwrap_or(i64::MAX),
-        state.sts.broker_on_role().await,
+        broker_on_role,
     );
     let policy = session_policy(
         grant.role_session_policy.as_ref(),
@@ -273,7 +274,7 @@ async fn assume(
     );
     // The record of this AssumeRole comes first: credentials nobody could trace back to the
     // session are never handed out (nor cached).
-    crate::db::sessions::record_issue(
+    let recorded = crate::db::sessions::record_issue(
         &state.db,
         s.id,
         &credentials.access_key_id,
@@ -290,6 +291,16 @@ async fn assume(
             message: "database".into(),
         }
     })?;
+    if !recorded {
+        // Revoked or expired while STS was answering: these credentials go nowhere.
+        return Err(StsError {
+            code: SESSION_ENDED.into(),
+            message: format!(
+                "session {} ended while its credentials were being issued",
+                s.id
+            ),
+        });
+    }
     Ok(Cached {
         credentials,
         role_version: grant.role_updated_at,
@@ -310,6 +321,7 @@ fn refusal(error: StsError) -> Refused {
             ApiError::Internal(anyhow::anyhow!("{}", error.message)),
         ),
         POLICY_TOO_LARGE => Refused::denied(POLICY_TOO_LARGE, ApiError::Conflict(error.message)),
+        SESSION_ENDED => Refused::denied(SESSION_ENDED, ApiError::Gone(error.message)),
         code => {
             let retry_may_help = matches!(
                 code,
@@ -320,6 +332,7 @@ fn refusal(error: StsError) -> Refused {
                     | "Timeout"
                     | "ServiceUnavailable"
                     | "InternalFailure"
+                    | "ClientError"
             ) || code.starts_with("HTTP5");
             let denied = matches!(
                 code,

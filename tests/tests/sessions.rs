@@ -123,7 +123,10 @@ async fn support_session_credentials_carry_the_case_context_to_aws() {
     assert_eq!(call["SourceIdentity"], "alice");
     let duration: i64 = call["DurationSeconds"].parse().unwrap();
     assert!((1790..=1800).contains(&duration), "{duration}");
-    assert!(!call.contains_key("Policy"), "no cut-off needed: {call:?}");
+    // The credentials last about as long as the session, so they are cut at its end too
+    // (clocks and STS's start differ by a little).
+    let policy: Value = serde_json::from_str(&call["Policy"]).unwrap();
+    assert_eq!(policy["Statement"][1]["Effect"], "Deny", "{policy}");
     let tags = tags(call);
     assert_eq!(tags["lanyard-session-id"], session["id"].as_str().unwrap());
     assert_eq!(tags["lanyard-case-id"], case);
@@ -784,4 +787,59 @@ async fn an_aws_denial_reaches_the_client_as_a_named_error_and_is_audited() {
             .log()
             .contains(creds["SecretAccessKey"].as_str().unwrap())
     );
+}
+
+/// A revocation that lands while STS is still answering: the credentials it returns are
+/// never handed out (nor cached), and the waiting request learns the session ended.
+#[tokio::test]
+async fn credentials_in_flight_when_the_session_is_revoked_are_not_handed_out() {
+    use lanyard_tests::FaultProxy;
+    let moto: std::net::SocketAddr = lanyard_tests::moto_url()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let sts = FaultProxy::start(moto).await;
+    let endpoint = format!("http://{}", sts.addr());
+    let app = TestApp::spawn_with(|s| s.aws_endpoint_url = Some(endpoint.clone())).await;
+    let customer = customer_with_role(&app).await;
+    let id = customer["id"].as_str().unwrap();
+    let alice = token(&app, "alice", Role::Support).await;
+    let session = open_support(&app, &alice, id, &unique("CS"), 1800).await;
+    let sid = session["id"].as_str().unwrap().to_owned();
+
+    sts.hold();
+    let in_flight = {
+        let (http, url, alice) = (
+            app.http.clone(),
+            app.url(&format!("/v1/sessions/{sid}/credentials")),
+            alice.clone(),
+        );
+        tokio::spawn(async move {
+            let response = http.post(url).bearer_auth(alice).send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        })
+    };
+    sts.held().await; // The AssumeRole is on its way and parked.
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{sid}"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    sts.restore();
+    let (status, problem) = in_flight.await.unwrap();
+    assert_eq!(status, 410, "{problem}");
+    assert_eq!(
+        app.count("credential_issue").await,
+        0,
+        "nothing was recorded as issued"
+    );
+    let (status, _) = credentials(&app, &alice, &session).await;
+    assert_eq!(status, 410);
 }

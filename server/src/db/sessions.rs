@@ -197,7 +197,8 @@ pub async fn grant(pool: &PgPool, id: Uuid) -> Result<Option<Grant>, sqlx::Error
 }
 
 /// Records one AssumeRole for a session (never the secret or the token) and extends the
-/// session's `credentials_valid_until`.
+/// session's `credentials_valid_until`, but only while the session is live: `false` when it
+/// was revoked or expired meanwhile (the credentials must then not be handed out).
 #[tracing::instrument(skip_all, fields(session = %session_id))]
 pub async fn record_issue(
     pool: &PgPool,
@@ -206,21 +207,23 @@ pub async fn record_issue(
     expires_at: DateTime<Utc>,
     actor: &str,
     request_id: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH issue AS (
-            INSERT INTO credential_issue (session_id, access_key_id, expires_at, actor, request_id)
-            VALUES ($1, $2, $3, $4, $5)
+) -> Result<bool, sqlx::Error> {
+    let recorded: Option<i64> = sqlx::query_scalar(
+        "WITH live AS (
+            UPDATE session SET credentials_valid_until = GREATEST(credentials_valid_until, $3)
+            WHERE id = $1 AND revoked_at IS NULL AND expires_at > now()
+            RETURNING id
          )
-         UPDATE session SET credentials_valid_until = GREATEST(credentials_valid_until, $3)
-         WHERE id = $1",
+         INSERT INTO credential_issue (session_id, access_key_id, expires_at, actor, request_id)
+         SELECT id, $2, $3, $4, $5 FROM live
+         RETURNING id",
     )
     .bind(session_id)
     .bind(access_key_id)
     .bind(expires_at)
     .bind(actor)
     .bind(request_id)
-    .execute(pool)
+    .fetch_optional(pool)
     .await?;
-    Ok(())
+    Ok(recorded.is_some())
 }

@@ -123,6 +123,8 @@ pub fn tag_value(raw: &str) -> String {
 
 /// AWS's shortest credential lifetime.
 pub const MIN_CREDENTIAL_SECS: i64 = 900;
+/// Credentials ending less than this before the session's end still get the cut-off policy.
+pub const CUT_MARGIN_SECS: i64 = 60;
 /// AWS caps role-chained sessions (the broker itself on a role) at one hour.
 pub const ROLE_CHAINING_MAX_SECS: i64 = 3600;
 
@@ -155,7 +157,9 @@ pub fn credential_lifetime(
     let duration = remaining.clamp(MIN_CREDENTIAL_SECS, cap);
     Lifetime {
         duration_seconds: i32::try_from(duration).unwrap_or(i32::MAX),
-        cut_at_session_end: duration > remaining,
+        // Cut whenever the credentials could reach the session's end: STS starts counting a
+        // little after `now`, and clocks differ by a little.
+        cut_at_session_end: duration + CUT_MARGIN_SECS > remaining,
     }
 }
 
@@ -229,12 +233,22 @@ mod tests {
 
     #[test]
     fn lifetime_covers_the_session_within_every_cap() {
-        // 30 minutes left, role allows an hour: exactly the remaining time.
+        // 30 minutes left, role allows an hour: the remaining time, and cut at the end
+        // (STS's clock and ours differ by a little).
         let l = credential_lifetime(at(0), at(1800), 3600, 43_200, false);
         assert_eq!(
             l,
             Lifetime {
                 duration_seconds: 1800,
+                cut_at_session_end: true
+            }
+        );
+        // Two hours left, role allows one: an hour, ending well before the session does.
+        let l = credential_lifetime(at(0), at(7200), 3600, 43_200, false);
+        assert_eq!(
+            l,
+            Lifetime {
+                duration_seconds: 3600,
                 cut_at_session_end: false
             }
         );

@@ -33,8 +33,17 @@ pub struct Cached {
 struct Slot {
     /// Read without waiting: the hot path is a read lock held for a pointer copy.
     credentials: std::sync::RwLock<Option<Arc<Cached>>>,
-    /// Held across the AssumeRole call: the single flight. Also guards the denial memory.
-    flight: tokio::sync::Mutex<Option<(Instant, StsError)>>,
+    /// Held across the AssumeRole call: the single flight. Also guards what failed.
+    flight: tokio::sync::Mutex<Failures>,
+}
+
+#[derive(Default)]
+struct Failures {
+    /// An AccessDenied, remembered until the instant given.
+    denied: Option<(Instant, StsError)>,
+    /// The last failed flight and when it ended: requests that were already waiting for it
+    /// share its outcome instead of each making their own call.
+    last: Option<(Instant, StsError)>,
 }
 
 impl Slot {
@@ -60,7 +69,8 @@ pub enum Lookup {
 }
 
 pub struct CredentialCache {
-    slots: Mutex<HashMap<Uuid, Arc<Slot>>>,
+    /// The slots, and the size at which expired ones are swept out next.
+    slots: Mutex<(HashMap<Uuid, Arc<Slot>>, usize)>,
     denied_ttl: Duration,
 }
 
@@ -70,14 +80,19 @@ const SWEEP_ABOVE: usize = 4096;
 impl CredentialCache {
     pub fn new(denied_ttl: Duration) -> Self {
         CredentialCache {
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new((HashMap::new(), SWEEP_ABOVE)),
             denied_ttl,
         }
     }
 
     fn slot(&self, session: Uuid) -> Arc<Slot> {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        if slots.len() >= SWEEP_ABOVE && !slots.contains_key(&session) {
+        let mut guard = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let (slots, next_sweep) = &mut *guard;
+        if let Some(slot) = slots.get(&session) {
+            return slot.clone();
+        }
+        // Amortised: a sweep happens only when the map doubled since the last one.
+        if slots.len() >= *next_sweep {
             let now = Utc::now();
             slots.retain(|_, slot| {
                 Arc::strong_count(slot) > 1
@@ -86,8 +101,9 @@ impl CredentialCache {
                         .read()
                         .unwrap_or_else(|p| p.into_inner())
                         .as_ref()
-                        .is_some_and(|c| c.credentials.expiration > now)
+                        .is_some_and(|c| c.credentials.expiration > now && c.session_end > now)
             });
+            *next_sweep = (slots.len() * 2).max(SWEEP_ABOVE);
         }
         slots.entry(session).or_default().clone()
     }
@@ -97,6 +113,7 @@ impl CredentialCache {
         self.slots
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .0
             .remove(&session);
     }
 
@@ -116,30 +133,42 @@ impl CredentialCache {
         if let Some(cached) = slot.usable(&usable) {
             return Lookup::Hit(cached);
         }
-        let mut denied = slot.flight.lock().await;
-        // Whoever held the flight before us may have just issued.
+        let arrived = Instant::now();
+        let mut failures = slot.flight.lock().await;
+        // Whoever held the flight before us may have just issued...
         if let Some(cached) = slot.usable(&usable) {
             return Lookup::Hit(cached);
         }
-        if let Some((until, error)) = denied.as_ref() {
+        // ...or failed while we waited: share that outcome rather than call again.
+        if let Some((ended, error)) = &failures.last
+            && *ended >= arrived
+        {
+            return Lookup::Failed {
+                error: error.clone(),
+                cached: true,
+            };
+        }
+        if let Some((until, error)) = &failures.denied {
             if Instant::now() < *until {
                 return Lookup::Failed {
                     error: error.clone(),
                     cached: true,
                 };
             }
-            *denied = None;
+            failures.denied = None;
         }
         match issue().await {
             Ok(cached) => {
                 let cached = Arc::new(cached);
                 *slot.credentials.write().unwrap_or_else(|p| p.into_inner()) = Some(cached.clone());
+                failures.last = None;
                 Lookup::Issued(cached)
             }
             Err(error) => {
                 if error.is_access_denied() && !self.denied_ttl.is_zero() {
-                    *denied = Some((Instant::now() + self.denied_ttl, error.clone()));
+                    failures.denied = Some((Instant::now() + self.denied_ttl, error.clone()));
                 }
+                failures.last = Some((Instant::now(), error.clone()));
                 Lookup::Failed {
                     error,
                     cached: false,
@@ -199,6 +228,37 @@ mod tests {
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(issued, 1);
+    }
+
+    #[tokio::test]
+    async fn requests_waiting_on_a_failed_flight_share_its_failure() {
+        let cache = Arc::new(CredentialCache::new(Duration::ZERO));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let session = Uuid::new_v4();
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_issue(
+                        session,
+                        |_| true,
+                        || async {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                            Err(StsError {
+                                code: "Throttling".into(),
+                                message: "slow down".into(),
+                            })
+                        },
+                    )
+                    .await
+            }));
+        }
+        for task in tasks {
+            assert!(matches!(task.await.unwrap(), Lookup::Failed { .. }));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -70,10 +70,15 @@ impl StsError {
                     "could not reach STS".into()
                 },
             },
-            _ => StsError {
-                code: "ClientError".into(),
-                message: aws_smithy_error_text(&err),
-            },
+            _ => {
+                // The SDK's own failures (no broker credentials, bad configuration) can
+                // describe the broker's setup: the log gets them, the client a fixed text.
+                tracing::error!(error = %aws_smithy_error_text(&err), "calling STS failed");
+                StsError {
+                    code: "ClientError".into(),
+                    message: "the broker could not call STS; see its log".into(),
+                }
+            }
         }
     }
 }
