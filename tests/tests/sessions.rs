@@ -239,7 +239,8 @@ async fn bad_session_requests_get_a_reason_and_change_nothing() {
     let support = token(&app, "alice", Role::Support).await;
     let service = token(&app, "billing", Role::Service).await;
     let auditor = token(&app, "audit", Role::Auditor).await;
-    let before = app.snapshot().await;
+    let before = app.snapshot_except(&["audit_event"]).await;
+    let denials_before = denied_opens(&app).await;
     let base = json!({ "kind": "support", "customer": id, "role": "readonly",
                        "case_id": "CS-1", "reason": "r" });
     let with = |patch: Value| {
@@ -306,6 +307,10 @@ async fn bad_session_requests_get_a_reason_and_change_nothing() {
         (&support, with(json!({ "kind": "admin" })), 422, "admin"),
         (&support, with(json!({ "extra": true })), 422, "extra"),
     ];
+    let refusals = cases
+        .iter()
+        .filter(|(_, _, want, _)| [403, 404, 409].contains(want))
+        .count() as i64;
     for (token, body, want, mentions) in cases {
         let (status, problem) = app
             .call(
@@ -321,7 +326,18 @@ async fn bad_session_requests_get_a_reason_and_change_nothing() {
             "{body} → {problem} should mention {mentions}"
         );
     }
-    assert_eq!(app.snapshot().await, before);
+    // Nothing changed, except that each refusal (not each malformed request) was audited.
+    assert_eq!(app.snapshot_except(&["audit_event"]).await, before);
+    assert_eq!(denied_opens(&app).await - denials_before, refusals);
+}
+
+async fn denied_opens(app: &TestApp) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM audit_event WHERE action = 'session.open' AND outcome = 'denied'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -380,8 +396,9 @@ async fn only_the_owner_or_an_admin_gets_a_sessions_credentials() {
     let session = open_support(&app, &alice, id, &unique("CS"), 1800).await;
     let sid = session["id"].as_str().unwrap();
 
+    // Bob does not even learn that the session exists; the attempt is audited all the same.
     let (status, problem) = credentials(&app, &bob, &session).await;
-    assert_eq!(status, 403, "{problem}");
+    assert_eq!(status, 404, "{problem}");
     let (status, _) = app
         .call(
             Method::GET,

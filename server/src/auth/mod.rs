@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::app::AppState;
-use crate::domain::CustomerId;
+use crate::domain::{CustomerId, SessionKind};
 use crate::http::error::ApiError;
 
 /// What a token may do. Roles are not hierarchical except `admin`, which may do everything.
@@ -115,9 +115,23 @@ impl Principal {
 
     /// Decides whether this principal may act on a session `owner` opened: `UseSession`
     /// for the customer, and then only its owner (or an admin).
-    pub fn authorize_owner(&self, customer: &CustomerId, owner: &str) -> Result<(), ApiError> {
+    /// The owner must also still hold a role that may open sessions of that `kind` (a
+    /// service token of the same subject does not get a support session).
+    pub fn authorize_owner(
+        &self,
+        customer: &CustomerId,
+        owner: &str,
+        kind: SessionKind,
+    ) -> Result<(), ApiError> {
         self.authorize(Action::UseSession, Some(customer))?;
-        if self.role != Role::Admin && self.subject != owner {
+        if self.role == Role::Admin {
+            return Ok(());
+        }
+        let opens = match kind {
+            SessionKind::Support => Action::OpenSupportSession,
+            SessionKind::Customer => Action::OpenCustomerSession,
+        };
+        if self.subject != owner || !opens.allowed_for(self.role) {
             return Err(ApiError::Forbidden(
                 "only the session's owner or an admin may do this".into(),
             ));
@@ -248,6 +262,50 @@ mod tests {
                     .is_ok()
             );
         }
+    }
+
+    #[test]
+    fn only_owners_holding_a_role_for_the_kind_use_a_session() {
+        let acme = CustomerId::parse("acme-corp").unwrap();
+        let support = principal(Role::Support, None);
+        assert!(
+            support
+                .authorize_owner(&acme, "alice", SessionKind::Support)
+                .is_ok()
+        );
+        assert!(
+            support
+                .authorize_owner(&acme, "bob", SessionKind::Support)
+                .is_err()
+        );
+        // Same subject, but a service token does not get the support session.
+        let service = principal(Role::Service, None);
+        assert!(
+            service
+                .authorize_owner(&acme, "alice", SessionKind::Support)
+                .is_err()
+        );
+        assert!(
+            service
+                .authorize_owner(&acme, "alice", SessionKind::Customer)
+                .is_ok()
+        );
+        assert!(
+            principal(Role::Auditor, None)
+                .authorize_owner(&acme, "alice", SessionKind::Support)
+                .is_err()
+        );
+        assert!(
+            principal(Role::Admin, None)
+                .authorize_owner(&acme, "bob", SessionKind::Support)
+                .is_ok()
+        );
+        let limited = principal(Role::Support, Some(vec!["globex"]));
+        assert!(
+            limited
+                .authorize_owner(&acme, "alice", SessionKind::Support)
+                .is_err()
+        );
     }
 
     #[test]

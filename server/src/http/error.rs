@@ -111,7 +111,8 @@ impl ApiError {
         }
     }
 
-    fn slug(&self) -> &'static str {
+    /// The problem type's last part, e.g. `not-found`; also the audit rows' error code.
+    pub fn slug(&self) -> &'static str {
         match self {
             ApiError::InvalidField { .. } => "invalid-field",
             ApiError::Rejected { status, .. } => match *status {

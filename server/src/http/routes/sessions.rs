@@ -212,8 +212,48 @@ async fn open_session(
         duration_seconds: body.duration_seconds,
         reuse: false,
     };
-    let row = open(&state, &principal, &ctx, &request).await?;
+    let row = open(&state, &principal, &ctx, &request).await;
+    let row = audit_denial(
+        &state,
+        &principal,
+        &ctx,
+        "session.open",
+        Some(&request.customer),
+        row,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(row.into())))
+}
+
+/// Records a refusal (403, 404, 409, 410) as a `denied` audit row before it is answered;
+/// malformed input (400, 422) is not security-relevant and is not audited. If the audit
+/// row cannot be written, the answer is 503.
+async fn audit_denial<T>(
+    state: &AppState,
+    principal: &Principal,
+    ctx: &RequestContext,
+    action: &'static str,
+    customer: Option<&CustomerId>,
+    result: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let Err(error) = result else {
+        return result;
+    };
+    if !matches!(
+        error.status(),
+        StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::CONFLICT | StatusCode::GONE
+    ) {
+        return Err(error);
+    }
+    let event = NewEvent {
+        customer_id: customer.map(ToString::to_string),
+        outcome: "denied",
+        error_code: Some(error.slug().to_owned()),
+        detail: Some(serde_json::json!({ "detail": error.to_string() })),
+        ..ctx.event(principal, action)
+    };
+    state.audit.record(event).await.map_err(audit_unavailable)?;
+    Err(error)
 }
 
 struct SessionRequest {
@@ -301,7 +341,7 @@ async fn open(
             req.customer.as_str(),
             req.role.as_str(),
             principal.actor(),
-            60,
+            reuse_margin_secs(state),
         )
         .await?
     {
@@ -439,9 +479,20 @@ async fn revoke_session(
     ctx: RequestContext,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Session>, ApiError> {
-    let row = visible(&state, &principal, id).await?;
+    let row = visible(&state, &principal, id).await;
+    let row = audit_denial(&state, &principal, &ctx, "session.revoke", None, row).await?;
     let customer = CustomerId::parse(&row.customer_id).map_err(|e| ApiError::Internal(e.into()))?;
-    principal.authorize_owner(&customer, &row.requested_by)?;
+    let kind = SessionKind::parse(&row.kind).map_err(|e| ApiError::Internal(e.into()))?;
+    let allowed = principal.authorize_owner(&customer, &row.requested_by, kind);
+    audit_denial(
+        &state,
+        &principal,
+        &ctx,
+        "session.revoke",
+        Some(&customer),
+        allowed,
+    )
+    .await?;
     let mut tx = state.db.begin().await?;
     let Some(revoked) = db::sessions::revoke(&mut *tx, id, principal.actor()).await? else {
         return Err(ApiError::Conflict(format!(
@@ -511,7 +562,16 @@ async fn issue_customer_credentials(
 ) -> Result<Json<CredentialProcess>, ApiError> {
     let started = Instant::now();
     let customer = CustomerId::parse(&customer).map_err(|e| ApiError::invalid("id", e))?;
-    principal.authorize(Action::OpenCustomerSession, Some(&customer))?;
+    let allowed = principal.authorize(Action::OpenCustomerSession, Some(&customer));
+    audit_denial(
+        &state,
+        &principal,
+        &ctx,
+        "credentials.issue",
+        Some(&customer),
+        allowed,
+    )
+    .await?;
     // The body is optional (credential_process clients send none), so it is read by hand.
     let body: CustomerCredentialsRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CustomerCredentialsRequest::default()
@@ -527,10 +587,22 @@ async fn issue_customer_credentials(
     };
     let role = match body.role.as_deref() {
         Some(raw) => RoleName::parse(raw).map_err(|e| ApiError::invalid("role", e))?,
-        None => only_customer_role(&state, &customer).await?,
+        None => {
+            let role = only_customer_role(&state, &customer).await;
+            audit_denial(
+                &state,
+                &principal,
+                &ctx,
+                "credentials.issue",
+                Some(&customer),
+                role,
+            )
+            .await?
+        }
     };
-    // Reuse a live session with at least a minute left, else open one (`open` re-checks
-    // under the customer row lock, so concurrent first requests share one session).
+    // Reuse a live session that outlasts the credential refresh window, else open one
+    // (`open` re-checks under the customer row lock, so concurrent first requests share one
+    // session).
     let session = match reusable(&state, &customer, &role, principal.actor()).await? {
         Some(row) => row,
         None => {
@@ -543,7 +615,16 @@ async fn issue_customer_credentials(
                 duration_seconds: None,
                 reuse: true,
             };
-            open(&state, &principal, &ctx, &request).await?
+            let opened = open(&state, &principal, &ctx, &request).await;
+            audit_denial(
+                &state,
+                &principal,
+                &ctx,
+                "credentials.issue",
+                Some(&customer),
+                opened,
+            )
+            .await?
         }
     };
     let grant = cached_grant(&state, session.id)
@@ -589,9 +670,16 @@ async fn reusable(
         customer.as_str(),
         role.as_str(),
         actor,
-        60,
+        reuse_margin_secs(state),
     )
     .await?)
+}
+
+/// A customer session is reused only while it outlasts the credential refresh window (and a
+/// minute more): near its end every credential request would otherwise return credentials
+/// that SDKs consider stale at once, so a fresh session is opened instead.
+fn reuse_margin_secs(state: &AppState) -> i64 {
+    i64::try_from(state.config.credential_refresh.as_secs()).unwrap_or(0) + 60
 }
 
 /// The customer's one verified role that allows customer sessions.
@@ -622,9 +710,15 @@ async fn vend(
 ) -> Result<Json<CredentialProcess>, ApiError> {
     let s = &grant.session;
     let customer = CustomerId::parse(&s.customer_id).map_err(|e| ApiError::Internal(e.into()))?;
-    let outcome = match principal.authorize_owner(&customer, &s.requested_by) {
+    let kind = SessionKind::parse(&s.kind).map_err(|e| ApiError::Internal(e.into()))?;
+    let outcome = match principal.authorize_owner(&customer, &s.requested_by, kind) {
         Err(error) => Err(Refused {
-            error,
+            // Whoever may not see the session does not learn that it exists.
+            error: if principal.sees_all_sessions() || s.requested_by == principal.actor() {
+                error
+            } else {
+                ApiError::NotFound(format!("session {} does not exist", s.id))
+            },
             outcome: "denied",
             code: "Forbidden".into(),
             cache_hit: None,
