@@ -344,6 +344,14 @@ impl ServerProcess {
         }
     }
 
+    /// Issues a token with `lanyard-server token issue`, as an operator would; returns it.
+    pub fn issue_token(&self, subject: &str, role: &str) -> String {
+        let (code, token, stderr) =
+            self.command(&["token", "issue", "--subject", subject, "--role", role]);
+        assert_eq!(code, 0, "{stderr}");
+        token.trim().to_owned()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -169,14 +169,8 @@ async fn cached_credential_path_beside_a_bare_handler() {
             "warn,lanyard_server=info,lanyard_server::http=warn",
         ),
     ]);
-    let issue = |subject: &str, role: &str| {
-        let (code, token, stderr) =
-            server.command(&["token", "issue", "--subject", subject, "--role", role]);
-        assert_eq!(code, 0, "{stderr}");
-        token.trim().to_owned()
-    };
-    let admin = issue("ops", "admin");
-    let alice = issue("alice", "support");
+    let admin = server.issue_token("ops", "admin");
+    let alice = server.issue_token("alice", "support");
     let http = reqwest::Client::new();
     let post = |token: &str, path: &str, body: Value| {
         http.post(server.url(path))

@@ -248,18 +248,7 @@ async fn sigterm_lets_in_flight_requests_finish() {
         ("LANYARD_SHUTDOWN_GRACE_SECS", "30"),
     ]);
     let api = socket_of(&server.base, 80).await;
-    let (code, token, stderr) = server.command(&[
-        "token",
-        "issue",
-        "--subject",
-        "ops",
-        "--role",
-        "admin",
-        "--ttl",
-        "1h",
-    ]);
-    assert_eq!(code, 0, "{stderr}");
-    let token = token.trim().to_owned();
+    let token = server.issue_token("ops", "admin");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()

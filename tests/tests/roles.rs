@@ -296,18 +296,7 @@ async fn verification_against_enforced_trust_policies_reports_the_aws_error() {
         ("AWS_REGION", "us-east-1"),
     ];
     let server = ServerProcess::start(&env);
-    let (code, token, stderr) = server.command(&[
-        "token",
-        "issue",
-        "--subject",
-        "ops",
-        "--role",
-        "admin",
-        "--ttl",
-        "1h",
-    ]);
-    assert_eq!(code, 0, "{stderr}");
-    let token = token.trim().to_owned();
+    let token = server.issue_token("ops", "admin");
     let http = reqwest::Client::new();
     let call = |method: Method, path: &str, body: Option<Value>| {
         let mut req = http.request(method, server.url(path)).bearer_auth(&token);

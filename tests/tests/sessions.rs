@@ -658,14 +658,8 @@ async fn an_aws_denial_reaches_the_client_as_a_named_error_and_is_audited() {
         ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
         ("AWS_REGION", "us-east-1"),
     ]);
-    let issue = |subject: &str, role: &str| {
-        let (code, token, stderr) =
-            server.command(&["token", "issue", "--subject", subject, "--role", role]);
-        assert_eq!(code, 0, "{stderr}");
-        token.trim().to_owned()
-    };
-    let admin = issue("ops", "admin");
-    let alice = issue("alice", "support");
+    let admin = server.issue_token("ops", "admin");
+    let alice = server.issue_token("alice", "support");
     let http = reqwest::Client::new();
     let call = |token: &str, method: Method, path: &str, body: Option<Value>| {
         let mut req = http.request(method, server.url(path)).bearer_auth(token);
