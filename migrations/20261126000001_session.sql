@@ -16,7 +16,9 @@ CREATE TABLE session (
     -- The latest expiry of credentials issued for this session: after a revocation, what
     -- was already handed out keeps working until then (STS cannot recall credentials).
     credentials_valid_until timestamptz,
-    FOREIGN KEY (customer_id, role_name) REFERENCES role (customer_id, name) ON DELETE CASCADE,
+    -- RESTRICT: sessions and what was issued for them are the trail CloudTrail entries lead
+    -- back to; deleting a role must not erase it.
+    FOREIGN KEY (customer_id, role_name) REFERENCES role (customer_id, name) ON DELETE RESTRICT,
     CHECK (expires_at > created_at),
     CHECK (kind <> 'support' OR (case_id IS NOT NULL AND reason IS NOT NULL)),
     CHECK ((revoked_at IS NULL) = (revoked_by IS NULL))
@@ -29,7 +31,7 @@ CREATE INDEX session_requester ON session (requested_by, kind, customer_id, role
 -- (by AccessKeyId) back to the session, case and person. Never the secret or the token.
 CREATE TABLE credential_issue (
     id            bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    session_id    uuid        NOT NULL REFERENCES session (id) ON DELETE CASCADE,
+    session_id    uuid        NOT NULL REFERENCES session (id) ON DELETE RESTRICT,
     access_key_id text        NOT NULL CHECK (access_key_id ~ '^[A-Z0-9]{16,128}$'),
     expires_at    timestamptz NOT NULL,
     actor         text        NOT NULL,

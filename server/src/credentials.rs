@@ -170,7 +170,7 @@ pub async fn issue(
     };
     let lookup = state
         .credentials
-        .get_or_issue(grant.session.id, usable, || {
+        .get_or_issue(grant.session.id, grant.role_updated_at, usable, || {
             assume(state, grant, request_id)
         })
         .await;

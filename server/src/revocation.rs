@@ -85,7 +85,8 @@ impl AuthCache {
         let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
         let entry = tokens.get(token).filter(|e| fresh(e))?;
         let (principal, exp) = &entry.value;
-        (chrono::Utc::now().timestamp() < *exp).then(|| Cached {
+        let leeway = i64::try_from(crate::auth::token::LEEWAY_SECS).unwrap_or(0);
+        (chrono::Utc::now().timestamp() < *exp + leeway).then(|| Cached {
             value: principal.clone(),
             refresh: entry.claim_refresh(),
         })

@@ -30,6 +30,9 @@ pub const AUDIENCE: &str = "lanyard-api";
 const KEY_FILE_NAME: &str = "signing-key.pem";
 const PEM_TAG: &str = "PRIVATE KEY";
 
+/// Clock skew allowed on a token's `exp`, in seconds; the token cache applies the same.
+pub const LEEWAY_SECS: u64 = 30;
+
 /// The claims of a Lanyard API token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -109,7 +112,7 @@ impl TokenKeys {
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 30;
+        validation.leeway = LEEWAY_SECS;
         Ok(Self {
             encoding: EncodingKey::from_ed_der(der),
             decoding: DecodingKey::from_ed_der(pair.public_key().as_ref()),

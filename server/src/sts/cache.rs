@@ -39,8 +39,9 @@ struct Slot {
 
 #[derive(Default)]
 struct Failures {
-    /// An AccessDenied, remembered until the instant given.
-    denied: Option<(Instant, StsError)>,
+    /// An AccessDenied, remembered until the instant given, for the role version it was
+    /// met under (a changed or re-verified role is asked again at once).
+    denied: Option<(Instant, StsError, DateTime<Utc>)>,
     /// The last failed flight and when it ended: requests that were already waiting for it
     /// share its outcome instead of each making their own call.
     last: Option<(Instant, StsError)>,
@@ -122,6 +123,7 @@ impl CredentialCache {
     pub async fn get_or_issue<F, Fut>(
         &self,
         session: Uuid,
+        role_version: DateTime<Utc>,
         usable: impl Fn(&Cached) -> bool,
         issue: F,
     ) -> Lookup
@@ -148,8 +150,8 @@ impl CredentialCache {
                 cached: true,
             };
         }
-        if let Some((until, error)) = &failures.denied {
-            if Instant::now() < *until {
+        if let Some((until, error, version)) = &failures.denied {
+            if Instant::now() < *until && *version == role_version {
                 return Lookup::Failed {
                     error: error.clone(),
                     cached: true,
@@ -166,7 +168,11 @@ impl CredentialCache {
             }
             Err(error) => {
                 if error.is_access_denied() && !self.denied_ttl.is_zero() {
-                    failures.denied = Some((Instant::now() + self.denied_ttl, error.clone()));
+                    failures.denied = Some((
+                        Instant::now() + self.denied_ttl,
+                        error.clone(),
+                        role_version,
+                    ));
                 }
                 failures.last = Some((Instant::now(), error.clone()));
                 Lookup::Failed {
@@ -183,6 +189,10 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    fn version() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
 
     fn creds(expiration: DateTime<Utc>) -> Cached {
         Cached {
@@ -210,6 +220,7 @@ mod tests {
                 cache
                     .get_or_issue(
                         session,
+                        version(),
                         |_| true,
                         || async {
                             calls.fetch_add(1, Ordering::SeqCst);
@@ -242,6 +253,7 @@ mod tests {
                 cache
                     .get_or_issue(
                         session,
+                        version(),
                         |_| true,
                         || async {
                             calls.fetch_add(1, Ordering::SeqCst);
@@ -266,7 +278,12 @@ mod tests {
         let cache = CredentialCache::new(Duration::from_secs(60));
         let session = Uuid::new_v4();
         let first = cache
-            .get_or_issue(session, |_| true, || async { Ok(creds(Utc::now())) })
+            .get_or_issue(
+                session,
+                version(),
+                |_| true,
+                || async { Ok(creds(Utc::now())) },
+            )
             .await;
         assert!(matches!(first, Lookup::Issued(_)));
         let denied = || async {
@@ -275,12 +292,15 @@ mod tests {
                 message: "no".into(),
             })
         };
-        let again = cache.get_or_issue(session, |_| false, denied).await;
+        let again = cache
+            .get_or_issue(session, version(), |_| false, denied)
+            .await;
         assert!(matches!(again, Lookup::Failed { cached: false, .. }));
         // Were STS asked again, this would come back as an uncached failure.
         let remembered = cache
             .get_or_issue(
                 session,
+                version(),
                 |_| false,
                 || async {
                     Err(StsError {
@@ -291,9 +311,25 @@ mod tests {
             )
             .await;
         assert!(matches!(remembered, Lookup::Failed { cached: true, .. }));
+        // A changed (re-verified) role is asked again at once.
+        let changed = version() + chrono::Duration::seconds(1);
+        let asked = cache
+            .get_or_issue(
+                session,
+                changed,
+                |_| false,
+                || async { Ok(creds(Utc::now())) },
+            )
+            .await;
+        assert!(matches!(asked, Lookup::Issued(_)));
         cache.forget(session);
         let fresh = cache
-            .get_or_issue(session, |_| false, || async { Ok(creds(Utc::now())) })
+            .get_or_issue(
+                session,
+                version(),
+                |_| false,
+                || async { Ok(creds(Utc::now())) },
+            )
             .await;
         assert!(matches!(fresh, Lookup::Issued(_)));
     }
