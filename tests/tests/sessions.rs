@@ -634,6 +634,21 @@ async fn services_get_customer_credentials_through_one_reused_session() {
         )
         .await;
     assert_eq!(status, 422);
+    // An oversized body gets a problem document like everywhere else.
+    let response = app
+        .http
+        .post(app.url(&path))
+        .bearer_auth(&billing)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
 }
 
 /// With moto's IAM checks on: credentials come through while the role's trust policy holds

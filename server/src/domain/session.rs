@@ -94,7 +94,12 @@ pub fn role_session_name(
     actor: &str,
 ) -> String {
     let context = case.map_or(customer.as_str(), CaseId::as_str);
-    aws_name(&format!("{}.{context}.{actor}", kind.as_str()))
+    // 64 characters in all: the actor keeps at least 24 of them when the context is long.
+    let kind = kind.as_str();
+    let actor: String = actor.chars().take(64).collect();
+    let room_for_context = 64 - kind.len() - 2 - actor.len().min(24);
+    let context: String = context.chars().take(room_for_context).collect();
+    aws_name(&format!("{kind}.{context}.{actor}"))
 }
 
 /// SourceIdentity: the person or service behind the session. It persists through role
@@ -228,6 +233,14 @@ mod tests {
         assert_eq!(
             role_session_name(SessionKind::Customer, &customer, None, "billing job"),
             "customer.acme-corp.billing-job"
+        );
+        // A long case id does not crowd out who acted.
+        let long_case = CaseId::parse(&format!("CS{}", "9".repeat(62))).unwrap();
+        let name = role_session_name(SessionKind::Support, &customer, Some(&long_case), "alice");
+        assert_eq!(name.len(), 64);
+        assert!(
+            name.starts_with("support.CS999") && name.ends_with(".alice"),
+            "{name}"
         );
     }
 

@@ -558,7 +558,7 @@ async fn issue_customer_credentials(
     principal: Principal,
     ctx: RequestContext,
     ApiPath(customer): ApiPath<String>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<CredentialProcess>, ApiError> {
     let started = Instant::now();
     let customer = CustomerId::parse(&customer).map_err(|e| ApiError::invalid("id", e))?;
@@ -573,6 +573,10 @@ async fn issue_customer_credentials(
     )
     .await?;
     // The body is optional (credential_process clients send none), so it is read by hand.
+    let body = body.map_err(|rejection| ApiError::Rejected {
+        status: rejection.status(),
+        detail: rejection.body_text(),
+    })?;
     let body: CustomerCredentialsRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CustomerCredentialsRequest::default()
     } else {
