@@ -73,7 +73,13 @@ pub struct AuthCache {
     /// Verified, unrevoked tokens by their text, with their expiry (Unix seconds).
     tokens: RwLock<HashMap<String, Entry<(Principal, i64)>>>,
     grants: RwLock<HashMap<Uuid, Entry<Grant>>>,
+    /// Which session serves a service's customer credentials. Only a hint: the session's
+    /// grant is checked on every use.
+    customer_sessions: RwLock<HashMap<CustomerSessionKey, Uuid>>,
 }
+
+/// (customer, requested role, actor): the key of [`AuthCache::customer_session`].
+pub type CustomerSessionKey = (String, Option<String>, String);
 
 fn fresh<T>(entry: &Entry<T>) -> bool {
     entry.read_at.elapsed() < MAX_STALENESS
@@ -126,6 +132,25 @@ impl AuthCache {
         grants.insert(grant.session.id, Entry::new(grant.clone(), read_at));
     }
 
+    pub fn customer_session(&self, key: &CustomerSessionKey) -> Option<Uuid> {
+        self.customer_sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied()
+    }
+
+    pub fn store_customer_session(&self, key: CustomerSessionKey, session: Uuid) {
+        let mut map = self
+            .customer_sessions
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(key, session);
+    }
+
     pub fn forget_token(&self, jti: Uuid) {
         self.tokens
             .write()
@@ -138,6 +163,10 @@ impl AuthCache {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&session);
+        self.customer_sessions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, id| *id != session);
     }
 
     pub fn forget_customer(&self, customer: &str) {
@@ -145,6 +174,10 @@ impl AuthCache {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, e| e.value.session.customer_id != customer);
+        self.customer_sessions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(c, _, _), _| c != customer);
     }
 
     pub fn clear(&self) {
@@ -153,6 +186,10 @@ impl AuthCache {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         self.grants
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.customer_sessions
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .clear();

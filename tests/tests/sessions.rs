@@ -634,6 +634,35 @@ async fn services_get_customer_credentials_through_one_reused_session() {
         )
         .await;
     assert_eq!(status, 422);
+    // Revoking the service's session ends that session only: the next request opens a new
+    // one (a service is cut off by revoking its token or disabling the customer).
+    let first: String = sqlx::query_scalar("SELECT id::text FROM session WHERE customer_id = $1")
+        .bind(id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let (status, _) = app
+        .admin(Method::DELETE, &format!("/v1/sessions/{first}"), None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = app.call(Method::POST, &path, Some(&billing), None).await;
+    assert_eq!(status, 200, "{body}");
+    let live: Vec<String> = sqlx::query_scalar(
+        "SELECT id::text FROM session WHERE customer_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(id)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(live.len(), 1);
+    assert_ne!(live[0], first);
+    let (status, _) = app
+        .admin(Method::POST, &format!("/v1/customers/{id}/disable"), None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, problem) = app.call(Method::POST, &path, Some(&billing), None).await;
+    assert_eq!(status, 409, "{problem}");
+
     // An oversized body gets a problem document like everywhere else.
     let response = app
         .http
