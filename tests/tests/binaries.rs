@@ -32,6 +32,8 @@ fn every_command_has_help_and_version() {
         ("lanyard-server", vec!["token", "list", "--help"]),
         ("lanyard-server", vec!["openapi", "--help"]),
         ("lanyard-server", vec!["migrate", "--help"]),
+        ("lanyard-server", vec!["audit", "--help"]),
+        ("lanyard-server", vec!["audit", "verify", "--help"]),
         ("lanyard", vec!["--help"]),
         ("lanyard", vec!["ping", "--help"]),
     ] {

@@ -68,6 +68,8 @@ pub enum Action {
     /// Fetch credentials for, or revoke, a session: its owner or an admin
     /// (see [`Principal::authorize_owner`]).
     UseSession,
+    /// Read the audit log and the usage report (limited tokens: their customers' rows only).
+    ReadAudit,
 }
 
 impl Action {
@@ -80,6 +82,7 @@ impl Action {
             Action::OpenCustomerSession => matches!(role, Admin | Service),
             Action::ReadSessions => matches!(role, Admin | Support | Service | Auditor),
             Action::UseSession => matches!(role, Admin | Support | Service),
+            Action::ReadAudit => matches!(role, Admin | Auditor),
         }
     }
 }

@@ -230,7 +230,7 @@ pub async fn issue(
     )
     .await?;
     db::audit::insert(
-        &mut *tx,
+        &mut tx,
         &db::audit::NewEvent {
             actor: actor.into(),
             action: "token.issue",

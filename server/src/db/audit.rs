@@ -2,8 +2,11 @@
 
 use std::net::IpAddr;
 
-use sqlx::PgExecutor;
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
 use uuid::Uuid;
+
+use crate::audit::chain;
 
 /// One audit row to write. Never put a secret in any field.
 #[derive(Debug, Clone, Default)]
@@ -33,16 +36,59 @@ impl NewEvent {
             ..NewEvent::default()
         }
     }
+
+    /// What the row's hash covers, with the time it is written at.
+    pub fn content(&self, occurred_at: DateTime<Utc>) -> chain::Content<'_> {
+        chain::Content {
+            occurred_at,
+            request_id: self.request_id.as_deref(),
+            actor: &self.actor,
+            actor_role: self.actor_role,
+            action: self.action,
+            customer_id: self.customer_id.as_deref(),
+            role_name: self.role_name.as_deref(),
+            session_id: self.session_id,
+            case_id: self.case_id.as_deref(),
+            profile: self.profile.as_deref(),
+            source_ip: self.source_ip,
+            user_agent: self.user_agent.as_deref(),
+            outcome: self.outcome,
+            error_code: self.error_code.as_deref(),
+            duration_ms: self.duration_ms,
+            cache_hit: self.cache_hit,
+            detail: self.detail.as_ref(),
+        }
+    }
 }
 
+/// Writes one event inside the caller's transaction, on the shared administrative chain
+/// (see `crate::audit::chain`): the chain's head row stays locked until the transaction ends,
+/// which serialises the (rare) administrative events of every instance.
 #[tracing::instrument(skip_all, fields(action = event.action))]
-pub async fn insert<'e>(exec: impl PgExecutor<'e>, event: &NewEvent) -> Result<(), sqlx::Error> {
+pub async fn insert(conn: &mut PgConnection, event: &NewEvent) -> Result<(), sqlx::Error> {
+    let (head_seq, head_hash): (i64, Vec<u8>) =
+        sqlx::query_as("SELECT head_seq, head_hash FROM audit_chain WHERE id = $1 FOR UPDATE")
+            .bind(chain::ADMIN_CHAIN)
+            .fetch_one(&mut *conn)
+            .await?;
+    let prev: chain::Hash = head_hash
+        .try_into()
+        .map_err(|_| sqlx::Error::Protocol("audit chain head is not 32 bytes".into()))?;
+    let occurred_at = chain::now();
+    let seq = head_seq + 1;
+    let hash = chain::hash(&prev, seq, &event.content(occurred_at));
     sqlx::query(
-        "INSERT INTO audit_event (request_id, actor, actor_role, action, customer_id, role_name,
-                                  session_id, case_id, profile, source_ip, user_agent, outcome,
-                                  error_code, duration_ms, cache_hit, detail)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::inet, $11, $12, $13, $14, $15, $16)",
+        "WITH ev AS (
+             INSERT INTO audit_event (occurred_at, request_id, actor, actor_role, action,
+                                      customer_id, role_name, session_id, case_id, profile,
+                                      source_ip, user_agent, outcome, error_code, duration_ms,
+                                      cache_hit, detail, chain_id, seq, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::inet, $12, $13, $14, $15,
+                     $16, $17, $18, $19, $20)
+         )
+         UPDATE audit_chain SET head_seq = $19, head_hash = $20 WHERE id = $18",
     )
+    .bind(occurred_at)
     .bind(&event.request_id)
     .bind(&event.actor)
     .bind(event.actor_role)
@@ -59,7 +105,10 @@ pub async fn insert<'e>(exec: impl PgExecutor<'e>, event: &NewEvent) -> Result<(
     .bind(event.duration_ms)
     .bind(event.cache_hit)
     .bind(&event.detail)
-    .execute(exec)
+    .bind(chain::ADMIN_CHAIN)
+    .bind(seq)
+    .bind(&hash[..])
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }

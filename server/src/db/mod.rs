@@ -6,6 +6,7 @@ pub mod customers;
 pub mod roles;
 pub mod sessions;
 pub mod tokens;
+pub mod usage;
 
 use std::time::Duration;
 

@@ -170,7 +170,7 @@ async fn create_customer(
         customer_id: Some(id.to_string()),
         ..ctx.event(&principal, "customer.create")
     };
-    db::audit::insert(&mut *tx, &event).await?;
+    db::audit::insert(&mut tx, &event).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(row.into())))
 }
@@ -282,7 +282,7 @@ async fn set_enabled(
             customer_id: Some(id.to_string()),
             ..ctx.event(&principal, action)
         };
-        db::audit::insert(&mut *tx, &event).await?;
+        db::audit::insert(&mut tx, &event).await?;
     }
     let row = db::customers::get(&mut *tx, id.as_str())
         .await?
@@ -414,7 +414,7 @@ async fn rotate_external_id(
         customer_id: Some(id.to_string()),
         ..ctx.event(&principal, "external_id.rotate")
     };
-    db::audit::insert(&mut *tx, &event).await?;
+    db::audit::insert(&mut tx, &event).await?;
     let row = db::customers::get(&mut *tx, id.as_str())
         .await?
         .ok_or(sqlx::Error::RowNotFound)?;

@@ -2,6 +2,7 @@
 
 pub mod customers;
 pub mod health;
+pub mod reports;
 pub mod roles;
 pub mod sessions;
 
@@ -25,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(customers::routes())
         .merge(roles::routes())
         .merge(sessions::routes())
+        .merge(reports::routes())
 }
 
 /// `{id}` in customer paths, as the OpenAPI document describes it (`domain::CustomerId`

@@ -267,7 +267,7 @@ async fn put_role(
         detail: Some(serde_json::json!({ "role_arn": arn.as_str() })),
         ..ctx.event(&principal, "role.register")
     };
-    db::audit::insert(&mut *tx, &event).await?;
+    db::audit::insert(&mut tx, &event).await?;
     tx.commit().await?;
     state.auth_cache.forget_customer(customer.as_str());
 
@@ -469,7 +469,7 @@ async fn run_verification(
         ),
         ..ctx.event(principal, "role.verify")
     };
-    db::audit::insert(&mut *tx, &event).await?;
+    db::audit::insert(&mut tx, &event).await?;
     tx.commit().await?;
     state.auth_cache.forget_customer(customer.as_str());
     Ok(Json(row.into()))

@@ -382,7 +382,7 @@ async fn open(
         })),
         ..ctx.event(principal, "session.open")
     };
-    db::audit::insert(&mut *tx, &event).await?;
+    db::audit::insert(&mut tx, &event).await?;
     tx.commit().await?;
     Ok(row)
 }
@@ -508,7 +508,7 @@ async fn revoke_session(
         profile: Some(revoked.profile_name.clone()),
         ..ctx.event(&principal, "session.revoke")
     };
-    db::audit::insert(&mut *tx, &event).await?;
+    db::audit::insert(&mut tx, &event).await?;
     tx.commit().await?;
     state.auth_cache.forget_session(id);
     state.credentials.forget(id);

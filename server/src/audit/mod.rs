@@ -1,0 +1,453 @@
+//! The group-commit audit writer.
+//!
+//! Credential requests must not answer before their audit row is committed ("no credential
+//! without an audit record"). Committing one row per request would make every request wait
+//! for its own fsync; instead, concurrent events queue here and a few workers each take
+//! whatever has queued, write it with one multi-row INSERT in one transaction, and then wake
+//! every waiting request with the outcome. Under load a batch holds many events, so the
+//! cost per request falls as concurrency rises; alone, an event is written at once.
+//!
+//! Two details keep the batch round trip short:
+//!
+//! - A batch's INSERT is kept under [`MAX_BATCH_BYTES`], so that it leaves in one write (one
+//!   TLS record when the database connection uses TLS). sqlx 0.9 does not set `TCP_NODELAY`
+//!   on its sockets, and it writes a larger message as several TLS records, one `send` each:
+//!   Nagle's algorithm then holds the last part back until Postgres acknowledges the first,
+//!   and Postgres, still waiting for the rest of the message, delays that acknowledgement by
+//!   its delayed-ACK timer (~40 ms). Every request in such a batch waited ~50 ms.
+//! - While events keep coming, a worker keeps its pooled connection from one batch to the
+//!   next instead of returning and re-acquiring it (each acquire pings the connection, a
+//!   round trip of its own); it hands the connection back after [`KEEP_IDLE`] without
+//!   events, and closes it after any failure.
+//!
+//! Each worker owns a hash chain (see [`chain`]): it numbers and hashes its rows in the order
+//! it writes them, and the same statement that inserts a batch moves the chain's head and
+//! folds the batch's credential requests into the usage rollups
+//! ([`crate::db::usage`]), so that rows, chain and rollups commit or fail together. After
+//! any failure the worker starts a new chain: whether a timed-out batch committed is not
+//! known, and a chain must never fork.
+//!
+//! If the database cannot take a batch, every request in it gets an error (and answers 503
+//! without credentials): the writer never drops or delays an event silently.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::db::audit::NewEvent;
+use crate::db::usage::{self, DURATION_BOUNDS};
+
+pub mod chain;
+
+/// Largest number of events in one INSERT.
+const MAX_BATCH: usize = 512;
+/// Largest estimated size of one batch's parameters (see [`encoded_size`]): with the rest of
+/// the INSERT message it stays below 16 KiB, the most one TLS record carries. An event larger
+/// than this on its own is written alone.
+const MAX_BATCH_BYTES: usize = 14 * 1024;
+/// Queued events beyond this make `record` wait (backpressure), never drop.
+const QUEUE: usize = 8192;
+/// Batches in flight at once: while one commits, the next one fills.
+const WORKERS: usize = 4;
+/// How long a worker keeps its connection while no events come (short: closing the pool at
+/// shutdown waits for it).
+const KEEP_IDLE: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the audit log could not be written: {0}")]
+pub struct AuditError(String);
+
+struct Pending {
+    event: NewEvent,
+    occurred_at: chrono::DateTime<chrono::Utc>,
+    /// [`encoded_size`] of the event.
+    size: usize,
+    /// [`rollup_size`] of the event.
+    rollup: Option<(u64, usize)>,
+    done: oneshot::Sender<Result<(), AuditError>>,
+}
+
+/// What the workers take batches from; one worker at a time holds it.
+struct Intake {
+    receiver: mpsc::Receiver<Pending>,
+    /// An event taken from the queue that did not fit into the last batch: the next one
+    /// starts with it.
+    carried: Option<Pending>,
+}
+
+#[derive(Clone)]
+pub struct AuditWriter {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl AuditWriter {
+    /// Starts the workers on the current runtime; they stop when every writer is dropped.
+    pub fn start(pool: PgPool, write_timeout: Duration) -> Self {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let intake = Arc::new(Mutex::new(Intake {
+            receiver,
+            carried: None,
+        }));
+        let host = std::env::var("HOSTNAME").unwrap_or_default();
+        for shard in 0..WORKERS {
+            let writer = format!("{host}/{}/{shard}", std::process::id());
+            tokio::spawn(work(
+                pool.clone(),
+                intake.clone(),
+                write_timeout,
+                Worker {
+                    shard: shard as i16,
+                    writer,
+                    chain: None,
+                },
+            ));
+        }
+        AuditWriter { queue }
+    }
+
+    /// Writes `event` and returns once it is committed.
+    pub async fn record(&self, event: NewEvent) -> Result<(), AuditError> {
+        let (done, committed) = oneshot::channel();
+        let size = encoded_size(&event);
+        let occurred_at = chain::now();
+        let rollup = rollup_size(&event, occurred_at);
+        self.queue
+            .send(Pending {
+                event,
+                occurred_at,
+                size,
+                rollup,
+                done,
+            })
+            .await
+            .map_err(|_| AuditError("the audit writer has stopped".into()))?;
+        committed
+            .await
+            .map_err(|_| AuditError("the audit writer has stopped".into()))?
+    }
+}
+
+/// A worker's identity and the head of the chain it writes.
+struct Worker {
+    /// The worker's number: its rollup rows' `shard`.
+    shard: i16,
+    /// `host/pid/worker`, recorded with each chain it starts.
+    writer: String,
+    chain: Option<ChainHead>,
+}
+
+#[derive(Clone, Copy)]
+struct ChainHead {
+    id: uuid::Uuid,
+    seq: i64,
+    hash: chain::Hash,
+}
+
+async fn work(
+    pool: PgPool,
+    intake: Arc<Mutex<Intake>>,
+    write_timeout: Duration,
+    mut worker: Worker,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    // Kept from one batch to the next while events keep coming (see `KEEP_IDLE`).
+    let mut conn: Option<PoolConnection<Postgres>> = None;
+    loop {
+        {
+            // One worker at a time gathers a batch: the first event it waits for, then
+            // whatever else is already queued, up to the size limits. A worker that waits
+            // longer than `KEEP_IDLE` (for the intake or for events) first hands its
+            // connection back to the pool.
+            let mut intake = match tokio::time::timeout(KEEP_IDLE, intake.lock()).await {
+                Ok(intake) => intake,
+                Err(_) => {
+                    conn = None;
+                    intake.lock().await
+                }
+            };
+            let gathered =
+                match tokio::time::timeout(KEEP_IDLE, gather(&mut intake, &mut batch)).await {
+                    Ok(gathered) => gathered,
+                    Err(_) => {
+                        conn = None;
+                        gather(&mut intake, &mut batch).await
+                    }
+                };
+            if !gathered {
+                return;
+            }
+        }
+        let write = async {
+            let conn = match &mut conn {
+                Some(conn) => conn,
+                None => conn.insert(pool.acquire().await?),
+            };
+            let head = match worker.chain {
+                Some(head) => head,
+                None => start_chain(conn, &worker.writer).await?,
+            };
+            worker.chain = Some(head);
+            insert_batch(conn, &batch, head, worker.shard).await
+        };
+        let result = match tokio::time::timeout(write_timeout, write).await {
+            Ok(Ok(head)) => {
+                worker.chain = Some(head);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, events = batch.len(), "audit batch failed");
+                Err(AuditError("database error".into()))
+            }
+            Err(_) => {
+                tracing::error!(events = batch.len(), "audit batch timed out");
+                Err(AuditError("database timeout".into()))
+            }
+        };
+        if result.is_err() {
+            // Whether the batch committed is unknown: the next batch starts a new chain.
+            worker.chain = None;
+            if let Some(mut failed) = conn.take() {
+                // It may be broken, or stopped half way through the INSERT: never reused.
+                failed.close_on_drop();
+            }
+        }
+        for pending in batch.drain(..) {
+            let _ = pending.done.send(result.clone());
+        }
+    }
+}
+
+/// Fills `batch` (empty) with the carried event or the next one queued (waiting for it), then
+/// with whatever else is queued while the batch stays within [`MAX_BATCH`] and
+/// [`MAX_BATCH_BYTES`]. False when every writer is gone and nothing is left.
+async fn gather(intake: &mut Intake, batch: &mut Vec<Pending>) -> bool {
+    let first = match intake.carried.take() {
+        Some(pending) => pending,
+        None => match intake.receiver.recv().await {
+            Some(pending) => pending,
+            None => return false,
+        },
+    };
+    // Rollup rows the batch will carry, by key fingerprint: each costs its size once.
+    let mut keys: Vec<u64> = Vec::new();
+    let cost = |p: &Pending, keys: &mut Vec<u64>| match p.rollup {
+        Some((key, size)) if !keys.contains(&key) => (p.size + size, Some(key)),
+        _ => (p.size, None),
+    };
+    let (mut bytes, key) = cost(&first, &mut keys);
+    keys.extend(key);
+    batch.push(first);
+    while batch.len() < MAX_BATCH {
+        let Ok(next) = intake.receiver.try_recv() else {
+            break;
+        };
+        let (size, key) = cost(&next, &mut keys);
+        if bytes + size > MAX_BATCH_BYTES {
+            intake.carried = Some(next);
+            break;
+        }
+        bytes += size;
+        keys.extend(key);
+        batch.push(next);
+    }
+    true
+}
+
+/// The fingerprint and estimated encoded size of the rollup row an event adds to, if it
+/// counts in the usage rollups.
+fn rollup_size(e: &NewEvent, occurred_at: chrono::DateTime<chrono::Utc>) -> Option<(u64, usize)> {
+    use std::hash::{Hash, Hasher};
+    let (customer, profile) = (e.customer_id.as_ref()?, e.profile.as_ref()?);
+    if e.action != usage::CREDENTIAL_ACTION {
+        return None;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        occurred_at.date_naive(),
+        customer,
+        profile,
+        &e.case_id,
+        &e.actor,
+    )
+        .hash(&mut h);
+    let texts = customer.len() + profile.len() + e.case_id.as_ref().map_or(0, String::len);
+    // Five texts and a date, six counters and the histogram, each value with its length.
+    let size = 6 * 4 + 4 + texts + e.actor.len() + 6 * 12 + DURATION_BOUNDS.len() * 12;
+    Some((h.finish(), size))
+}
+
+/// An upper estimate of the bytes an event adds to the INSERT's parameters: each column's
+/// value and its 4-byte length.
+fn encoded_size(e: &NewEvent) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let detail = e.detail.as_ref().map_or(0, |d| {
+        let mut counter = Counter(1); // jsonb's version byte
+        let _ = serde_json::to_writer(&mut counter, d);
+        counter.0
+    });
+    const COLUMNS: usize = 19;
+    const FIXED: usize = COLUMNS * 4 + 8 /* time */ + 16 /* uuid */ + 4 /* int4 */ + 1 /* bool */
+        + 45 /* ip */ + 8 /* seq */ + 32 /* hash */;
+    FIXED
+        + text(&e.request_id)
+        + e.actor.len()
+        + e.actor_role.map_or(0, str::len)
+        + e.action.len()
+        + text(&e.customer_id)
+        + text(&e.role_name)
+        + text(&e.case_id)
+        + text(&e.profile)
+        + text(&e.user_agent)
+        + e.outcome.len()
+        + text(&e.error_code)
+        + detail
+}
+
+async fn start_chain(
+    conn: &mut PoolConnection<Postgres>,
+    writer: &str,
+) -> Result<ChainHead, sqlx::Error> {
+    let id = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO audit_chain (id, writer) VALUES ($1, $2)")
+        .bind(id)
+        .bind(writer)
+        .execute(&mut **conn)
+        .await?;
+    Ok(ChainHead {
+        id,
+        seq: 0,
+        hash: chain::GENESIS,
+    })
+}
+
+/// One statement for the whole batch: the rows (column arrays unnested), the rollups and the
+/// chain's new head. Returns the new head.
+async fn insert_batch(
+    conn: &mut PoolConnection<Postgres>,
+    batch: &[Pending],
+    head: ChainHead,
+    shard: i16,
+) -> Result<ChainHead, sqlx::Error> {
+    fn col<'a, T>(batch: &'a [Pending], f: impl Fn(&'a NewEvent) -> T) -> Vec<T> {
+        batch.iter().map(|p| f(&p.event)).collect()
+    }
+    let mut next = head;
+    let mut seqs = Vec::with_capacity(batch.len());
+    let mut hashes = Vec::with_capacity(batch.len());
+    for pending in batch {
+        next.seq += 1;
+        next.hash = chain::hash(
+            &next.hash,
+            next.seq,
+            &pending.event.content(pending.occurred_at),
+        );
+        seqs.push(next.seq);
+        hashes.push(next.hash.to_vec());
+    }
+    let rollups = usage::fold(batch.iter().map(|p| (p.occurred_at, &p.event)));
+    let (mut days, mut customers, mut profiles, mut cases, mut actors) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut requests, mut successes, mut hits, mut lookups, mut dcount, mut dsum, mut hist) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for (key, d) in rollups {
+        days.push(key.day);
+        customers.push(key.customer_id);
+        profiles.push(key.profile);
+        cases.push(key.case_id);
+        actors.push(key.actor);
+        requests.push(d.requests);
+        successes.push(d.successes);
+        hits.push(d.cache_hits);
+        lookups.push(d.cache_lookups);
+        dcount.push(d.duration_count);
+        dsum.push(d.duration_sum);
+        hist.extend_from_slice(&d.duration_hist);
+    }
+    let k = DURATION_BOUNDS.len();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH ev AS (
+             INSERT INTO audit_event (occurred_at, request_id, actor, actor_role, action,
+                                      customer_id, role_name, session_id, case_id, profile,
+                                      source_ip, user_agent, outcome, error_code, duration_ms,
+                                      cache_hit, detail, chain_id, seq, hash)
+             SELECT ts, r, a, ar, ac, c, rn, s, ca, p, ip::inet, ua, o, ec, d, ch, dt, $18, sq, h
+             FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[],
+                         $11::text[], $12::text[], $13::text[], $14::text[], $15::int4[],
+                         $16::bool[], $17::jsonb[], $19::int8[], $20::bytea[])
+                  AS t(ts, r, a, ar, ac, c, rn, s, ca, p, ip, ua, o, ec, d, ch, dt, sq, h)
+         ), roll AS (
+             INSERT INTO usage_rollup AS u (day, customer_id, profile, case_id, actor, shard,
+                                            requests, successes, cache_hits, cache_lookups,
+                                            duration_count, duration_sum, duration_hist)
+             SELECT day, c, p, ca, a, $23, n, ok, hit, look, dc, ds,
+                    ($35::int8[])[(i - 1) * {k} + 1 : i * {k}]
+             FROM UNNEST($24::date[], $25::text[], $26::text[], $27::text[], $28::text[],
+                         $29::int8[], $30::int8[], $31::int8[], $32::int8[], $33::int8[],
+                         $34::int8[])
+                  WITH ORDINALITY AS r(day, c, p, ca, a, n, ok, hit, look, dc, ds, i)
+             ON CONFLICT (day, customer_id, profile, case_id, actor, shard) DO UPDATE SET
+                 requests = u.requests + EXCLUDED.requests,
+                 successes = u.successes + EXCLUDED.successes,
+                 cache_hits = u.cache_hits + EXCLUDED.cache_hits,
+                 cache_lookups = u.cache_lookups + EXCLUDED.cache_lookups,
+                 duration_count = u.duration_count + EXCLUDED.duration_count,
+                 duration_sum = u.duration_sum + EXCLUDED.duration_sum,
+                 duration_hist = (SELECT array_agg(x + y ORDER BY o)
+                                  FROM unnest(u.duration_hist, EXCLUDED.duration_hist)
+                                       WITH ORDINALITY AS z(x, y, o))
+         )
+         UPDATE audit_chain SET head_seq = $21, head_hash = $22 WHERE id = $18"
+    )))
+    .bind(batch.iter().map(|p| p.occurred_at).collect::<Vec<_>>())
+    .bind(col(batch, |e| e.request_id.as_deref()))
+    .bind(col(batch, |e| e.actor.as_str()))
+    .bind(col(batch, |e| e.actor_role))
+    .bind(col(batch, |e| e.action))
+    .bind(col(batch, |e| e.customer_id.as_deref()))
+    .bind(col(batch, |e| e.role_name.as_deref()))
+    .bind(col(batch, |e| e.session_id))
+    .bind(col(batch, |e| e.case_id.as_deref()))
+    .bind(col(batch, |e| e.profile.as_deref()))
+    .bind(col(batch, |e| e.source_ip.map(|ip| ip.to_string())))
+    .bind(col(batch, |e| e.user_agent.as_deref()))
+    .bind(col(batch, |e| e.outcome))
+    .bind(col(batch, |e| e.error_code.as_deref()))
+    .bind(col(batch, |e| e.duration_ms))
+    .bind(col(batch, |e| e.cache_hit))
+    .bind(col(batch, |e| e.detail.as_ref()))
+    .bind(head.id)
+    .bind(seqs)
+    .bind(hashes)
+    .bind(next.seq)
+    .bind(next.hash.to_vec())
+    .bind(shard)
+    .bind(days)
+    .bind(customers)
+    .bind(profiles)
+    .bind(cases)
+    .bind(actors)
+    .bind(requests)
+    .bind(successes)
+    .bind(hits)
+    .bind(lookups)
+    .bind(dcount)
+    .bind(dsum)
+    .bind(hist)
+    .execute(&mut **conn)
+    .await?;
+    Ok(next)
+}
