@@ -42,29 +42,155 @@ RETURN ARRAY[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 20, 25, 30, 40, 50, 60, 7
              3000, 4000, 5000, 6000, 7500, 10000, 12500, 15000, 20000, 25000, 30000, 40000,
              50000, 60000, 120000, 300000, 600000, 2147483647];
 
+-- The upper bound of `ms`'s bucket (a binary search: width_bucket over the bounds as lower
+-- bounds of `ms - 1`).
 CREATE FUNCTION lanyard_duration_bucket(ms integer) RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN (SELECT min(b) FROM unnest(lanyard_duration_bounds()) AS b WHERE b >= ms);
+RETURN (lanyard_duration_bounds())[width_bucket(ms - 1, lanyard_duration_bounds()) + 1];
 
--- Usage rollups: one row per UTC day, customer, profile, case, actor and writer shard, over
--- the credential requests that named a session (`action = 'credentials.issue'` with a
--- profile). The group-commit writer updates them in the same statement that inserts the
--- audit rows, so they never drift from them. `shard` (the writer's worker number) keeps
--- concurrent batches from waiting on each other's row locks.
+-- Usage rollups, over the credential requests that named a session
+-- (`action = 'credentials.issue'` with a customer and a profile), per UTC day. The
+-- group-commit writer updates them in the same statement that inserts the audit rows, so
+-- they never drift from them. Their names compare byte by byte (COLLATE "C"): reports
+-- group and sort thousands of them, and the locale's rules would only slow that down.
+--
+-- usage_rollup: the counts, per customer, profile, case and actor (the users of a profile).
 CREATE TABLE usage_rollup (
-    day            date     NOT NULL,
-    customer_id    text     NOT NULL,
-    profile        text     NOT NULL,
-    case_id        text     NOT NULL DEFAULT '',  -- '' for customer sessions
-    actor          text     NOT NULL,
-    shard          smallint NOT NULL,
-    requests       bigint   NOT NULL,
-    successes      bigint   NOT NULL,
-    cache_hits     bigint   NOT NULL,
-    cache_lookups  bigint   NOT NULL,  -- requests whose cache_hit is known
-    duration_count bigint   NOT NULL,
-    duration_sum   bigint   NOT NULL,
-    -- Requests per duration bucket, in the order of lanyard_duration_bounds().
-    duration_hist  bigint[] NOT NULL,
-    PRIMARY KEY (day, customer_id, profile, case_id, actor, shard)
+    day            date   NOT NULL,
+    customer_id    text COLLATE "C" NOT NULL,
+    profile        text COLLATE "C" NOT NULL,
+    case_id        text COLLATE "C" NOT NULL,  -- '' for customer sessions
+    actor          text COLLATE "C" NOT NULL,
+    requests       bigint NOT NULL,
+    successes      bigint NOT NULL,
+    cache_hits     bigint NOT NULL,
+    cache_lookups  bigint NOT NULL,  -- requests whose cache_hit is known
+    duration_count bigint NOT NULL,
+    duration_sum   bigint NOT NULL,
+    PRIMARY KEY (day, customer_id, profile, case_id, actor)
+);
+
+-- Duration histograms (requests per bucket of lanyard_duration_bounds(), h00 the first),
+-- per profile (which also gives customer and case), and per actor. They are kept apart from
+-- the counts, and in plain columns rather than an array, so that a 30-day report sums a few
+-- thousand rows' columns: the p95 is what makes a report over raw rows slow.
+CREATE TABLE usage_profile_duration (
+    day         date NOT NULL,
+    customer_id text COLLATE "C" NOT NULL,
+    profile     text COLLATE "C" NOT NULL,
+    case_id     text COLLATE "C" NOT NULL,
+    h00 bigint NOT NULL DEFAULT 0,
+    h01 bigint NOT NULL DEFAULT 0,
+    h02 bigint NOT NULL DEFAULT 0,
+    h03 bigint NOT NULL DEFAULT 0,
+    h04 bigint NOT NULL DEFAULT 0,
+    h05 bigint NOT NULL DEFAULT 0,
+    h06 bigint NOT NULL DEFAULT 0,
+    h07 bigint NOT NULL DEFAULT 0,
+    h08 bigint NOT NULL DEFAULT 0,
+    h09 bigint NOT NULL DEFAULT 0,
+    h10 bigint NOT NULL DEFAULT 0,
+    h11 bigint NOT NULL DEFAULT 0,
+    h12 bigint NOT NULL DEFAULT 0,
+    h13 bigint NOT NULL DEFAULT 0,
+    h14 bigint NOT NULL DEFAULT 0,
+    h15 bigint NOT NULL DEFAULT 0,
+    h16 bigint NOT NULL DEFAULT 0,
+    h17 bigint NOT NULL DEFAULT 0,
+    h18 bigint NOT NULL DEFAULT 0,
+    h19 bigint NOT NULL DEFAULT 0,
+    h20 bigint NOT NULL DEFAULT 0,
+    h21 bigint NOT NULL DEFAULT 0,
+    h22 bigint NOT NULL DEFAULT 0,
+    h23 bigint NOT NULL DEFAULT 0,
+    h24 bigint NOT NULL DEFAULT 0,
+    h25 bigint NOT NULL DEFAULT 0,
+    h26 bigint NOT NULL DEFAULT 0,
+    h27 bigint NOT NULL DEFAULT 0,
+    h28 bigint NOT NULL DEFAULT 0,
+    h29 bigint NOT NULL DEFAULT 0,
+    h30 bigint NOT NULL DEFAULT 0,
+    h31 bigint NOT NULL DEFAULT 0,
+    h32 bigint NOT NULL DEFAULT 0,
+    h33 bigint NOT NULL DEFAULT 0,
+    h34 bigint NOT NULL DEFAULT 0,
+    h35 bigint NOT NULL DEFAULT 0,
+    h36 bigint NOT NULL DEFAULT 0,
+    h37 bigint NOT NULL DEFAULT 0,
+    h38 bigint NOT NULL DEFAULT 0,
+    h39 bigint NOT NULL DEFAULT 0,
+    h40 bigint NOT NULL DEFAULT 0,
+    h41 bigint NOT NULL DEFAULT 0,
+    h42 bigint NOT NULL DEFAULT 0,
+    h43 bigint NOT NULL DEFAULT 0,
+    h44 bigint NOT NULL DEFAULT 0,
+    h45 bigint NOT NULL DEFAULT 0,
+    h46 bigint NOT NULL DEFAULT 0,
+    h47 bigint NOT NULL DEFAULT 0,
+    h48 bigint NOT NULL DEFAULT 0,
+    h49 bigint NOT NULL DEFAULT 0,
+    h50 bigint NOT NULL DEFAULT 0,
+    h51 bigint NOT NULL DEFAULT 0,
+    h52 bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, customer_id, profile, case_id)
+);
+
+CREATE TABLE usage_actor_duration (
+    day         date NOT NULL,
+    customer_id text COLLATE "C" NOT NULL,
+    actor       text COLLATE "C" NOT NULL,
+    h00 bigint NOT NULL DEFAULT 0,
+    h01 bigint NOT NULL DEFAULT 0,
+    h02 bigint NOT NULL DEFAULT 0,
+    h03 bigint NOT NULL DEFAULT 0,
+    h04 bigint NOT NULL DEFAULT 0,
+    h05 bigint NOT NULL DEFAULT 0,
+    h06 bigint NOT NULL DEFAULT 0,
+    h07 bigint NOT NULL DEFAULT 0,
+    h08 bigint NOT NULL DEFAULT 0,
+    h09 bigint NOT NULL DEFAULT 0,
+    h10 bigint NOT NULL DEFAULT 0,
+    h11 bigint NOT NULL DEFAULT 0,
+    h12 bigint NOT NULL DEFAULT 0,
+    h13 bigint NOT NULL DEFAULT 0,
+    h14 bigint NOT NULL DEFAULT 0,
+    h15 bigint NOT NULL DEFAULT 0,
+    h16 bigint NOT NULL DEFAULT 0,
+    h17 bigint NOT NULL DEFAULT 0,
+    h18 bigint NOT NULL DEFAULT 0,
+    h19 bigint NOT NULL DEFAULT 0,
+    h20 bigint NOT NULL DEFAULT 0,
+    h21 bigint NOT NULL DEFAULT 0,
+    h22 bigint NOT NULL DEFAULT 0,
+    h23 bigint NOT NULL DEFAULT 0,
+    h24 bigint NOT NULL DEFAULT 0,
+    h25 bigint NOT NULL DEFAULT 0,
+    h26 bigint NOT NULL DEFAULT 0,
+    h27 bigint NOT NULL DEFAULT 0,
+    h28 bigint NOT NULL DEFAULT 0,
+    h29 bigint NOT NULL DEFAULT 0,
+    h30 bigint NOT NULL DEFAULT 0,
+    h31 bigint NOT NULL DEFAULT 0,
+    h32 bigint NOT NULL DEFAULT 0,
+    h33 bigint NOT NULL DEFAULT 0,
+    h34 bigint NOT NULL DEFAULT 0,
+    h35 bigint NOT NULL DEFAULT 0,
+    h36 bigint NOT NULL DEFAULT 0,
+    h37 bigint NOT NULL DEFAULT 0,
+    h38 bigint NOT NULL DEFAULT 0,
+    h39 bigint NOT NULL DEFAULT 0,
+    h40 bigint NOT NULL DEFAULT 0,
+    h41 bigint NOT NULL DEFAULT 0,
+    h42 bigint NOT NULL DEFAULT 0,
+    h43 bigint NOT NULL DEFAULT 0,
+    h44 bigint NOT NULL DEFAULT 0,
+    h45 bigint NOT NULL DEFAULT 0,
+    h46 bigint NOT NULL DEFAULT 0,
+    h47 bigint NOT NULL DEFAULT 0,
+    h48 bigint NOT NULL DEFAULT 0,
+    h49 bigint NOT NULL DEFAULT 0,
+    h50 bigint NOT NULL DEFAULT 0,
+    h51 bigint NOT NULL DEFAULT 0,
+    h52 bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, customer_id, actor)
 );

@@ -126,12 +126,12 @@ async fn raw(
                     count(*) FILTER (WHERE cache_hit), count(cache_hit), count(duration_ms),
                     sum(duration_ms)::int8,
                     percentile_disc(0.95) WITHIN GROUP (ORDER BY lanyard_duration_bucket(duration_ms)),
-                    array_agg(DISTINCT actor ORDER BY actor)
+                    array_agg(DISTINCT actor COLLATE \"C\" ORDER BY actor COLLATE \"C\")
              FROM (SELECT *, coalesce(case_id, '') AS case_key FROM audit_event) e
              WHERE action = 'credentials.issue' AND profile IS NOT NULL
                AND customer_id IS NOT NULL AND occurred_at >= $1::date
                AND ($2::text IS NULL OR customer_id = $2)
-             GROUP BY 1 ORDER BY 1"
+             GROUP BY 1 ORDER BY {column} COLLATE \"C\""
         )))
         .bind(since)
         .bind(customer)

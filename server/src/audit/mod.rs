@@ -92,14 +92,13 @@ impl AuditWriter {
             carried: None,
         }));
         let host = std::env::var("HOSTNAME").unwrap_or_default();
-        for shard in 0..WORKERS {
-            let writer = format!("{host}/{}/{shard}", std::process::id());
+        for n in 0..WORKERS {
+            let writer = format!("{host}/{}/{n}", std::process::id());
             tokio::spawn(work(
                 pool.clone(),
                 intake.clone(),
                 write_timeout,
                 Worker {
-                    shard: shard as i16,
                     writer,
                     chain: None,
                 },
@@ -132,8 +131,6 @@ impl AuditWriter {
 
 /// A worker's identity and the head of the chain it writes.
 struct Worker {
-    /// The worker's number: its rollup rows' `shard`.
-    shard: i16,
     /// `host/pid/worker`, recorded with each chain it starts.
     writer: String,
     chain: Option<ChainHead>,
@@ -190,7 +187,7 @@ async fn work(
                 None => start_chain(conn, &worker.writer).await?,
             };
             worker.chain = Some(head);
-            insert_batch(conn, &batch, head, worker.shard).await
+            insert_batch(conn, &batch, head).await
         };
         let result = match tokio::time::timeout(write_timeout, write).await {
             Ok(Ok(head)) => {
@@ -274,8 +271,9 @@ fn rollup_size(e: &NewEvent, occurred_at: chrono::DateTime<chrono::Utc>) -> Opti
     )
         .hash(&mut h);
     let texts = customer.len() + profile.len() + e.case_id.as_ref().map_or(0, String::len);
-    // Five texts and a date, six counters and the histogram, each value with its length.
-    let size = 6 * 4 + 4 + texts + e.actor.len() + 6 * 12 + DURATION_BOUNDS.len() * 12;
+    // The counts row (five texts, a date, six counters) and the two histogram rows (a date,
+    // texts, a counter per bucket), each value with its length.
+    let size = 3 * (8 + texts + e.actor.len()) + 6 * 12 + 2 * DURATION_BOUNDS.len() * 12;
     Some((h.finish(), size))
 }
 
@@ -333,13 +331,15 @@ async fn start_chain(
     })
 }
 
+/// The batch statement (built once).
+static STATEMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// One statement for the whole batch: the rows (column arrays unnested), the rollups and the
 /// chain's new head. Returns the new head.
 async fn insert_batch(
     conn: &mut PoolConnection<Postgres>,
     batch: &[Pending],
     head: ChainHead,
-    shard: i16,
 ) -> Result<ChainHead, sqlx::Error> {
     fn col<'a, T>(batch: &'a [Pending], f: impl Fn(&'a NewEvent) -> T) -> Vec<T> {
         batch.iter().map(|p| f(&p.event)).collect()
@@ -358,96 +358,48 @@ async fn insert_batch(
         hashes.push(next.hash.to_vec());
     }
     let rollups = usage::fold(batch.iter().map(|p| (p.occurred_at, &p.event)));
-    let (mut days, mut customers, mut profiles, mut cases, mut actors) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    let (mut requests, mut successes, mut hits, mut lookups, mut dcount, mut dsum, mut hist) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    for (key, d) in rollups {
-        days.push(key.day);
-        customers.push(key.customer_id);
-        profiles.push(key.profile);
-        cases.push(key.case_id);
-        actors.push(key.actor);
-        requests.push(d.requests);
-        successes.push(d.successes);
-        hits.push(d.cache_hits);
-        lookups.push(d.cache_lookups);
-        dcount.push(d.duration_count);
-        dsum.push(d.duration_sum);
-        hist.extend_from_slice(&d.duration_hist);
-    }
-    let k = DURATION_BOUNDS.len();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "WITH ev AS (
-             INSERT INTO audit_event (occurred_at, request_id, actor, actor_role, action,
-                                      customer_id, role_name, session_id, case_id, profile,
-                                      source_ip, user_agent, outcome, error_code, duration_ms,
-                                      cache_hit, detail, chain_id, seq, hash)
-             SELECT ts, r, a, ar, ac, c, rn, s, ca, p, ip::inet, ua, o, ec, d, ch, dt, $18, sq, h
-             FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[],
-                         $11::text[], $12::text[], $13::text[], $14::text[], $15::int4[],
-                         $16::bool[], $17::jsonb[], $19::int8[], $20::bytea[])
-                  AS t(ts, r, a, ar, ac, c, rn, s, ca, p, ip, ua, o, ec, d, ch, dt, sq, h)
-         ), roll AS (
-             INSERT INTO usage_rollup AS u (day, customer_id, profile, case_id, actor, shard,
-                                            requests, successes, cache_hits, cache_lookups,
-                                            duration_count, duration_sum, duration_hist)
-             SELECT day, c, p, ca, a, $23, n, ok, hit, look, dc, ds,
-                    ($35::int8[])[(i - 1) * {k} + 1 : i * {k}]
-             FROM UNNEST($24::date[], $25::text[], $26::text[], $27::text[], $28::text[],
-                         $29::int8[], $30::int8[], $31::int8[], $32::int8[], $33::int8[],
-                         $34::int8[])
-                  WITH ORDINALITY AS r(day, c, p, ca, a, n, ok, hit, look, dc, ds, i)
-             ON CONFLICT (day, customer_id, profile, case_id, actor, shard) DO UPDATE SET
-                 requests = u.requests + EXCLUDED.requests,
-                 successes = u.successes + EXCLUDED.successes,
-                 cache_hits = u.cache_hits + EXCLUDED.cache_hits,
-                 cache_lookups = u.cache_lookups + EXCLUDED.cache_lookups,
-                 duration_count = u.duration_count + EXCLUDED.duration_count,
-                 duration_sum = u.duration_sum + EXCLUDED.duration_sum,
-                 duration_hist = (SELECT array_agg(x + y ORDER BY o)
-                                  FROM unnest(u.duration_hist, EXCLUDED.duration_hist)
-                                       WITH ORDINALITY AS z(x, y, o))
-         )
-         UPDATE audit_chain SET head_seq = $21, head_hash = $22 WHERE id = $18"
-    )))
-    .bind(batch.iter().map(|p| p.occurred_at).collect::<Vec<_>>())
-    .bind(col(batch, |e| e.request_id.as_deref()))
-    .bind(col(batch, |e| e.actor.as_str()))
-    .bind(col(batch, |e| e.actor_role))
-    .bind(col(batch, |e| e.action))
-    .bind(col(batch, |e| e.customer_id.as_deref()))
-    .bind(col(batch, |e| e.role_name.as_deref()))
-    .bind(col(batch, |e| e.session_id))
-    .bind(col(batch, |e| e.case_id.as_deref()))
-    .bind(col(batch, |e| e.profile.as_deref()))
-    .bind(col(batch, |e| e.source_ip.map(|ip| ip.to_string())))
-    .bind(col(batch, |e| e.user_agent.as_deref()))
-    .bind(col(batch, |e| e.outcome))
-    .bind(col(batch, |e| e.error_code.as_deref()))
-    .bind(col(batch, |e| e.duration_ms))
-    .bind(col(batch, |e| e.cache_hit))
-    .bind(col(batch, |e| e.detail.as_ref()))
-    .bind(head.id)
-    .bind(seqs)
-    .bind(hashes)
-    .bind(next.seq)
-    .bind(next.hash.to_vec())
-    .bind(shard)
-    .bind(days)
-    .bind(customers)
-    .bind(profiles)
-    .bind(cases)
-    .bind(actors)
-    .bind(requests)
-    .bind(successes)
-    .bind(hits)
-    .bind(lookups)
-    .bind(dcount)
-    .bind(dsum)
-    .bind(hist)
-    .execute(&mut **conn)
-    .await?;
+    let sql = STATEMENT.get_or_init(|| {
+        format!(
+            "WITH ev AS (
+                 INSERT INTO audit_event (occurred_at, request_id, actor, actor_role, action,
+                                          customer_id, role_name, session_id, case_id, profile,
+                                          source_ip, user_agent, outcome, error_code,
+                                          duration_ms, cache_hit, detail, chain_id, seq, hash)
+                 SELECT ts, r, a, ar, ac, c, rn, s, ca, p, ip::inet, ua, o, ec, d, ch, dt, $18,
+                        sq, h
+                 FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[],
+                             $11::text[], $12::text[], $13::text[], $14::text[], $15::int4[],
+                             $16::bool[], $17::jsonb[], $19::int8[], $20::bytea[])
+                      AS t(ts, r, a, ar, ac, c, rn, s, ca, p, ip, ua, o, ec, d, ch, dt, sq, h)
+             ), {}
+             UPDATE audit_chain SET head_seq = $21, head_hash = $22 WHERE id = $18",
+            usage::upsert_ctes(23)
+        )
+    });
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(batch.iter().map(|p| p.occurred_at).collect::<Vec<_>>())
+        .bind(col(batch, |e| e.request_id.as_deref()))
+        .bind(col(batch, |e| e.actor.as_str()))
+        .bind(col(batch, |e| e.actor_role))
+        .bind(col(batch, |e| e.action))
+        .bind(col(batch, |e| e.customer_id.as_deref()))
+        .bind(col(batch, |e| e.role_name.as_deref()))
+        .bind(col(batch, |e| e.session_id))
+        .bind(col(batch, |e| e.case_id.as_deref()))
+        .bind(col(batch, |e| e.profile.as_deref()))
+        .bind(col(batch, |e| e.source_ip.map(|ip| ip.to_string())))
+        .bind(col(batch, |e| e.user_agent.as_deref()))
+        .bind(col(batch, |e| e.outcome))
+        .bind(col(batch, |e| e.error_code.as_deref()))
+        .bind(col(batch, |e| e.duration_ms))
+        .bind(col(batch, |e| e.cache_hit))
+        .bind(col(batch, |e| e.detail.as_ref()))
+        .bind(head.id)
+        .bind(seqs)
+        .bind(hashes)
+        .bind(next.seq)
+        .bind(next.hash.to_vec());
+    rollups.bind(query).execute(&mut **conn).await?;
     Ok(next)
 }

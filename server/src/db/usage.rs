@@ -87,37 +87,35 @@ pub struct RollupKey {
     pub actor: String,
 }
 
-#[derive(Debug, Clone)]
-pub struct RollupDelta {
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
     pub requests: i64,
     pub successes: i64,
     pub cache_hits: i64,
     pub cache_lookups: i64,
     pub duration_count: i64,
     pub duration_sum: i64,
-    pub duration_hist: [i64; DURATION_BOUNDS.len()],
 }
 
-impl Default for RollupDelta {
-    fn default() -> Self {
-        RollupDelta {
-            requests: 0,
-            successes: 0,
-            cache_hits: 0,
-            cache_lookups: 0,
-            duration_count: 0,
-            duration_sum: 0,
-            duration_hist: [0; DURATION_BOUNDS.len()],
-        }
-    }
+/// Requests per duration bucket.
+pub type Hist = [i64; DURATION_BOUNDS.len()];
+
+/// A batch's changes to the three rollup tables, each in key order (so that concurrent
+/// writers lock rollup rows in the same order).
+#[derive(Debug, Default)]
+pub struct Rollups {
+    pub counts: BTreeMap<RollupKey, Counts>,
+    /// By (day, customer, profile, case).
+    pub by_profile: BTreeMap<(NaiveDate, String, String, String), Hist>,
+    /// By (day, customer, actor).
+    pub by_actor: BTreeMap<(NaiveDate, String, String), Hist>,
 }
 
-/// Folds a batch's events into rollup deltas, in key order (so that concurrent writers lock
-/// rollup rows in the same order).
+/// Folds a batch's events into rollup changes.
 pub fn fold<'a>(
     events: impl IntoIterator<Item = (chrono::DateTime<chrono::Utc>, &'a NewEvent)>,
-) -> BTreeMap<RollupKey, RollupDelta> {
-    let mut out: BTreeMap<RollupKey, RollupDelta> = BTreeMap::new();
+) -> Rollups {
+    let mut out = Rollups::default();
     for (at, e) in events {
         let (Some(customer), Some(profile)) = (&e.customer_id, &e.profile) else {
             continue;
@@ -125,14 +123,16 @@ pub fn fold<'a>(
         if e.action != CREDENTIAL_ACTION {
             continue;
         }
+        let day = at.date_naive();
+        let case_id = e.case_id.clone().unwrap_or_default();
         let key = RollupKey {
-            day: at.date_naive(),
+            day,
             customer_id: customer.clone(),
             profile: profile.clone(),
-            case_id: e.case_id.clone().unwrap_or_default(),
+            case_id: case_id.clone(),
             actor: e.actor.clone(),
         };
-        let d = out.entry(key).or_default();
+        let d = out.counts.entry(key).or_default();
         d.requests += 1;
         d.successes += i64::from(e.outcome == "success");
         if let Some(hit) = e.cache_hit {
@@ -142,10 +142,163 @@ pub fn fold<'a>(
         if let Some(ms) = e.duration_ms {
             d.duration_count += 1;
             d.duration_sum += i64::from(ms);
-            d.duration_hist[bucket(ms)] += 1;
+            let b = bucket(ms);
+            out.by_profile
+                .entry((day, customer.clone(), profile.clone(), case_id))
+                .or_insert([0; DURATION_BOUNDS.len()])[b] += 1;
+            out.by_actor
+                .entry((day, customer.clone(), e.actor.clone()))
+                .or_insert([0; DURATION_BOUNDS.len()])[b] += 1;
         }
     }
     out
+}
+
+/// The histogram columns, `h00, h01, ...`.
+fn hist_columns() -> impl Iterator<Item = String> {
+    (0..DURATION_BOUNDS.len()).map(|j| format!("h{j:02}"))
+}
+
+/// The common table expressions that apply a batch's [`Rollups`], for the audit writer's
+/// statement; their parameters start at `$first` and are bound by [`Rollups::bind`].
+pub fn upsert_ctes(first: usize) -> String {
+    let p = |i: usize| format!("${}", first + i);
+    let k = DURATION_BOUNDS.len();
+    let columns: Vec<String> = hist_columns().collect();
+    let insert_hist = |param: String| -> String {
+        (0..k)
+            .map(|j| format!("({param}::int8[])[(i - 1) * {k} + {}]", j + 1))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let add_hist = columns
+        .iter()
+        .map(|c| format!("{c} = t.{c} + EXCLUDED.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let cols = columns.join(", ");
+    format!(
+        "counts AS (
+             INSERT INTO usage_rollup AS t (day, customer_id, profile, case_id, actor, requests,
+                                            successes, cache_hits, cache_lookups,
+                                            duration_count, duration_sum)
+             SELECT * FROM UNNEST({}::date[], {}::text[], {}::text[], {}::text[], {}::text[],
+                                  {}::int8[], {}::int8[], {}::int8[], {}::int8[], {}::int8[],
+                                  {}::int8[])
+             ON CONFLICT (day, customer_id, profile, case_id, actor) DO UPDATE SET
+                 requests = t.requests + EXCLUDED.requests,
+                 successes = t.successes + EXCLUDED.successes,
+                 cache_hits = t.cache_hits + EXCLUDED.cache_hits,
+                 cache_lookups = t.cache_lookups + EXCLUDED.cache_lookups,
+                 duration_count = t.duration_count + EXCLUDED.duration_count,
+                 duration_sum = t.duration_sum + EXCLUDED.duration_sum
+         ), by_profile AS (
+             INSERT INTO usage_profile_duration AS t (day, customer_id, profile, case_id, {cols})
+             SELECT day, c, p, ca, {}
+             FROM UNNEST({}::date[], {}::text[], {}::text[], {}::text[])
+                  WITH ORDINALITY AS r(day, c, p, ca, i)
+             ON CONFLICT (day, customer_id, profile, case_id) DO UPDATE SET {add_hist}
+         ), by_actor AS (
+             INSERT INTO usage_actor_duration AS t (day, customer_id, actor, {cols})
+             SELECT day, c, a, {}
+             FROM UNNEST({}::date[], {}::text[], {}::text[]) WITH ORDINALITY AS r(day, c, a, i)
+             ON CONFLICT (day, customer_id, actor) DO UPDATE SET {add_hist}
+         )",
+        p(0),
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5),
+        p(6),
+        p(7),
+        p(8),
+        p(9),
+        p(10),
+        insert_hist(p(15)),
+        p(11),
+        p(12),
+        p(13),
+        p(14),
+        insert_hist(p(19)),
+        p(16),
+        p(17),
+        p(18),
+    )
+}
+
+impl Rollups {
+    /// Binds the parameters of [`upsert_ctes`], in order.
+    pub fn bind<'q>(
+        self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        let n = self.counts.len();
+        let (mut days, mut customers, mut profiles, mut cases, mut actors) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let mut figures: [Vec<i64>; 6] = Default::default();
+        for (key, c) in self.counts {
+            days.push(key.day);
+            customers.push(key.customer_id);
+            profiles.push(key.profile);
+            cases.push(key.case_id);
+            actors.push(key.actor);
+            for (column, value) in figures.iter_mut().zip([
+                c.requests,
+                c.successes,
+                c.cache_hits,
+                c.cache_lookups,
+                c.duration_count,
+                c.duration_sum,
+            ]) {
+                column.push(value);
+            }
+        }
+        let [requests, successes, hits, lookups, dcount, dsum] = figures;
+        let (mut p_days, mut p_customers, mut p_profiles, mut p_cases, mut p_hist) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for ((day, customer, profile, case), hist) in self.by_profile {
+            p_days.push(day);
+            p_customers.push(customer);
+            p_profiles.push(profile);
+            p_cases.push(case);
+            p_hist.extend_from_slice(&hist);
+        }
+        let (mut a_days, mut a_customers, mut a_actors, mut a_hist) =
+            (vec![], vec![], vec![], vec![]);
+        for ((day, customer, actor), hist) in self.by_actor {
+            a_days.push(day);
+            a_customers.push(customer);
+            a_actors.push(actor);
+            a_hist.extend_from_slice(&hist);
+        }
+        query
+            .bind(days)
+            .bind(customers)
+            .bind(profiles)
+            .bind(cases)
+            .bind(actors)
+            .bind(requests)
+            .bind(successes)
+            .bind(hits)
+            .bind(lookups)
+            .bind(dcount)
+            .bind(dsum)
+            .bind(p_days)
+            .bind(p_customers)
+            .bind(p_profiles)
+            .bind(p_cases)
+            .bind(p_hist)
+            .bind(a_days)
+            .bind(a_customers)
+            .bind(a_actors)
+            .bind(a_hist)
+    }
 }
 
 /// How report rows are grouped.
@@ -205,7 +358,8 @@ pub fn p95(hist: &[i64]) -> Option<i32> {
 }
 
 /// The report over days `since`..today (UTC), optionally for one customer and limited to
-/// `allowed` customers.
+/// `allowed` customers: the counts and users from `usage_rollup`, the p95 from the
+/// duration histograms.
 pub async fn report(
     pool: &PgPool,
     since: NaiveDate,
@@ -213,43 +367,70 @@ pub async fn report(
     customer: Option<&str>,
     allowed: Option<&[String]>,
 ) -> Result<Vec<UsageGroup>, sqlx::Error> {
-    let hist_sums: Vec<String> = (1..=DURATION_BOUNDS.len())
-        .map(|i| format!("sum(duration_hist[{i}])::int8"))
-        .collect();
     let key = group_by.column();
-    let sql = format!(
-        "SELECT {key} AS key, sum(requests)::int8, sum(successes)::int8, sum(cache_hits)::int8,
-                sum(cache_lookups)::int8, sum(duration_count)::int8, sum(duration_sum)::int8,
-                ARRAY[{hist}] AS hist, array_agg(DISTINCT actor ORDER BY actor) AS users
-         FROM usage_rollup
-         WHERE day >= $1 AND ($2::text IS NULL OR customer_id = $2)
-           AND ($3::text[] IS NULL OR customer_id = ANY($3))
-         GROUP BY {key} ORDER BY {key}",
-        hist = hist_sums.join(", ")
+    // Only the filters in use: a generic plan over `$2 IS NULL OR ...` misjudges the rows.
+    let mut filter = String::from("day >= $1");
+    if customer.is_some() {
+        filter.push_str(" AND customer_id = $2");
+    }
+    if allowed.is_some() {
+        filter.push_str(" AND customer_id = ANY($3)");
+    }
+    let counts_sql = format!(
+        "SELECT {key}, sum(requests::float8), sum(successes::float8), sum(cache_hits::float8),
+                sum(cache_lookups::float8), sum(duration_count::float8),
+                sum(duration_sum::float8), array_agg(DISTINCT actor ORDER BY actor)
+         FROM usage_rollup WHERE {filter} AND ($2::text IS NOT NULL OR true)
+           AND ($3::text[] IS NOT NULL OR true)
+         GROUP BY {key} ORDER BY {key}"
     );
+    let hist_table = match group_by {
+        GroupBy::Actor => "usage_actor_duration",
+        _ => "usage_profile_duration",
+    };
+    // Sums in float8: exact for integers below 2^53, and about twice as fast as int8's
+    // 128-bit accumulator over the ~50 histogram columns.
+    let sums: Vec<String> = hist_columns()
+        .map(|c| format!("sum({c}::float8)"))
+        .collect();
+    let hist_sql = format!(
+        "SELECT {key}, ARRAY[{}] FROM {hist_table}
+         WHERE {filter} AND ($2::text IS NOT NULL OR true) AND ($3::text[] IS NOT NULL OR true)
+         GROUP BY {key}",
+        sums.join(", ")
+    );
+    // The two queries run side by side, on two connections.
     #[allow(clippy::type_complexity)]
-    let rows: Vec<(String, i64, i64, i64, i64, i64, i64, Vec<i64>, Vec<String>)> =
-        sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(since)
-            .bind(customer)
-            .bind(allowed)
-            .fetch_all(pool)
-            .await?;
-    Ok(rows
+    let counts = sqlx::query_as::<_, (String, f64, f64, f64, f64, f64, f64, Vec<String>)>(
+        sqlx::AssertSqlSafe(counts_sql),
+    )
+    .bind(since)
+    .bind(customer)
+    .bind(allowed)
+    .fetch_all(pool);
+    let hists = sqlx::query_as::<_, (String, Vec<f64>)>(sqlx::AssertSqlSafe(hist_sql))
+        .bind(since)
+        .bind(customer)
+        .bind(allowed)
+        .fetch_all(pool);
+    let (counts, hists) = tokio::try_join!(counts, hists)?;
+    let hists: std::collections::HashMap<String, Vec<i64>> = hists
+        .into_iter()
+        .map(|(key, hist)| (key, hist.into_iter().map(|n| n as i64).collect()))
+        .collect();
+    Ok(counts
         .into_iter()
         .map(
-            |(key, requests, successes, cache_hits, cache_lookups, dc, ds, hist, users)| {
-                UsageGroup {
-                    key,
-                    requests,
-                    successes,
-                    cache_hits,
-                    cache_lookups,
-                    duration_count: dc,
-                    duration_sum: ds,
-                    p95_ms: p95(&hist),
-                    users,
-                }
+            |(key, requests, successes, cache_hits, cache_lookups, dc, ds, users)| UsageGroup {
+                p95_ms: hists.get(&key).and_then(|h| p95(h)),
+                key,
+                requests: requests as i64,
+                successes: successes as i64,
+                cache_hits: cache_hits as i64,
+                cache_lookups: cache_lookups as i64,
+                duration_count: dc as i64,
+                duration_sum: ds as i64,
+                users,
             },
         )
         .collect())
