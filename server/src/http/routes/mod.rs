@@ -1,5 +1,6 @@
 //! One file per resource; each exposes its routes with their OpenAPI annotations.
 
+pub mod audit;
 pub mod customers;
 pub mod health;
 pub mod roles;
@@ -25,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(customers::routes())
         .merge(roles::routes())
         .merge(sessions::routes())
+        .merge(audit::routes())
 }
 
 /// `{id}` in customer paths, as the OpenAPI document describes it (`domain::CustomerId`
