@@ -344,6 +344,8 @@ async fn paging_returns_every_event_once_newest_first_while_new_ones_arrive() {
         let mut seen = Vec::new();
         let mut cursor: Option<String> = None;
         let mut pages = 0;
+        let mut writer: Option<tokio::task::JoinHandle<u32>> = None;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         loop {
             let query = match &cursor {
                 Some(c) => format!("?limit=7{filter}&cursor={c}"),
@@ -353,8 +355,28 @@ async fn paging_returns_every_event_once_newest_first_while_new_ones_arrive() {
             pages += 1;
             assert!(got["events"].as_array().unwrap().len() <= 7);
             seen.extend(ids(&got));
+            if pages == 1 {
+                // From now on another client keeps writing events that match every filter
+                // while the pages are read.
+                let (db, stop) = (app.db.clone(), stop.clone());
+                writer = Some(tokio::spawn(async move {
+                    let mut written = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        sqlx::query(
+                            "INSERT INTO audit_event (actor, action, customer_id, outcome)
+                             VALUES ('bulk-0', 'bulk.event', 'acme-corp', 'denied')",
+                        )
+                        .execute(&db)
+                        .await
+                        .unwrap();
+                        written += 1;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    written
+                }));
+            }
             if pages == 2 {
-                // Meanwhile: new events, matching every filter, through SQL and the API.
+                // And a burst, through SQL and the API.
                 insert_many(&app, 30, "bulk.event").await;
                 app.create_customer(&format!("new-{n}")).await;
             }
@@ -363,6 +385,12 @@ async fn paging_returns_every_event_once_newest_first_while_new_ones_arrive() {
                 None => break,
             }
         }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let written = writer.unwrap().await.unwrap();
+        assert!(
+            written >= 3,
+            "{filter:?}: only {written} concurrent inserts"
+        );
         assert_eq!(
             seen, expected,
             "filter {filter:?}: each event once, in order"
