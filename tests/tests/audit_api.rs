@@ -423,6 +423,59 @@ async fn paging_returns_every_event_once_newest_first_while_new_ones_arrive() {
     assert_eq!(pages, total / 7);
 }
 
+#[tokio::test]
+async fn a_listing_waits_for_an_older_event_that_is_still_committing() {
+    let app = TestApp::spawn().await;
+    insert_many(&app, 5, "bulk.event").await;
+    // A writer draws an id and has not committed yet; a later writer commits a newer one.
+    let mut slow = app.db.begin().await.unwrap();
+    let older: i64 = sqlx::query_scalar(
+        "INSERT INTO audit_event (actor, action, outcome) VALUES ('slow', 'test.event', 'success')
+         RETURNING id",
+    )
+    .fetch_one(&mut *slow)
+    .await
+    .unwrap();
+    let newer = insert_event(&app, json!({ "actor": "fast" })).await;
+    assert!(older < newer);
+    let started = std::time::Instant::now();
+    let reader = {
+        let (http, url, token) = (
+            app.http.clone(),
+            app.url("/v1/audit?limit=3"),
+            app.admin_token.clone(),
+        );
+        tokio::spawn(async move {
+            let response = http.get(url).bearer_auth(token).send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    slow.commit().await.unwrap();
+    let (status, first) = reader.await.unwrap();
+    assert_eq!(status, 200, "{first}");
+    // Had the first page not waited, it would have held `newer` and the rows below `older`,
+    // and the walk, going on below them, would never have shown `older`.
+    assert_eq!(ids(&first)[..2], [newer, older]);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    // A writer that never finishes does not hold the audit log hostage: the listing answers
+    // after a bounded wait (and cannot show that row, which is not committed).
+    let mut stuck = app.db.begin().await.unwrap();
+    sqlx::query("INSERT INTO audit_event (actor, action, outcome) VALUES ('stuck', 'x', 'error')")
+        .execute(&mut *stuck)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let page = page(&app, "?limit=3").await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(ids(&page)[0], newer);
+    stuck.rollback().await.unwrap();
+}
+
 /// Parses CSV with Python's `csv` module: an independent RFC 4180 reader.
 fn parse_csv(text: &str) -> Vec<Vec<String>> {
     use std::io::Write;

@@ -5,6 +5,8 @@
 //! `(customer_id, occurred_at)`): every index added to `audit_event` slows the credential
 //! hot path, which writes a row per request.
 
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use sqlx::{PgPool, Postgres, QueryBuilder};
@@ -54,6 +56,8 @@ pub struct Filter {
     pub customers: Option<Vec<String>>,
     /// Only rows older than this id: the position a cursor points at.
     pub before_id: Option<i64>,
+    /// Only rows up to this id: the [`settled_horizon`] of a listing's first page.
+    pub max_id: Option<i64>,
     /// At most this many rows; `None` for all (exports).
     pub limit: Option<i64>,
 }
@@ -99,11 +103,70 @@ fn select(filter: &Filter) -> QueryBuilder<Postgres> {
     if let Some(before) = filter.before_id {
         q.push(" AND id < ").push_bind(before);
     }
+    if let Some(max) = filter.max_id {
+        q.push(" AND id <= ").push_bind(max);
+    }
     q.push(" ORDER BY id DESC");
     if let Some(limit) = filter.limit {
         q.push(" LIMIT ").push_bind(limit);
     }
     q
+}
+
+/// The newest id below which every row is settled: committed (and visible) or rolled back.
+///
+/// Ids are drawn from the sequence when a row is inserted, not when its transaction
+/// commits, so a listing that simply started from the newest visible row could pass over an
+/// older id still committing, and a cursor walk would never come back to it. Every
+/// transaction that draws an id holds `RowExclusiveLock` on `audit_event` from before it
+/// draws the id until it ends, so: read the last id handed out, then wait for the
+/// transactions holding that lock at that moment to end. Rows inserted since are newer
+/// than the horizon and show up in the next listing. Neither step blocks writers.
+///
+/// If those transactions have not ended after `max_wait` (a stuck writer), the horizon is
+/// returned anyway and a warning logged: an answer beats none, and an event still
+/// committing then may be missed by this walk (it stays in the table).
+#[tracing::instrument(skip_all)]
+pub async fn settled_horizon(pool: &PgPool, max_wait: Duration) -> Result<i64, sqlx::Error> {
+    let last: Option<i64> = sqlx::query_scalar(
+        "SELECT pg_sequence_last_value(pg_get_serial_sequence('audit_event', 'id')::regclass)",
+    )
+    .fetch_one(pool)
+    .await?;
+    let Some(last) = last else {
+        // No id was ever drawn.
+        return Ok(0);
+    };
+    // Relation OIDs are per database: name this one, or another database's table counts.
+    const WRITERS: &str = "FROM pg_locks WHERE locktype = 'relation'
+        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND relation = 'audit_event'::regclass AND mode = 'RowExclusiveLock' AND granted";
+    let writers: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT virtualtransaction {WRITERS}"
+    )))
+    .fetch_all(pool)
+    .await?;
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    let mut waiting = writers;
+    while !waiting.is_empty() {
+        if started.elapsed() >= max_wait {
+            tracing::warn!(
+                transactions = waiting.len(),
+                "audit writers did not finish in time; listing without waiting for them"
+            );
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+        waiting = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT virtualtransaction {WRITERS} AND virtualtransaction = ANY($1)"
+        )))
+        .bind(&waiting)
+        .fetch_all(pool)
+        .await?;
+    }
+    Ok(last)
 }
 
 /// One page of matching rows, newest first.

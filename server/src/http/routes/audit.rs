@@ -29,6 +29,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// Page size when `limit` is not given, and its bounds.
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
+/// How long a first page waits for audit rows that are being committed (usually
+/// milliseconds; see `audit_query::settled_horizon`).
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One audit event: who did what, to which customer, when, from where, and how it ended.
 #[derive(Debug, Serialize, ToSchema)]
@@ -202,6 +205,11 @@ async fn list_audit_events(
         .customers
         .as_ref()
         .map(|list| list.iter().map(ToString::to_string).collect());
+    // A walk starts below every id still being committed, so that its cursor never passes
+    // over one (see `settled_horizon`); later pages are below that already.
+    if filter.before_id.is_none() {
+        filter.max_id = Some(audit_query::settled_horizon(&state.db, SETTLE_WAIT).await?);
+    }
     match format {
         AuditFormat::Json => {
             let limit = filter.limit.unwrap_or(DEFAULT_LIMIT);
@@ -297,6 +305,7 @@ fn filter(query: &AuditQuery) -> Result<Filter, ApiError> {
         outcome: query.outcome.map(AuditOutcome::as_str),
         customers: None,
         before_id,
+        max_id: None,
         limit: query.limit,
     })
 }
