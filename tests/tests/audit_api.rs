@@ -686,6 +686,37 @@ async fn a_large_export_is_streamed_in_pieces_and_complete() {
         chunks > 10,
         "the body came in {chunks} piece(s), not streamed"
     );
+
+    // Two exports at once per instance (each holds a database connection while its client
+    // reads); a third waits for a turn. Clients that do not read hold theirs (backpressure).
+    let (http, url, token) = (
+        app.http.clone(),
+        app.url("/v1/audit?format=csv"),
+        app.admin_token.clone(),
+    );
+    let export = move || http.get(&url).bearer_auth(&token).send();
+    let first = export().await.unwrap();
+    let second = export().await.unwrap();
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = tokio::spawn(export());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !third.is_finished(),
+        "a third export ran beside two unread ones"
+    );
+    drop(first);
+    let third = tokio::time::timeout(Duration::from_secs(20), third)
+        .await
+        .expect("the third export got its turn")
+        .unwrap()
+        .unwrap();
+    assert_eq!(third.status(), 200);
+    let rows = third.text().await.unwrap().matches("\r\n").count();
+    assert!(rows > 100_000, "{rows}");
+    drop(second);
 }
 
 #[tokio::test]

@@ -358,6 +358,12 @@ fn decode_cursor(raw: &str) -> Result<i64, ApiError> {
     Ok(id)
 }
 
+/// Exports running at once on this instance. Each holds a database connection for as long as
+/// its client reads, and the pool (`LANYARD_DB_MAX_CONNECTIONS`, 16 by default) must keep
+/// serving credential requests; further exports wait for a turn (within the request
+/// timeout, else 503).
+static EXPORTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// Streams every matching event as NDJSON or CSV. The query's first answer is awaited
 /// before the status is sent, so a database that is down gives a 503 problem rather than
 /// a broken 200; a failure later on aborts the body (the client sees a truncated transfer,
@@ -367,6 +373,11 @@ async fn export(
     filter: Filter,
     format: AuditFormat,
 ) -> Result<Response, ApiError> {
+    // Held until the body is finished or dropped (moved into the body stream below).
+    let permit = EXPORTS
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Unavailable("exports are shut down".into()))?;
     let mut rows = audit_query::export(state.db.clone(), filter);
     let first = match rows.recv().await {
         Some(Err(e)) => return Err(e.into()),
@@ -383,6 +394,7 @@ async fn export(
     };
     // Rows the database has already sent go out together, in one chunk.
     let body = rows.ready_chunks(256).map(move |chunk| {
+        let _running = &permit;
         let mut out = Vec::with_capacity(chunk.len() * 256);
         for row in chunk {
             let row = row.map_err(|e| {
