@@ -189,7 +189,7 @@ pub struct AuditQuery {
             )),
         (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem),
-        (status = 503, description = "Database unavailable", body = Problem)))]
+        (status = 503, description = "Database unavailable, or no export turn within the request timeout", body = Problem)))]
 #[tracing::instrument(skip_all)]
 async fn list_audit_events(
     State(state): State<AppState>,
