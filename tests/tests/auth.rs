@@ -180,6 +180,13 @@ async fn each_role_gets_exactly_the_endpoints_it_is_allowed() {
             None,
             vec![],
         ),
+        (Method::GET, "/v1/audit", None, vec![Role::Auditor]),
+        (
+            Method::GET,
+            "/v1/audit?format=csv",
+            None,
+            vec![Role::Auditor],
+        ),
     ];
     for role in [Role::Support, Role::Service, Role::Auditor, Role::Admin] {
         let token = app.token(role, None).await;

@@ -68,7 +68,8 @@ pub enum Action {
     /// Fetch credentials for, or revoke, a session: its owner or an admin
     /// (see [`Principal::authorize_owner`]).
     UseSession,
-    /// Read the audit log and the usage report (limited tokens: their customers' rows only).
+    /// Read the audit log (`GET /v1/audit`) and the usage report; customer-limited tokens
+    /// see only rows of their customers (see [`Principal::customers`]).
     ReadAudit,
 }
 
@@ -307,6 +308,36 @@ mod tests {
         assert!(
             limited
                 .authorize_owner(&acme, "alice", SessionKind::Support)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn only_admins_and_auditors_read_the_audit_log() {
+        for role in [Role::Support, Role::Service] {
+            assert!(
+                principal(role, None)
+                    .authorize(Action::ReadAudit, None)
+                    .is_err()
+            );
+        }
+        for role in [Role::Admin, Role::Auditor] {
+            assert!(
+                principal(role, None)
+                    .authorize(Action::ReadAudit, None)
+                    .is_ok()
+            );
+        }
+        // A customer limit narrows what an auditor reads; it does not widen the roles.
+        let acme = CustomerId::parse("acme-corp").unwrap();
+        let globex = CustomerId::parse("globex").unwrap();
+        let limited = principal(Role::Auditor, Some(vec!["acme-corp"]));
+        assert!(limited.authorize(Action::ReadAudit, None).is_ok());
+        assert!(limited.authorize(Action::ReadAudit, Some(&acme)).is_ok());
+        assert!(limited.authorize(Action::ReadAudit, Some(&globex)).is_err());
+        assert!(
+            principal(Role::Support, Some(vec!["acme-corp"]))
+                .authorize(Action::ReadAudit, Some(&acme))
                 .is_err()
         );
     }

@@ -2,6 +2,7 @@
 //! Functions take a `&PgPool` or an executor inside a transaction and return `sqlx` errors.
 
 pub mod audit;
+pub mod audit_query;
 pub mod customers;
 pub mod roles;
 pub mod sessions;

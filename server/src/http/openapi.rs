@@ -18,6 +18,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         (name = "customers", description = "Customers, external IDs and onboarding"),
         (name = "roles", description = "Customer IAM roles and their verification"),
         (name = "sessions", description = "Support and customer sessions, and their credentials"),
+        (name = "audit", description = "The audit log: queries and exports"),
         (name = "reports", description = "Usage reports, from rollups kept with the audit log"),
         (name = "health", description = "Liveness and readiness"),
     )

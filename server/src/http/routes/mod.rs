@@ -1,5 +1,6 @@
 //! One file per resource; each exposes its routes with their OpenAPI annotations.
 
+pub mod audit;
 pub mod customers;
 pub mod health;
 pub mod reports;
@@ -26,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(customers::routes())
         .merge(roles::routes())
         .merge(sessions::routes())
+        .merge(audit::routes())
         .merge(reports::routes())
 }
 

@@ -1,0 +1,587 @@
+//! The audit log: `GET /v1/audit`, filtered, newest first, in cursor pages (JSON) or as a
+//! streamed export (NDJSON, CSV).
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::{Action, Principal};
+use crate::db::audit_query::{self, EventRow, Filter};
+use crate::domain::{CaseId, CustomerId};
+use crate::http::error::{ApiError, Problem};
+use crate::http::extract::ApiQuery;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_audit_events))
+}
+
+/// Page size when `limit` is not given, and its bounds.
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1000;
+/// How long a first page waits for audit rows that are being committed (usually
+/// milliseconds; see `audit_query::settled_horizon`).
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// One audit event: who did what, to which customer, when, from where, and how it ended.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEvent {
+    /// Increases with every event written; the listing's order (newest first).
+    pub id: i64,
+    pub occurred_at: DateTime<Utc>,
+    pub request_id: Option<String>,
+    /// The token's subject.
+    pub actor: String,
+    #[schema(example = "support")]
+    pub actor_role: Option<String>,
+    #[schema(example = "credentials.issue")]
+    pub action: String,
+    pub customer: Option<String>,
+    pub role: Option<String>,
+    pub session_id: Option<Uuid>,
+    pub case_id: Option<String>,
+    pub profile: Option<String>,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// `success`, `denied` or `error`.
+    #[schema(example = "success")]
+    pub outcome: String,
+    pub error_code: Option<String>,
+    pub duration_ms: Option<i32>,
+    pub cache_hit: Option<bool>,
+    /// Action-specific details (never a secret).
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<serde_json::Value>,
+}
+
+impl From<EventRow> for AuditEvent {
+    fn from(row: EventRow) -> Self {
+        AuditEvent {
+            id: row.id,
+            occurred_at: row.occurred_at,
+            request_id: row.request_id,
+            actor: row.actor,
+            actor_role: row.actor_role,
+            action: row.action,
+            customer: row.customer_id,
+            role: row.role_name,
+            session_id: row.session_id,
+            case_id: row.case_id,
+            profile: row.profile,
+            source_ip: row.source_ip,
+            user_agent: row.user_agent,
+            outcome: row.outcome,
+            error_code: row.error_code,
+            duration_ms: row.duration_ms,
+            cache_hit: row.cache_hit,
+            detail: row.detail,
+        }
+    }
+}
+
+/// A page of events, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub events: Vec<AuditEvent>,
+    /// Pass as `cursor` (with the same filters) for the next, older page; `null` when there
+    /// is none.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditOutcome {
+    Success,
+    Denied,
+    Error,
+}
+
+impl AuditOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            AuditOutcome::Success => "success",
+            AuditOutcome::Denied => "denied",
+            AuditOutcome::Error => "error",
+        }
+    }
+}
+
+/// `json`: one page and a cursor. `ndjson`, `csv`: every matching row, streamed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditFormat {
+    #[default]
+    Json,
+    Ndjson,
+    Csv,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Only events at or after this time (RFC 3339; send a `+` offset as `%2B`).
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub from: Option<String>,
+    /// Only events before this time (RFC 3339, exclusive: the range is `[from, to)`).
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub to: Option<String>,
+    /// Only events by this actor (a token's subject), matched exactly.
+    #[param(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,128}$"
+    )]
+    pub actor: Option<String>,
+    /// Only events of this customer.
+    #[param(pattern = "^[a-z0-9][a-z0-9-]{1,62}$", min_length = 2, max_length = 63)]
+    pub customer: Option<String>,
+    /// Only events of this support case.
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$")]
+    pub case_id: Option<String>,
+    /// Only events of this session.
+    #[param(value_type = Option<String>, format = Uuid)]
+    pub session: Option<String>,
+    /// Only events of this action, e.g. `credentials.issue`, `session.open`.
+    #[param(pattern = "^[a-z][a-z0-9_.-]{0,63}$", min_length = 1, max_length = 64)]
+    pub action: Option<String>,
+    /// Only events with this outcome.
+    #[param(inline)]
+    pub outcome: Option<AuditOutcome>,
+    /// At most this many events per page (1-1000, default 100). Exports return every
+    /// matching event unless `limit` is given.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page: continue after its last event.
+    #[param(pattern = "^[A-Za-z0-9_-]{11}$", min_length = 11, max_length = 11)]
+    pub cursor: Option<String>,
+    /// `json` (default), `ndjson` or `csv`.
+    #[param(inline)]
+    pub format: Option<AuditFormat>,
+}
+
+/// Read the audit log, newest first (admin, auditor).
+///
+/// `format=json` returns a page and `next_cursor`; `format=ndjson` and `format=csv` stream
+/// every matching event. A token limited to some customers sees only events of those
+/// customers (events without a customer are left out); asking for another customer gives an
+/// empty result, as `GET /v1/sessions` does.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", security(("bearer" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Events, newest first: a page (`json`), one JSON object \
+            per line (`ndjson`) or RFC 4180 CSV with a header row (`csv`; cells starting with \
+            `=`, `+`, `-`, `@`, tab or carriage return are prefixed with `'`)",
+            content(
+                (AuditPage = "application/json"),
+                (String = "application/x-ndjson"),
+                (String = "text/csv"),
+            )),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem),
+        (status = 503, description = "Database unavailable, or no export turn within the request timeout", body = Problem)))]
+#[tracing::instrument(skip_all)]
+async fn list_audit_events(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> Result<Response, ApiError> {
+    principal.authorize(Action::ReadAudit, None)?;
+    let format = query.format.unwrap_or_default();
+    let mut filter = filter(&query)?;
+    // Customer-limited tokens: only their customers' rows, whatever else is asked (a
+    // `customer` outside the limit then matches nothing, as in `GET /v1/sessions`).
+    filter.customers = principal
+        .customers
+        .as_ref()
+        .map(|list| list.iter().map(ToString::to_string).collect());
+    // A walk starts below every id still being committed, so that its cursor never passes
+    // over one (see `settled_horizon`); later pages are below that already.
+    if filter.before_id.is_none() {
+        filter.max_id = Some(audit_query::settled_horizon(&state.db, SETTLE_WAIT).await?);
+    }
+    match format {
+        AuditFormat::Json => {
+            let limit = filter.limit.unwrap_or(DEFAULT_LIMIT);
+            // One more than asked: whether another page exists.
+            filter.limit = Some(limit + 1);
+            let mut rows = audit_query::page(&state.db, &filter).await?;
+            let more = rows.len() as i64 > limit;
+            rows.truncate(usize::try_from(limit).unwrap_or(0));
+            let next_cursor = rows
+                .last()
+                .filter(|_| more)
+                .map(|row| encode_cursor(row.id));
+            Ok(Json(AuditPage {
+                events: rows.into_iter().map(AuditEvent::from).collect(),
+                next_cursor,
+            })
+            .into_response())
+        }
+        AuditFormat::Ndjson | AuditFormat::Csv => export(&state, filter, format).await,
+    }
+}
+
+/// Checks every parameter; the first bad one is named in the 400 problem.
+fn filter(query: &AuditQuery) -> Result<Filter, ApiError> {
+    let from = query
+        .from
+        .as_deref()
+        .map(|raw| timestamp("from", raw))
+        .transpose()?;
+    let to = query
+        .to
+        .as_deref()
+        .map(|raw| timestamp("to", raw))
+        .transpose()?;
+    if let (Some(from), Some(to)) = (from, to)
+        && from > to
+    {
+        return Err(ApiError::invalid("to", "must not be before 'from'"));
+    }
+    if let Some(actor) = &query.actor {
+        let len = actor.chars().count();
+        if !(1..=128).contains(&len) || actor.chars().any(char::is_control) {
+            return Err(ApiError::invalid(
+                "actor",
+                "must be 1-128 characters without control characters",
+            ));
+        }
+    }
+    let customer = query
+        .customer
+        .as_deref()
+        .map(CustomerId::parse)
+        .transpose()
+        .map_err(|e| ApiError::invalid("customer", e))?;
+    let case = query
+        .case_id
+        .as_deref()
+        .map(CaseId::parse)
+        .transpose()
+        .map_err(|e| ApiError::invalid("case_id", e))?;
+    let session = query
+        .session
+        .as_deref()
+        .map(Uuid::try_parse)
+        .transpose()
+        .map_err(|_| ApiError::invalid("session", "must be a UUID"))?;
+    if let Some(action) = &query.action
+        && !is_action_name(action)
+    {
+        return Err(ApiError::invalid(
+            "action",
+            "must be 1-64 characters of lowercase letters, digits, '.', '_' and '-', \
+             starting with a letter",
+        ));
+    }
+    if let Some(limit) = query.limit
+        && !(1..=MAX_LIMIT).contains(&limit)
+    {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    let before_id = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    Ok(Filter {
+        from,
+        to,
+        actor: query.actor.clone(),
+        customer: customer.map(|c| c.to_string()),
+        case_id: case.map(|c| c.to_string()),
+        session,
+        action: query.action.clone(),
+        outcome: query.outcome.map(AuditOutcome::as_str),
+        customers: None,
+        before_id,
+        max_id: None,
+        limit: query.limit,
+    })
+}
+
+/// An RFC 3339 timestamp (<https://www.rfc-editor.org/rfc/rfc3339#section-5.6>): date, `T`,
+/// time, and `Z` or an offset.
+fn timestamp(field: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
+    let bad = || {
+        ApiError::invalid(
+            field,
+            "must be an RFC 3339 timestamp such as 2026-11-25T10:00:00Z \
+             (a '+' in an offset must be sent as %2B)",
+        )
+    };
+    // chrono also takes a space for the `T`; RFC 3339's date-time does not.
+    if !matches!(raw.as_bytes().get(10), Some(b'T' | b't')) {
+        return Err(bad());
+    }
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| bad())
+}
+
+fn is_action_name(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    (1..=64).contains(&bytes.len())
+        && bytes[0].is_ascii_lowercase()
+        && bytes.iter().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
+}
+
+/// The cursor is the last listed event's id, 8 bytes big-endian in unpadded base64url.
+/// Opaque to clients: only its position in the order matters, not which filters made it.
+fn encode_cursor(id: i64) -> String {
+    URL_SAFE_NO_PAD.encode(id.to_be_bytes())
+}
+
+fn decode_cursor(raw: &str) -> Result<i64, ApiError> {
+    let bad = || ApiError::invalid("cursor", "is not a cursor this API returned");
+    let bytes: [u8; 8] = URL_SAFE_NO_PAD
+        .decode(raw)
+        .map_err(|_| bad())?
+        .try_into()
+        .map_err(|_| bad())?;
+    let id = i64::from_be_bytes(bytes);
+    if id <= 0 {
+        return Err(bad());
+    }
+    Ok(id)
+}
+
+/// Exports running at once on this instance. Each holds a database connection for as long as
+/// its client reads, and the pool (`LANYARD_DB_MAX_CONNECTIONS`, 16 by default) must keep
+/// serving credential requests; further exports wait for a turn (within the request
+/// timeout, else 503).
+static EXPORTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// Streams every matching event as NDJSON or CSV. The query's first answer is awaited
+/// before the status is sent, so a database that is down gives a 503 problem rather than
+/// a broken 200; a failure later on aborts the body (the client sees a truncated transfer,
+/// not a short file that looks complete).
+async fn export(
+    state: &AppState,
+    filter: Filter,
+    format: AuditFormat,
+) -> Result<Response, ApiError> {
+    // Held until the body is finished or dropped (moved into the body stream below).
+    let permit = EXPORTS
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Unavailable("exports are shut down".into()))?;
+    let mut rows = audit_query::export(state.db.clone(), filter);
+    let first = match rows.recv().await {
+        Some(Err(e)) => return Err(e.into()),
+        Some(Ok(row)) => Some(row),
+        None => None,
+    };
+    let rest = futures::stream::unfold(rows, |mut rows| async move {
+        rows.recv().await.map(|item| (item, rows))
+    });
+    let rows = futures::stream::iter(first.map(Ok)).chain(rest);
+    let header = match format {
+        AuditFormat::Csv => Some(Ok(Bytes::from(csv_record(CSV_HEADER.iter().copied())))),
+        _ => None,
+    };
+    // Rows the database has already sent go out together, in one chunk.
+    let body = rows.ready_chunks(256).map(move |chunk| {
+        let _running = &permit;
+        let mut out = Vec::with_capacity(chunk.len() * 256);
+        for row in chunk {
+            let row = row.map_err(|e| {
+                tracing::error!(error = %e, "audit export failed part-way; body aborted");
+                std::io::Error::other("audit export failed")
+            })?;
+            match format {
+                AuditFormat::Csv => out.extend_from_slice(csv_row(&row).as_bytes()),
+                _ => {
+                    serde_json::to_writer(&mut out, &AuditEvent::from(row))
+                        .map_err(std::io::Error::other)?;
+                    out.push(b'\n');
+                }
+            }
+        }
+        Ok::<_, std::io::Error>(Bytes::from(out))
+    });
+    let body = futures::stream::iter(header).chain(body);
+    let (content_type, disposition) = match format {
+        AuditFormat::Csv => (
+            "text/csv; charset=utf-8; header=present",
+            "attachment; filename=\"audit.csv\"",
+        ),
+        _ => (
+            "application/x-ndjson",
+            "attachment; filename=\"audit.ndjson\"",
+        ),
+    };
+    let mut response = Body::from_stream(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static(disposition),
+    );
+    Ok(response)
+}
+
+/// The CSV columns: the JSON fields, in the same order.
+const CSV_HEADER: [&str; 18] = [
+    "id",
+    "occurred_at",
+    "request_id",
+    "actor",
+    "actor_role",
+    "action",
+    "customer",
+    "role",
+    "session_id",
+    "case_id",
+    "profile",
+    "source_ip",
+    "user_agent",
+    "outcome",
+    "error_code",
+    "duration_ms",
+    "cache_hit",
+    "detail",
+];
+
+fn csv_row(row: &EventRow) -> String {
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let cells = [
+        row.id.to_string(),
+        row.occurred_at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        text(&row.request_id),
+        row.actor.clone(),
+        text(&row.actor_role),
+        row.action.clone(),
+        text(&row.customer_id),
+        text(&row.role_name),
+        row.session_id.map(|s| s.to_string()).unwrap_or_default(),
+        text(&row.case_id),
+        text(&row.profile),
+        text(&row.source_ip),
+        text(&row.user_agent),
+        row.outcome.clone(),
+        text(&row.error_code),
+        row.duration_ms.map(|d| d.to_string()).unwrap_or_default(),
+        row.cache_hit.map(|b| b.to_string()).unwrap_or_default(),
+        row.detail
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+    ];
+    csv_record(cells.iter().map(String::as_str))
+}
+
+/// One RFC 4180 record (<https://www.rfc-editor.org/rfc/rfc4180#section-2>) ending in CRLF.
+/// A cell that a spreadsheet would run as a formula (starting with `=`, `+`, `-`, `@`, tab or
+/// carriage return) gets a leading `'`, as OWASP advises
+/// (<https://owasp.org/www-community/attacks/CSV_Injection>): actors, user agents and case ids
+/// come from clients.
+fn csv_record<'a>(cells: impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for (i, cell) in cells.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let guarded = if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+            format!("'{cell}")
+        } else {
+            cell.to_owned()
+        };
+        if guarded.contains([',', '"', '\r', '\n']) {
+            out.push('"');
+            out.push_str(&guarded.replace('"', "\"\""));
+            out.push('"');
+        } else {
+            out.push_str(&guarded);
+        }
+    }
+    out.push_str("\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_anything_else_is_refused() {
+        for id in [1, 42, 1 << 40, i64::MAX] {
+            let cursor = encode_cursor(id);
+            assert_eq!(cursor.len(), 11);
+            assert_eq!(decode_cursor(&cursor).unwrap(), id);
+        }
+        for bad in [
+            "",
+            "abc",
+            "AAAAAAAAAAA",  // id 0
+            "gAAAAAAAAAA",  // negative
+            "AAAAAAAAAAB",  // non-canonical trailing bits
+            "AAAAAAAAACo=", // padded
+            "AAAAAAAAAA+",  // not the URL-safe alphabet
+            "AAAAAAAAAAAAAAA",
+        ] {
+            assert!(decode_cursor(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn csv_cells_are_quoted_and_guarded_against_formulas() {
+        let record = csv_record(
+            [
+                "plain",
+                "a,b",
+                "say \"hi\"",
+                "line\nbreak",
+                "=SUM(A1)",
+                "-2+3",
+                "+1",
+                "@cmd",
+                "\tx",
+                "",
+                "a=b",
+            ]
+            .into_iter(),
+        );
+        assert_eq!(
+            record,
+            "plain,\"a,b\",\"say \"\"hi\"\"\",\"line\nbreak\",'=SUM(A1),'-2+3,'+1,'@cmd,'\tx,,a=b\r\n"
+        );
+    }
+
+    #[test]
+    fn timestamps_must_be_rfc_3339() {
+        assert!(timestamp("from", "2026-11-25T10:00:00Z").is_ok());
+        assert!(timestamp("from", "2026-11-25T10:00:00.123+01:00").is_ok());
+        for bad in [
+            "2026-11-25",
+            "2026-11-25 10:00:00Z",
+            "2026-11-25T10:00:00",
+            "2026-11-25T10:00:00 01:00",
+            "yesterday",
+            "",
+        ] {
+            assert!(timestamp("from", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn action_names_follow_the_documented_pattern() {
+        assert!(is_action_name("credentials.issue"));
+        assert!(is_action_name("session.open"));
+        for bad in ["", "Session.open", ".x", "a b", &"a".repeat(65)] {
+            assert!(!is_action_name(bad), "{bad}");
+        }
+    }
+}
