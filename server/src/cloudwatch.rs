@@ -545,8 +545,14 @@ impl Sender {
 
     /// The shutdown flush: every pending batch gets one call, whatever the backoff.
     async fn send_each_once(&mut self) {
-        while let Some(batch) = self.pending.pop_front() {
-            match self.put(&batch.datums).await {
+        while let Some(batch) = self.pending.batches.front() {
+            let result = self.put(&batch.datums).await;
+            // Taken off only now: a call cut short by the deadline leaves its batch
+            // pending, so that it is counted as dropped.
+            let Some(batch) = self.pending.pop_front() else {
+                break;
+            };
+            match result {
                 Ok(()) => self
                     .metrics
                     .published_datums

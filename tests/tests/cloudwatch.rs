@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Statistic};
-use lanyard_tests::{FaultProxy, TestApp, eventually, moto_url};
+use lanyard_tests::{FaultProxy, ServerProcess, TestApp, eventually, moto_url};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -527,4 +527,85 @@ async fn session_customer(app: &TestApp, session: &str) -> String {
         .await;
     assert_eq!(status, 200, "{body}");
     body["customer"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_cloudwatch_delays_shutdown_by_at_most_the_flush_budget() {
+    let moto = moto_url();
+    let proxy = FaultProxy::start(moto.trim_start_matches("http://").parse().unwrap()).await;
+    proxy.hold();
+    let data_dir = tempfile::tempdir().unwrap();
+    let db_url = lanyard_tests::fresh_database_url();
+    let cloudwatch = format!("http://{}", proxy.addr());
+    let ns = namespace();
+    let server = ServerProcess::start(&[
+        ("LANYARD_DATABASE_URL", &db_url),
+        ("LANYARD_DATA_DIR", data_dir.path().to_str().unwrap()),
+        ("LANYARD_AWS_ENDPOINT_URL", &moto),
+        ("LANYARD_TRUST_CHECK", "warn"),
+        ("LANYARD_CLOUDWATCH_NAMESPACE", &ns),
+        ("LANYARD_CLOUDWATCH_ENDPOINT_URL", &cloudwatch),
+        ("LANYARD_SHUTDOWN_GRACE_SECS", "2"),
+    ]);
+    let admin = server.issue_token("ops", "admin");
+    let http = reqwest::Client::new();
+    let call = |method: Method, path: &str, body: Option<Value>| {
+        let mut req = http.request(method, server.url(path)).bearer_auth(&admin);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send()
+    };
+    let customer = format!("cw-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let created = call(
+        Method::POST,
+        "/v1/customers",
+        Some(json!({ "id": customer })),
+    );
+    assert_eq!(created.await.unwrap().status(), 201);
+    let role = call(
+        Method::PUT,
+        &format!("/v1/customers/{customer}/roles/readonly"),
+        Some(json!({ "role_arn": "arn:aws:iam::111122223333:role/LanyardAccess" })),
+    );
+    assert_eq!(role.await.unwrap().status(), 200);
+    let session: Value = call(
+        Method::POST,
+        "/v1/sessions",
+        Some(
+            json!({ "kind": "support", "customer": customer, "role": "readonly",
+                     "case_id": CASE, "reason": "shutdown flush", "duration_seconds": 3600 }),
+        ),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let path = credentials_path(session["id"].as_str().unwrap());
+    for _ in 0..3 {
+        let response = call(Method::POST, &path, None).await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    // The default window is a minute: only the shutdown flush can send these requests, and
+    // CloudWatch swallows the call without answering.
+    let mut server = server;
+    let started = Instant::now();
+    let (server, status) = tokio::task::spawn_blocking(move || {
+        let status = server.terminate();
+        (server, status)
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}\n{}", server.log());
+    println!("stopped in {took:?} with CloudWatch stuck");
+    assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+    let gave_up = server.log().lines().any(|line| {
+        serde_json::from_str::<Value>(line).is_ok_and(|v| {
+            v["message"] == "CloudWatch datums not sent before shutdown" && v["datums"] == 3
+        })
+    });
+    assert!(gave_up, "{}", server.log());
 }
