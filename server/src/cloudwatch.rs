@@ -204,22 +204,13 @@ impl Recorder {
     /// Takes the windows that ended by `now` (all of them when `now` is `None`), merged
     /// per window and dimension set.
     fn take_closed(&self, now: Option<i64>) -> BTreeMap<(i64, Dims), Tally> {
-        let taken = {
+        let taken: Vec<(Key, (Dims, Tally))> = {
             let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
             match now {
-                None => std::mem::take(&mut *open),
-                Some(now) => {
-                    let all = std::mem::take(&mut *open);
-                    let mut closed = HashMap::new();
-                    for (key, value) in all {
-                        if key.window + self.window_secs <= now {
-                            closed.insert(key, value);
-                        } else {
-                            open.insert(key, value);
-                        }
-                    }
-                    closed
-                }
+                None => open.drain().collect(),
+                Some(now) => open
+                    .extract_if(|key, _| key.window + self.window_secs <= now)
+                    .collect(),
             }
         };
         let mut merged: BTreeMap<(i64, Dims), Tally> = BTreeMap::new();
@@ -452,7 +443,15 @@ async fn run(
     every: Duration,
     mut stopped: oneshot::Receiver<()>,
 ) {
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    // Ticks just after each window ends, so a window goes out within a moment of closing.
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let into_window = Duration::from_millis(
+        u64::try_from(since_epoch.as_millis() % every.as_millis().max(1)).unwrap_or(0),
+    );
+    let first = every.saturating_sub(into_window) + (every / 4).min(Duration::from_secs(2));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -301,7 +301,8 @@ async fn an_unreachable_cloudwatch_costs_credential_requests_nothing() {
     .await;
     assert!(published, "{}", scrape(&app).await);
 
-    proxy.cut().await;
+    // First CloudWatch swallows calls without answering, then it refuses connections.
+    proxy.hold();
     let under_outage = Arc::new(std::sync::Mutex::new(Vec::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
@@ -321,6 +322,19 @@ async fn an_unreachable_cloudwatch_costs_credential_requests_nothing() {
             }
         })
     };
+    tokio::time::timeout(Duration::from_secs(20), proxy.held())
+        .await
+        .expect("a PutMetricData call is stuck in the proxy");
+    let stuck_from = under_outage.lock().unwrap().len();
+    let served = eventually(Duration::from_secs(30), || async {
+        under_outage.lock().unwrap().len() >= stuck_from + 300
+    })
+    .await;
+    assert!(
+        served,
+        "requests keep being answered while PutMetricData hangs"
+    );
+    proxy.cut().await;
     let failures = |text: &str| sample(text, "lanyard_cloudwatch_publish_failures_total");
     let dropped = |text: &str| sample(text, "lanyard_cloudwatch_dropped_datums_total");
     let seen_failures = std::sync::Mutex::new(Vec::new());
