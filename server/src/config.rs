@@ -267,6 +267,20 @@ impl Settings {
                 "cloudwatch_flush_secs must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60)"
             );
         }
+        if let Some(ns) = s.cloudwatch_namespace.as_deref().filter(|n| !n.is_empty()) {
+            // <https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_PutMetricData.html>:
+            // 1-255 characters of [0-9A-Za-z.-_/#: ], and not the reserved AWS/ prefix.
+            let valid = ns.len() <= 255
+                && !ns.starts_with("AWS/")
+                && ns
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-_/#: ".contains(c));
+            if !valid {
+                bail!(
+                    "cloudwatch_namespace must be 1-255 characters of letters, digits and                      . - _ / # : or space, and must not start with AWS/"
+                );
+            }
+        }
         let sts_rate_limit = s.sts_rate_limit.unwrap_or(DEFAULT_STS_RATE_LIMIT);
         if !(1..=600).contains(&sts_rate_limit) {
             bail!("sts_rate_limit must be between 1 and 600 (STS's own limit per account)");
@@ -425,6 +439,14 @@ mod tests {
         assert!(with(0).resolve().is_err());
         assert!(with(120).resolve().is_err());
         assert_eq!(with(15).resolve().unwrap().cloudwatch_flush.as_secs(), 15);
+        let named = |ns: &str| Settings {
+            cloudwatch_namespace: Some(ns.into()),
+            ..Settings::default()
+        };
+        assert!(named("Lanyard/prod").resolve().is_ok());
+        assert!(named("AWS/EC2").resolve().is_err());
+        assert!(named("bad|name").resolve().is_err());
+        assert!(named(&"x".repeat(256)).resolve().is_err());
         let config = Settings::default().resolve().unwrap();
         assert_eq!(config.cloudwatch_flush.as_secs(), 60);
         assert!(config.cloudwatch_namespace.is_none());
