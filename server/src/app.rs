@@ -10,6 +10,7 @@ use sqlx::PgPool;
 
 use crate::audit::AuditWriter;
 use crate::auth::token::TokenKeys;
+use crate::cloudwatch::Publisher;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::revocation::AuthCache;
@@ -51,6 +52,8 @@ pub struct Application {
     api_listener: TcpListener,
     metrics_listener: TcpListener,
     handle: Handle<SocketAddr>,
+    /// Set when CloudWatch publishing is on; flushed once on the way out.
+    cloudwatch: Option<Publisher>,
 }
 
 impl Application {
@@ -59,10 +62,16 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let db = db::connect_and_migrate(&config.database_url, config.db_max_connections).await?;
         let keys = TokenKeys::load_or_generate(&config)?;
-        let sts = Sts::new(&config).await;
+        let sdk = crate::sts::sdk_config(&config).await;
         let metrics = Metrics::new()?;
+        let sts = Sts::new(&config, &sdk, metrics.sts());
         let api_listener = bind(config.listen_addr)?;
         let metrics_listener = bind(config.metrics_addr)?;
+        let (metrics, cloudwatch) = match Publisher::start(&config, &sdk, metrics.cloudwatch()) {
+            Some((recorder, publisher)) => (metrics.with_cloudwatch(recorder), Some(publisher)),
+            None => (metrics, None),
+        };
+        crate::metrics::spawn_active_sessions(db.clone(), metrics.clone());
         // An audit write that cannot finish well within the request timeout fails the request
         // (503, no credentials) instead of holding it.
         let audit = AuditWriter::start(db.clone(), config.request_timeout / 2);
@@ -84,6 +93,7 @@ impl Application {
             api_listener,
             metrics_listener,
             handle: Handle::new(),
+            cloudwatch,
         })
     }
 
@@ -119,6 +129,7 @@ impl Application {
             api_listener,
             metrics_listener,
             handle,
+            cloudwatch,
         } = self;
         let grace = state.config.shutdown_grace;
         let tls = state.config.tls.clone();
@@ -172,6 +183,10 @@ impl Application {
         };
         handle.shutdown();
         let _ = metrics_task.await;
+        if let Some(publisher) = cloudwatch {
+            // Best effort, bounded: the open window goes out now rather than never.
+            publisher.stop().await;
+        }
         state.db.close().await;
         tracing::info!("lanyard-server stopped");
         result.context("serving the API")

@@ -29,6 +29,7 @@ pub const DEFAULT_CREDENTIAL_MAX_SECS: u32 = 12 * 3600;
 pub const DEFAULT_CREDENTIAL_REFRESH_SECS: u32 = 15 * 60;
 pub const DEFAULT_STS_RATE_LIMIT: u32 = 50;
 pub const DEFAULT_DENIED_CACHE_SECS: u32 = 10;
+pub const DEFAULT_CLOUDWATCH_FLUSH_SECS: u64 = 60;
 
 /// What to do when a role's trust policy lets AssumeRole through without the external ID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
@@ -104,6 +105,17 @@ pub struct Settings {
     /// CloudWatch namespace for published metrics. [default: unset, CloudWatch off]
     #[arg(long, env = "LANYARD_CLOUDWATCH_NAMESPACE", global = true)]
     pub cloudwatch_namespace: Option<String>,
+
+    /// CloudWatch endpoint, when it differs from --aws-endpoint-url.
+    /// [default: --aws-endpoint-url, else real AWS]
+    #[arg(long, env = "LANYARD_CLOUDWATCH_ENDPOINT_URL", global = true)]
+    pub cloudwatch_endpoint_url: Option<String>,
+
+    /// Length of the windows credential requests are counted in for CloudWatch, and how
+    /// often closed windows are published, in seconds; must divide 60. Shorter windows cost
+    /// more PutMetricData calls (tests use them to be fast). [default: 60]
+    #[arg(long, env = "LANYARD_CLOUDWATCH_FLUSH_SECS", global = true)]
+    pub cloudwatch_flush_secs: Option<u64>,
 
     /// Prefix of generated external IDs. [default: Lanyard]
     #[arg(long, env = "LANYARD_EXTERNAL_ID_PREFIX", global = true)]
@@ -187,6 +199,8 @@ pub struct Config {
     pub aws_region: Option<String>,
     pub broker_principal_arn: Option<String>,
     pub cloudwatch_namespace: Option<String>,
+    pub cloudwatch_endpoint_url: Option<String>,
+    pub cloudwatch_flush: Duration,
     pub external_id_prefix: String,
     pub trust_check: TrustCheckMode,
     pub tls: Option<TlsFiles>,
@@ -245,6 +259,28 @@ impl Settings {
         if !(900..=43_200).contains(&credential_max.as_secs()) {
             bail!("credential_max_secs must be between 900 and 43200 (AWS's limits)");
         }
+        let cloudwatch_flush_secs = s
+            .cloudwatch_flush_secs
+            .unwrap_or(DEFAULT_CLOUDWATCH_FLUSH_SECS);
+        if cloudwatch_flush_secs == 0 || 60 % cloudwatch_flush_secs != 0 {
+            bail!(
+                "cloudwatch_flush_secs must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60)"
+            );
+        }
+        if let Some(ns) = s.cloudwatch_namespace.as_deref().filter(|n| !n.is_empty()) {
+            // <https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_PutMetricData.html>:
+            // 1-255 characters of [0-9A-Za-z.-_/#: ], and not the reserved AWS/ prefix.
+            let valid = ns.len() <= 255
+                && !ns.starts_with("AWS/")
+                && ns
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-_/#: ".contains(c));
+            if !valid {
+                bail!(
+                    "cloudwatch_namespace must be 1-255 characters of letters, digits and                      . - _ / # : or space, and must not start with AWS/"
+                );
+            }
+        }
         let sts_rate_limit = s.sts_rate_limit.unwrap_or(DEFAULT_STS_RATE_LIMIT);
         if !(1..=600).contains(&sts_rate_limit) {
             bail!("sts_rate_limit must be between 1 and 600 (STS's own limit per account)");
@@ -273,6 +309,8 @@ impl Settings {
             aws_region: s.aws_region.filter(|r| !r.is_empty()),
             broker_principal_arn: s.broker_principal_arn.filter(|a| !a.is_empty()),
             cloudwatch_namespace: s.cloudwatch_namespace.filter(|n| !n.is_empty()),
+            cloudwatch_endpoint_url: s.cloudwatch_endpoint_url.filter(|u| !u.is_empty()),
+            cloudwatch_flush: Duration::from_secs(cloudwatch_flush_secs),
             external_id_prefix: prefix,
             trust_check: s.trust_check.unwrap_or_default(),
             tls,
@@ -310,6 +348,10 @@ impl Settings {
             aws_region: self.aws_region.or(lower.aws_region),
             broker_principal_arn: self.broker_principal_arn.or(lower.broker_principal_arn),
             cloudwatch_namespace: self.cloudwatch_namespace.or(lower.cloudwatch_namespace),
+            cloudwatch_endpoint_url: self
+                .cloudwatch_endpoint_url
+                .or(lower.cloudwatch_endpoint_url),
+            cloudwatch_flush_secs: self.cloudwatch_flush_secs.or(lower.cloudwatch_flush_secs),
             external_id_prefix: self.external_id_prefix.or(lower.external_id_prefix),
             trust_check: self.trust_check.or(lower.trust_check),
             tls_cert: self.tls_cert.or(lower.tls_cert),
@@ -385,6 +427,29 @@ mod tests {
             ..Settings::default()
         };
         assert!(settings.resolve().is_err());
+    }
+
+    #[test]
+    fn cloudwatch_windows_must_tile_a_minute() {
+        let with = |secs| Settings {
+            cloudwatch_flush_secs: Some(secs),
+            ..Settings::default()
+        };
+        assert!(with(7).resolve().is_err());
+        assert!(with(0).resolve().is_err());
+        assert!(with(120).resolve().is_err());
+        assert_eq!(with(15).resolve().unwrap().cloudwatch_flush.as_secs(), 15);
+        let named = |ns: &str| Settings {
+            cloudwatch_namespace: Some(ns.into()),
+            ..Settings::default()
+        };
+        assert!(named("Lanyard/prod").resolve().is_ok());
+        assert!(named("AWS/EC2").resolve().is_err());
+        assert!(named("bad|name").resolve().is_err());
+        assert!(named(&"x".repeat(256)).resolve().is_err());
+        let config = Settings::default().resolve().unwrap();
+        assert_eq!(config.cloudwatch_flush.as_secs(), 60);
+        assert!(config.cloudwatch_namespace.is_none());
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod cli;
+pub mod cloudwatch;
 pub mod config;
 pub mod credentials;
 pub mod db;

@@ -227,3 +227,14 @@ pub async fn record_issue(
     .await?;
     Ok(recorded.is_some())
 }
+
+/// Sessions neither expired nor revoked (for the `lanyard_active_sessions` gauge; a periodic
+/// count, not a per-request one).
+#[tracing::instrument(skip_all)]
+pub async fn count_active(db: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM session WHERE revoked_at IS NULL AND expires_at > now()",
+    )
+    .fetch_one(db)
+    .await
+}

@@ -7,12 +7,12 @@
 pub mod cache;
 
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use aws_config::BehaviorVersion;
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_sts::config::http::HttpResponse;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::types::Tag;
@@ -20,6 +20,7 @@ use tokio::sync::OnceCell;
 
 use crate::config::Config;
 use crate::domain::{ExternalId, RoleArn};
+use crate::metrics::StsMetrics;
 
 /// What went wrong in an STS call, without any secret: an AWS error code and its message.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -73,7 +74,7 @@ impl StsError {
             _ => {
                 // The SDK's own failures (no broker credentials, bad configuration) can
                 // describe the broker's setup: the log gets them, the client a fixed text.
-                tracing::error!(error = %aws_smithy_error_text(&err), "calling STS failed");
+                tracing::error!(error = %error_text(&err), "calling STS failed");
                 StsError {
                     code: "ClientError".into(),
                     message: "the broker could not call STS; see its log".into(),
@@ -99,7 +100,8 @@ fn xml_element(body: &str, name: &str) -> Option<String> {
     })
 }
 
-fn aws_smithy_error_text(err: &dyn std::error::Error) -> String {
+/// An SDK error with its chain of causes, for the log (SDK errors carry no secrets).
+pub(crate) fn error_text(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {
@@ -146,34 +148,41 @@ pub struct Sts {
     /// The caller ARN from sts:GetCallerIdentity, asked once.
     caller: OnceCell<String>,
     budget: governor::DefaultDirectRateLimiter,
+    metrics: StsMetrics,
+}
+
+/// The AWS configuration of the instance (region, credentials chain, endpoint, retries,
+/// timeouts), shared by the STS and CloudWatch clients.
+pub async fn sdk_config(config: &Config) -> SdkConfig {
+    let region =
+        RegionProviderChain::first_try(config.aws_region.clone().map(aws_config::Region::new))
+            .or_default_provider()
+            .or_else(aws_config::Region::new("us-east-1"));
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(region)
+        .retry_config(RetryConfig::standard().with_max_attempts(3))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(5))
+                .operation_timeout(Duration::from_secs(12))
+                .build(),
+        );
+    if let Some(url) = &config.aws_endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
 }
 
 impl Sts {
-    pub async fn new(config: &Config) -> Self {
-        let region =
-            RegionProviderChain::first_try(config.aws_region.clone().map(aws_config::Region::new))
-                .or_default_provider()
-                .or_else(aws_config::Region::new("us-east-1"));
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(region)
-            .retry_config(RetryConfig::standard().with_max_attempts(3))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(3))
-                    .operation_attempt_timeout(Duration::from_secs(5))
-                    .operation_timeout(Duration::from_secs(12))
-                    .build(),
-            );
-        if let Some(url) = &config.aws_endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        let sdk = loader.load().await;
+    pub fn new(config: &Config, sdk: &SdkConfig, metrics: StsMetrics) -> Self {
         let per_second = NonZeroU32::new(config.sts_rate_limit).unwrap_or(NonZeroU32::MIN);
         Sts {
-            client: aws_sdk_sts::Client::new(&sdk),
+            client: aws_sdk_sts::Client::new(sdk),
             configured_principal: config.broker_principal_arn.clone(),
             caller: OnceCell::new(),
             budget: governor::RateLimiter::direct(governor::Quota::per_second(per_second)),
+            metrics,
         }
     }
 
@@ -225,6 +234,7 @@ impl Sts {
                 message: e.to_string(),
             })?;
         self.budget.until_ready().await;
+        let started = Instant::now();
         let out = self
             .client
             .assume_role()
@@ -237,7 +247,12 @@ impl Sts {
             .set_policy(req.policy.clone())
             .send()
             .await
-            .map_err(StsError::from_sdk)?;
+            .map_err(StsError::from_sdk);
+        self.metrics.observe(
+            out.as_ref().err().map(|e| e.code.as_str()),
+            started.elapsed(),
+        );
+        let out = out?;
         let creds = out.credentials().ok_or_else(|| StsError {
             code: "NoCredentials".into(),
             message: "AssumeRole returned no credentials".into(),

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::{CustomerPath, RequestContext};
 use crate::app::AppState;
 use crate::auth::{Action, Principal};
+use crate::cloudwatch::{CredentialRequest, Outcome};
 use crate::credentials::{self, CredentialProcess, Refused};
 use crate::db::sessions::{Grant, NewSession, SessionRow};
 use crate::db::{self, audit::NewEvent};
@@ -749,17 +750,43 @@ async fn vend(
                 "access_key_id": issued.document.access_key_id,
                 "expiration": issued.document.expiration,
             }));
-            state.audit.record(event).await.map_err(audit_unavailable)?;
+            audit_and_count(state, s, event, started).await?;
             Ok(Json(issued.document))
         }
         Err(refused) => {
             event.outcome = refused.outcome;
             event.error_code = Some(refused.code);
             event.cache_hit = refused.cache_hit;
-            state.audit.record(event).await.map_err(audit_unavailable)?;
+            audit_and_count(state, s, event, started).await?;
             Err(refused.error)
         }
     }
+}
+
+/// Writes the audit row of a credential request, then counts the request (Prometheus, and
+/// CloudWatch when on) with the outcome the client gets: an audit failure answers 503, so it
+/// counts as an error.
+async fn audit_and_count(
+    state: &AppState,
+    session: &SessionRow,
+    event: NewEvent,
+    started: Instant,
+) -> Result<(), ApiError> {
+    let (outcome, cache_hit) = (event.outcome, event.cache_hit);
+    let audited = state.audit.record(event).await;
+    state.metrics.observe_credentials(&CredentialRequest {
+        session: session.id,
+        customer: &session.customer_id,
+        profile: &session.profile_name,
+        kind: &session.kind,
+        outcome: match audited {
+            Ok(()) => Outcome::parse(outcome),
+            Err(_) => Outcome::Error,
+        },
+        cache_hit,
+        elapsed: started.elapsed(),
+    });
+    audited.map_err(audit_unavailable)
 }
 
 fn audit_unavailable(err: crate::audit::AuditError) -> ApiError {

@@ -1,0 +1,724 @@
+//! The CloudWatch publisher: credential requests counted per time window and dimension set,
+//! published in the background with PutMetricData. Off unless `cloudwatch_namespace` is set.
+//!
+//! Recording happens on the request path and must never slow or fail it: one short std
+//! mutex over a map of open windows, no await, no I/O, a bounded number of entries. A
+//! background task takes the closed windows every `cloudwatch_flush_secs` (default 60: one
+//! window per minute, CloudWatch's standard resolution), turns each dimension set of each
+//! window into statistic sets (SampleCount, Sum, Minimum, Maximum), and sends them in
+//! batches within PutMetricData's limits
+//! (<https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_PutMetricData.html>):
+//! at most 1,000 datums and 1 MB per call, at most 30 dimensions per datum.
+//!
+//! Metrics (namespace from the configuration), each with the dimensions `Customer`,
+//! `Profile`, `Kind` (`support` | `customer`) and `Outcome` (`success` | `denied` | `error`):
+//!
+//! | metric | unit | one sample per request |
+//! | --- | --- | --- |
+//! | `CredentialRequests` | Count | 1 (Sum and SampleCount are the number of requests) |
+//! | `CredentialRequestDuration` | Milliseconds | the time the broker took to answer |
+//! | `CredentialCacheHits` | Count | 1 if served from the credential cache, else 0 (Average is the hit rate) |
+//!
+//! A failed call is retried by the SDK (standard mode, exponential backoff with jitter), then
+//! by this task with its own exponential backoff, at most [`MAX_ATTEMPTS`] times per batch.
+//! Pending datums are bounded ([`MAX_PENDING_DATUMS`]); what does not fit, exhausts its
+//! retries, or is still unsent when the shutdown flush runs out of time is dropped and
+//! counted (`lanyard_cloudwatch_dropped_datums_total`). On shutdown the open window is
+//! flushed once, within [`SHUTDOWN_FLUSH`].
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_config::SdkConfig;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit, StatisticSet};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::metrics::CloudWatchMetrics;
+
+/// PutMetricData's limit on datums per call.
+pub const MAX_DATUMS_PER_CALL: usize = 1000;
+/// Our ceiling on the estimated form-encoded size of one call's datums: AWS's limit is
+/// 1 MB per request, and the rest of the body (action, version, namespace) takes < 1 KB.
+pub const MAX_CALL_BYTES: usize = 990_000;
+/// Longest dimension value sent (AWS allows 1,024; shorter keeps batches large).
+pub const MAX_DIMENSION_VALUE_CHARS: usize = 255;
+/// Failed PutMetricData calls (each after the SDK's own retries) before a batch is dropped.
+pub const MAX_ATTEMPTS: u32 = 3;
+/// Datums held for sending at most; the oldest are dropped beyond this.
+pub const MAX_PENDING_DATUMS: usize = 20_000;
+/// Distinct (window, session, outcome) entries recorded at most; requests beyond are
+/// counted as dropped instead of recorded.
+pub const MAX_OPEN_ENTRIES: usize = 100_000;
+/// Time the final flush on shutdown may take.
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+/// Backoff of this task between failed calls: doubles from the first, up to the cap.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_CAP: Duration = Duration::from_secs(60);
+
+/// Names of the published metrics and dimensions.
+pub const METRIC_REQUESTS: &str = "CredentialRequests";
+pub const METRIC_DURATION: &str = "CredentialRequestDuration";
+pub const METRIC_CACHE_HITS: &str = "CredentialCacheHits";
+pub const DIMENSIONS: [&str; 4] = ["Customer", "Profile", "Kind", "Outcome"];
+
+/// How a credential request ended, as the audit row says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    Success,
+    Denied,
+    Error,
+}
+
+impl Outcome {
+    /// From an audit outcome; anything unknown counts as an error.
+    pub fn parse(outcome: &str) -> Outcome {
+        match outcome {
+            "success" => Outcome::Success,
+            "denied" => Outcome::Denied,
+            _ => Outcome::Error,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Denied => "denied",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// One answered credential request, borrowed from the handler's session (no copies on the
+/// hot path: strings are cloned only when a window first sees a session).
+#[derive(Debug, Clone, Copy)]
+pub struct CredentialRequest<'a> {
+    pub session: Uuid,
+    pub customer: &'a str,
+    pub profile: &'a str,
+    pub kind: &'a str,
+    pub outcome: Outcome,
+    pub cache_hit: Option<bool>,
+    pub elapsed: Duration,
+}
+
+/// A window's entry: a session's requests with one outcome. Sessions map to exactly one
+/// (customer, profile, kind), so keying by session id needs no string on the hot path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    window: i64,
+    session: Uuid,
+    outcome: Outcome,
+}
+
+/// A CloudWatch dimension set.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Dims {
+    customer: String,
+    profile: String,
+    kind: String,
+    outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tally {
+    requests: u64,
+    cache_hits: u64,
+    ms_sum: f64,
+    ms_min: f64,
+    ms_max: f64,
+}
+
+impl Tally {
+    fn one(ms: f64, hit: bool) -> Tally {
+        Tally {
+            requests: 1,
+            cache_hits: u64::from(hit),
+            ms_sum: ms,
+            ms_min: ms,
+            ms_max: ms,
+        }
+    }
+
+    fn merge(&mut self, other: &Tally) {
+        self.requests += other.requests;
+        self.cache_hits += other.cache_hits;
+        self.ms_sum += other.ms_sum;
+        self.ms_min = self.ms_min.min(other.ms_min);
+        self.ms_max = self.ms_max.max(other.ms_max);
+    }
+}
+
+/// The request-path side: counts requests into open windows.
+pub struct Recorder {
+    window_secs: i64,
+    open: Mutex<HashMap<Key, (Dims, Tally)>>,
+    dropped: prometheus::IntCounter,
+}
+
+impl Recorder {
+    fn new(window: Duration, dropped: prometheus::IntCounter) -> Recorder {
+        Recorder {
+            window_secs: i64::try_from(window.as_secs()).unwrap_or(60).max(1),
+            open: Mutex::new(HashMap::new()),
+            dropped,
+        }
+    }
+
+    /// Counts one request. Never waits on I/O; holds the lock for one map update.
+    pub fn record(&self, request: &CredentialRequest<'_>) {
+        let window = now_secs().div_euclid(self.window_secs) * self.window_secs;
+        let key = Key {
+            window,
+            session: request.session,
+            outcome: request.outcome,
+        };
+        let tally = Tally::one(
+            request.elapsed.as_secs_f64() * 1000.0,
+            request.cache_hit == Some(true),
+        );
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, existing)) = open.get_mut(&key) {
+            existing.merge(&tally);
+            return;
+        }
+        if open.len() >= MAX_OPEN_ENTRIES {
+            drop(open);
+            self.dropped.inc();
+            return;
+        }
+        let dims = Dims {
+            customer: request.customer.to_owned(),
+            profile: request.profile.to_owned(),
+            kind: request.kind.to_owned(),
+            outcome: request.outcome,
+        };
+        open.insert(key, (dims, tally));
+    }
+
+    /// Takes the windows that ended by `now` (all of them when `now` is `None`), merged
+    /// per window and dimension set.
+    fn take_closed(&self, now: Option<i64>) -> BTreeMap<(i64, Dims), Tally> {
+        let taken: Vec<(Key, (Dims, Tally))> = {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            match now {
+                None => open.drain().collect(),
+                Some(now) => open
+                    .extract_if(|key, _| key.window + self.window_secs <= now)
+                    .collect(),
+            }
+        };
+        let mut merged: BTreeMap<(i64, Dims), Tally> = BTreeMap::new();
+        for (key, (dims, tally)) in taken {
+            merged
+                .entry((key.window, dims))
+                .and_modify(|t| t.merge(&tally))
+                .or_insert(tally);
+        }
+        merged
+    }
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A dimension value CloudWatch accepts: 1 to [`MAX_DIMENSION_VALUE_CHARS`] characters.
+fn dimension_value(value: &str) -> String {
+    if value.is_empty() {
+        return "none".to_owned();
+    }
+    value.chars().take(MAX_DIMENSION_VALUE_CHARS).collect()
+}
+
+/// One datum ready to send, with its estimated share of the request body.
+#[derive(Debug, Clone)]
+struct Datum {
+    datum: MetricDatum,
+    bytes: usize,
+}
+
+/// The three datums of one window and dimension set.
+fn datums(window: i64, dims: &Dims, tally: &Tally) -> Vec<Datum> {
+    let values = [
+        dimension_value(&dims.customer),
+        dimension_value(&dims.profile),
+        dimension_value(&dims.kind),
+        dims.outcome.as_str().to_owned(),
+    ];
+    // An upper bound of the form-encoded size: field names with 4-digit member indexes,
+    // the timestamp, 4 numbers of up to 24 characters, unit and resolution take < 940
+    // bytes, plus each dimension value percent-encoded (at most 3 bytes per byte). With
+    // short values a call carries ~970 datums; long ones cut it earlier.
+    let bytes = 940 + 3 * values.iter().map(String::len).sum::<usize>();
+    let dimensions: Vec<Dimension> = DIMENSIONS
+        .iter()
+        .zip(values)
+        .map(|(name, value)| Dimension::builder().name(*name).value(value).build())
+        .collect();
+    let n = tally.requests as f64;
+    let hits = tally.cache_hits as f64;
+    let make = |name: &str, unit: StandardUnit, stats: StatisticSet| Datum {
+        datum: MetricDatum::builder()
+            .metric_name(name)
+            .set_dimensions(Some(dimensions.clone()))
+            .timestamp(DateTime::from_secs(window))
+            .statistic_values(stats)
+            .unit(unit)
+            .storage_resolution(60)
+            .build(),
+        bytes,
+    };
+    let set = |count: f64, sum: f64, min: f64, max: f64| {
+        StatisticSet::builder()
+            .sample_count(count)
+            .sum(sum)
+            .minimum(min)
+            .maximum(max)
+            .build()
+    };
+    vec![
+        make(METRIC_REQUESTS, StandardUnit::Count, set(n, n, 1.0, 1.0)),
+        make(
+            METRIC_DURATION,
+            StandardUnit::Milliseconds,
+            set(n, tally.ms_sum, tally.ms_min, tally.ms_max),
+        ),
+        make(
+            METRIC_CACHE_HITS,
+            StandardUnit::Count,
+            set(
+                n,
+                hits,
+                if tally.cache_hits == tally.requests {
+                    1.0
+                } else {
+                    0.0
+                },
+                if tally.cache_hits > 0 { 1.0 } else { 0.0 },
+            ),
+        ),
+    ]
+}
+
+/// Datums for one PutMetricData call.
+#[derive(Debug, Default)]
+struct Batch {
+    datums: Vec<MetricDatum>,
+    bytes: usize,
+    /// Failed calls so far; a batch that was tried is not added to any more.
+    attempts: u32,
+}
+
+/// Batches waiting to be sent, bounded by [`MAX_PENDING_DATUMS`].
+#[derive(Debug, Default)]
+struct Pending {
+    batches: VecDeque<Batch>,
+    datums: usize,
+}
+
+impl Pending {
+    /// Appends datums, filling the last untried batch first; drops (and returns the number
+    /// of) the oldest datums when the bound is exceeded.
+    fn push(&mut self, new: Vec<Datum>) -> usize {
+        for d in new {
+            let fits = self.batches.back().is_some_and(|b| {
+                b.attempts == 0
+                    && b.datums.len() < MAX_DATUMS_PER_CALL
+                    && b.bytes + d.bytes <= MAX_CALL_BYTES
+            });
+            if !fits {
+                self.batches.push_back(Batch::default());
+            }
+            if let Some(batch) = self.batches.back_mut() {
+                batch.datums.push(d.datum);
+                batch.bytes += d.bytes;
+                self.datums += 1;
+            }
+        }
+        let mut dropped = 0;
+        while self.datums > MAX_PENDING_DATUMS {
+            match self.batches.pop_front() {
+                Some(b) => {
+                    dropped += b.datums.len();
+                    self.datums -= b.datums.len();
+                }
+                None => break,
+            }
+        }
+        dropped
+    }
+
+    fn pop_front(&mut self) -> Option<Batch> {
+        let batch = self.batches.pop_front()?;
+        self.datums -= batch.datums.len();
+        Some(batch)
+    }
+}
+
+/// The running publisher: stop it with [`Publisher::stop`] for the final flush.
+pub struct Publisher {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Publisher {
+    /// Starts publishing when `cloudwatch_namespace` is set; returns the recorder for the
+    /// request path and the publisher. `sdk` is the AWS configuration STS uses; the
+    /// endpoint may be overridden by `cloudwatch_endpoint_url`.
+    pub fn start(
+        config: &Config,
+        sdk: &SdkConfig,
+        metrics: CloudWatchMetrics,
+    ) -> Option<(Arc<Recorder>, Publisher)> {
+        let namespace = config.cloudwatch_namespace.clone()?;
+        let mut builder = aws_sdk_cloudwatch::config::Builder::from(sdk)
+            .retry_config(RetryConfig::standard().with_max_attempts(3))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(Duration::from_secs(10))
+                    .operation_timeout(Duration::from_secs(30))
+                    .build(),
+            );
+        if let Some(url) = &config.cloudwatch_endpoint_url {
+            builder = builder.endpoint_url(url);
+        }
+        let client = aws_sdk_cloudwatch::Client::from_conf(builder.build());
+        let recorder = Arc::new(Recorder::new(
+            config.cloudwatch_flush,
+            metrics.dropped_datums.clone(),
+        ));
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(run(
+            Sender {
+                client,
+                namespace,
+                metrics,
+                pending: Pending::default(),
+                failures_in_row: 0,
+                retry_at: None,
+            },
+            recorder.clone(),
+            config.cloudwatch_flush,
+            stopped,
+        ));
+        Some((recorder, Publisher { stop, task }))
+    }
+
+    /// Flushes what was recorded (the open window too) once, within [`SHUTDOWN_FLUSH`], and
+    /// ends the task.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        if tokio::time::timeout(SHUTDOWN_FLUSH + Duration::from_secs(1), self.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the CloudWatch publisher did not stop in time");
+        }
+    }
+}
+
+struct Sender {
+    client: aws_sdk_cloudwatch::Client,
+    namespace: String,
+    metrics: CloudWatchMetrics,
+    pending: Pending,
+    failures_in_row: u32,
+    /// No call before this instant (backoff after a failure).
+    retry_at: Option<Instant>,
+}
+
+async fn run(
+    mut sender: Sender,
+    recorder: Arc<Recorder>,
+    every: Duration,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    // Ticks just after each window ends, so a window goes out within a moment of closing.
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let into_window = Duration::from_millis(
+        u64::try_from(since_epoch.as_millis() % every.as_millis().max(1)).unwrap_or(0),
+    );
+    let first = every.saturating_sub(into_window) + (every / 4).min(Duration::from_secs(2));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stopped => break,
+            _ = tick.tick() => {}
+        }
+        sender.enqueue(&recorder, Some(now_secs()));
+        // A call that hangs must not hold up the shutdown flush.
+        tokio::select! {
+            biased;
+            _ = &mut stopped => break,
+            () = sender.send_due() => {}
+        }
+    }
+    sender.enqueue(&recorder, None);
+    let unsent = tokio::time::timeout(SHUTDOWN_FLUSH, sender.send_each_once()).await;
+    let left = sender.pending.datums;
+    if left > 0 {
+        sender.metrics.dropped_datums.inc_by(left as u64);
+        sender.metrics.pending_datums.set(0);
+        tracing::warn!(
+            datums = left,
+            timed_out = unsent.is_err(),
+            "CloudWatch datums not sent before shutdown"
+        );
+    }
+}
+
+impl Sender {
+    fn enqueue(&mut self, recorder: &Recorder, now: Option<i64>) {
+        let closed = recorder.take_closed(now);
+        let new: Vec<Datum> = closed
+            .iter()
+            .flat_map(|((window, dims), tally)| datums(*window, dims, tally))
+            .collect();
+        let dropped = self.pending.push(new);
+        if dropped > 0 {
+            self.metrics.dropped_datums.inc_by(dropped as u64);
+            tracing::warn!(
+                datums = dropped,
+                "CloudWatch buffer full; dropped the oldest datums"
+            );
+        }
+        self.metrics.pending_datums.set(self.pending.datums as i64);
+    }
+
+    /// Sends pending batches, oldest first, until one fails (then backs off) or none is left.
+    async fn send_due(&mut self) {
+        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        while let Some(batch) = self.pending.batches.front() {
+            let result = self.put(&batch.datums).await;
+            match result {
+                Ok(()) => {
+                    self.failures_in_row = 0;
+                    self.retry_at = None;
+                    if let Some(sent) = self.pending.pop_front() {
+                        self.metrics
+                            .published_datums
+                            .inc_by(sent.datums.len() as u64);
+                    }
+                }
+                Err(error) => {
+                    self.failures_in_row += 1;
+                    let wait = backoff(self.failures_in_row);
+                    self.retry_at = Some(Instant::now() + wait);
+                    let mut given_up = 0;
+                    if let Some(batch) = self.pending.batches.front_mut() {
+                        batch.attempts += 1;
+                        if batch.attempts >= MAX_ATTEMPTS {
+                            given_up = self.pending.pop_front().map_or(0, |b| b.datums.len());
+                            self.metrics.dropped_datums.inc_by(given_up as u64);
+                        }
+                    }
+                    tracing::warn!(
+                        error = %error,
+                        retry_in_ms = wait.as_millis() as u64,
+                        dropped_datums = given_up,
+                        "PutMetricData failed"
+                    );
+                    break;
+                }
+            }
+            self.metrics.pending_datums.set(self.pending.datums as i64);
+        }
+        self.metrics.pending_datums.set(self.pending.datums as i64);
+    }
+
+    /// The shutdown flush: every pending batch gets one call, whatever the backoff.
+    async fn send_each_once(&mut self) {
+        while let Some(batch) = self.pending.batches.front() {
+            let result = self.put(&batch.datums).await;
+            // Taken off only now: a call cut short by the deadline leaves its batch
+            // pending, so that it is counted as dropped.
+            let Some(batch) = self.pending.pop_front() else {
+                break;
+            };
+            match result {
+                Ok(()) => self
+                    .metrics
+                    .published_datums
+                    .inc_by(batch.datums.len() as u64),
+                Err(error) => {
+                    self.metrics
+                        .dropped_datums
+                        .inc_by(batch.datums.len() as u64);
+                    tracing::warn!(error = %error, "PutMetricData failed at shutdown");
+                }
+            }
+            self.metrics.pending_datums.set(self.pending.datums as i64);
+        }
+    }
+
+    async fn put(&self, datums: &[MetricDatum]) -> Result<(), String> {
+        let result = self
+            .client
+            .put_metric_data()
+            .namespace(&self.namespace)
+            .set_metric_data(Some(datums.to_vec()))
+            .send()
+            .await;
+        result.map(|_| ()).map_err(|e| {
+            self.metrics.publish_failures.inc();
+            crate::sts::error_text(&e)
+        })
+    }
+}
+
+/// Exponential backoff with jitter: half to all of `BACKOFF_FIRST * 2^(n-1)`, capped.
+fn backoff(failures: u32) -> Duration {
+    let full = BACKOFF_FIRST
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(BACKOFF_CAP);
+    let jitter = f64::from(getrandom::u32().unwrap_or(u32::MAX / 2)) / f64::from(u32::MAX);
+    full.mul_f64(0.5 + jitter / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request<'a>(session: Uuid, outcome: Outcome, ms: u64, hit: bool) -> CredentialRequest<'a> {
+        CredentialRequest {
+            session,
+            customer: "acme-corp",
+            profile: "customer-acme-corp",
+            kind: "customer",
+            outcome,
+            cache_hit: Some(hit),
+            elapsed: Duration::from_millis(ms),
+        }
+    }
+
+    fn recorder() -> Recorder {
+        Recorder::new(
+            Duration::from_secs(60),
+            prometheus::IntCounter::new("d", "d").unwrap(),
+        )
+    }
+
+    #[test]
+    fn requests_of_sessions_sharing_a_profile_merge_into_one_statistic_set() {
+        let rec = recorder();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        rec.record(&request(a, Outcome::Success, 10, true));
+        rec.record(&request(a, Outcome::Success, 30, false));
+        rec.record(&request(b, Outcome::Success, 20, true));
+        rec.record(&request(b, Outcome::Denied, 5, false));
+        // Nothing has closed yet...
+        assert!(rec.take_closed(Some(now_secs() - 120)).is_empty());
+        // ...and everything is taken at shutdown.
+        let closed = rec.take_closed(None);
+        assert_eq!(closed.len(), 2);
+        let (_, success) = closed
+            .iter()
+            .find(|((_, d), _)| d.outcome == Outcome::Success)
+            .unwrap();
+        assert_eq!(success.requests, 3);
+        assert_eq!(success.cache_hits, 2);
+        assert!((success.ms_sum - 60.0).abs() < 1e-9);
+        assert!((success.ms_min - 10.0).abs() < 1e-9);
+        assert!((success.ms_max - 30.0).abs() < 1e-9);
+        let datums = datums(0, &closed.keys().next().unwrap().1, success);
+        assert_eq!(datums.len(), 3);
+        let stats = datums[0].datum.statistic_values().unwrap();
+        assert_eq!(stats.sample_count(), Some(3.0));
+        assert_eq!(stats.sum(), Some(3.0));
+        assert!(rec.take_closed(None).is_empty());
+    }
+
+    #[test]
+    fn long_dimension_values_are_cut_and_empty_ones_filled() {
+        let long = "x".repeat(1000);
+        assert_eq!(dimension_value(&long).chars().count(), 255);
+        assert_eq!(dimension_value(""), "none");
+        let dims = Dims {
+            customer: long.clone(),
+            profile: long,
+            kind: "support".into(),
+            outcome: Outcome::Error,
+        };
+        let d = datums(0, &dims, &Tally::one(1.0, false));
+        let dimensions = d[0].datum.dimensions();
+        assert_eq!(dimensions.len(), 4);
+        assert!(dimensions.len() <= 30);
+        assert!(
+            dimensions
+                .iter()
+                .all(|d| d.value().unwrap().chars().count() <= MAX_DIMENSION_VALUE_CHARS)
+        );
+    }
+
+    fn some_datums(n: usize, value_len: usize) -> Vec<Datum> {
+        let dims = Dims {
+            customer: "c".repeat(value_len),
+            profile: "p".repeat(value_len),
+            kind: "customer".into(),
+            outcome: Outcome::Success,
+        };
+        let one = datums(0, &dims, &Tally::one(1.0, true));
+        one.into_iter().cycle().take(n).collect()
+    }
+
+    #[test]
+    fn batches_stay_within_the_call_limits() {
+        let mut pending = Pending::default();
+        assert_eq!(pending.push(some_datums(2500, 5)), 0);
+        let sizes: Vec<usize> = pending.batches.iter().map(|b| b.datums.len()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 2500);
+        assert_eq!(sizes.len(), 3, "{sizes:?}");
+        assert!(
+            sizes[0] > 900 && sizes[0] <= MAX_DATUMS_PER_CALL,
+            "{sizes:?}"
+        );
+        // Long dimension values: the byte ceiling cuts batches before 1,000 datums.
+        let mut pending = Pending::default();
+        pending.push(some_datums(2000, 255));
+        assert!(pending.batches.len() > 2);
+        for b in &pending.batches {
+            assert!(b.bytes <= MAX_CALL_BYTES);
+            assert!(b.datums.len() <= MAX_DATUMS_PER_CALL);
+        }
+        assert_eq!(pending.datums, 2000);
+    }
+
+    #[test]
+    fn a_full_buffer_drops_and_counts_the_oldest_datums() {
+        let mut pending = Pending::default();
+        assert_eq!(pending.push(some_datums(MAX_PENDING_DATUMS, 5)), 0);
+        let oldest = pending.batches[0].datums.len();
+        let dropped = pending.push(some_datums(10, 5));
+        assert_eq!(dropped, oldest);
+        assert_eq!(pending.datums, MAX_PENDING_DATUMS + 10 - oldest);
+        assert!(pending.datums <= MAX_PENDING_DATUMS);
+    }
+
+    #[test]
+    fn tried_batches_take_no_new_datums_and_backoff_grows_to_a_cap() {
+        let mut pending = Pending::default();
+        pending.push(some_datums(3, 5));
+        pending.batches[0].attempts = 1;
+        pending.push(some_datums(3, 5));
+        assert_eq!(pending.batches.len(), 2);
+        assert!(backoff(1) <= Duration::from_secs(1));
+        assert!(backoff(3) >= Duration::from_secs(2));
+        assert!(backoff(50) <= BACKOFF_CAP);
+    }
+}

@@ -1,0 +1,625 @@
+//! Usage metrics: credential requests counted into CloudWatch statistic sets (published to
+//! moto, read back with GetMetricStatistics) and Prometheus counters on the metrics
+//! listener; a dead CloudWatch endpoint costs the credential path nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::{Dimension, Statistic};
+use lanyard_tests::{FaultProxy, ServerProcess, TestApp, eventually, moto_url};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const CASE: &str = "CS-4242";
+
+/// A namespace no other test (or earlier run) publishes to.
+fn namespace() -> String {
+    format!("LanyardTest/{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A customer with a verified role and an open support session, as admin.
+async fn support_session(app: &TestApp) -> (String, String) {
+    let customer = format!("cw-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    app.create_customer(&customer).await;
+    app.register_role(&customer, "readonly").await;
+    let (status, session) = app
+        .admin(
+            Method::POST,
+            "/v1/sessions",
+            Some(json!({
+                "kind": "support", "customer": customer, "role": "readonly",
+                "case_id": CASE, "reason": "usage metrics test", "duration_seconds": 3600
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{session}");
+    (customer, session["id"].as_str().unwrap().to_owned())
+}
+
+fn credentials_path(session: &str) -> String {
+    format!("/v1/sessions/{session}/credentials")
+}
+
+/// Sends `total` credential requests from `loops` concurrent keep-alive clients; returns
+/// each request's status and latency.
+async fn drive(app: &TestApp, path: &str, total: usize, loops: usize) -> Vec<(u16, Duration)> {
+    let claimed = Arc::new(AtomicUsize::new(0));
+    let url = app.url(path);
+    let mut tasks = Vec::new();
+    for _ in 0..loops {
+        let (claimed, url) = (claimed.clone(), url.clone());
+        let token = app.admin_token.clone();
+        let http = reqwest::Client::new();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            while claimed.fetch_add(1, Ordering::Relaxed) < total {
+                let started = Instant::now();
+                let response = http.post(&url).bearer_auth(&token).send().await.unwrap();
+                let status = response.status().as_u16();
+                let _ = response.bytes().await.unwrap();
+                out.push((status, started.elapsed()));
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all
+}
+
+async fn cloudwatch_client() -> aws_sdk_cloudwatch::Client {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto_url())
+        .region(aws_config::Region::new("us-east-1"))
+        .load()
+        .await;
+    aws_sdk_cloudwatch::Client::new(&sdk)
+}
+
+/// GetMetricStatistics over the last and next hour for one dimension set: the total Sum and
+/// SampleCount of all datapoints.
+async fn statistics(
+    client: &aws_sdk_cloudwatch::Client,
+    namespace: &str,
+    metric: &str,
+    dimensions: &[(&str, &str)],
+) -> (f64, f64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let out = client
+        .get_metric_statistics()
+        .namespace(namespace)
+        .metric_name(metric)
+        .set_dimensions(Some(
+            dimensions
+                .iter()
+                .map(|(n, v)| Dimension::builder().name(*n).value(*v).build())
+                .collect(),
+        ))
+        .start_time(DateTime::from_secs(now - 3600))
+        .end_time(DateTime::from_secs(now + 3600))
+        .period(60)
+        .statistics(Statistic::Sum)
+        .statistics(Statistic::SampleCount)
+        .send()
+        .await
+        .unwrap();
+    out.datapoints().iter().fold((0.0, 0.0), |(sum, count), p| {
+        (
+            sum + p.sum().unwrap_or(0.0),
+            count + p.sample_count().unwrap_or(0.0),
+        )
+    })
+}
+
+/// The PutMetricData calls moto recorded for `namespace`, and the datums of each.
+async fn recorded_put_metric_data(namespace: &str) -> Vec<usize> {
+    use base64::Engine;
+    use std::io::Read;
+    let text = reqwest::get(format!(
+        "{}/moto-api/recorder/download-recording",
+        moto_url()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    let mut calls = Vec::new();
+    for line in text.lines() {
+        let Ok(entry) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let raw = entry["body"].as_str().unwrap_or_default();
+        let mut body = if entry["body_encoded"] == true {
+            base64::engine::general_purpose::STANDARD
+                .decode(raw)
+                .unwrap_or_default()
+        } else {
+            raw.as_bytes().to_vec()
+        };
+        let gzip = entry["headers"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .any(|(k, v)| k.eq_ignore_ascii_case("content-encoding") && v == "gzip");
+        if gzip {
+            let mut plain = Vec::new();
+            flate2::read::GzDecoder::new(body.as_slice())
+                .read_to_end(&mut plain)
+                .unwrap();
+            body = plain;
+        }
+        let body = String::from_utf8_lossy(&body);
+        let fields: Vec<(String, String)> = body
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| {
+                (
+                    k.to_owned(),
+                    urlencoding::decode(&v.replace('+', " "))
+                        .unwrap()
+                        .into_owned(),
+                )
+            })
+            .collect();
+        let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        if field("Action").map(String::as_str) == Some("PutMetricData")
+            && field("Namespace").map(String::as_str) == Some(namespace)
+        {
+            calls.push(
+                fields
+                    .iter()
+                    .filter(|(k, _)| {
+                        k.starts_with("MetricData.member.") && k.ends_with(".MetricName")
+                    })
+                    .count(),
+            );
+        }
+    }
+    calls
+}
+
+async fn scrape(app: &TestApp) -> String {
+    reqwest::get(format!("http://{}/metrics", app.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of one sample (`name` or `name{labels}`) in Prometheus text format.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_requests_cost_a_few_put_metric_data_calls_and_add_up_exactly() {
+    let ns = namespace();
+    let app = TestApp::spawn_with(|s| {
+        s.cloudwatch_namespace = Some(ns.clone());
+        s.db_max_connections = Some(16);
+    })
+    .await;
+    let (customer, session) = support_session(&app).await;
+    let path = credentials_path(&session);
+
+    const REQUESTS: usize = 10_000;
+    let started = Instant::now();
+    let results = drive(&app, &path, REQUESTS, 32).await;
+    let took = started.elapsed();
+    assert_eq!(results.len(), REQUESTS);
+    let ok = results.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(ok, REQUESTS, "every request got credentials");
+
+    let text = scrape(&app).await;
+    assert_eq!(
+        sample(
+            &text,
+            "lanyard_credential_requests_total{outcome=\"success\"}"
+        ),
+        Some(REQUESTS as f64)
+    );
+
+    // The graceful stop flushes the open window (the default window is a whole minute).
+    app.stop();
+    let client = cloudwatch_client().await;
+    let profile = format!("support-{customer}-{CASE}");
+    let dims = [
+        ("Customer", customer.as_str()),
+        ("Profile", profile.as_str()),
+        ("Kind", "support"),
+        ("Outcome", "success"),
+    ];
+    let expected = REQUESTS as f64;
+    let arrived = eventually(Duration::from_secs(30), || async {
+        statistics(&client, &ns, "CredentialRequests", &dims)
+            .await
+            .0
+            >= expected
+    })
+    .await;
+    let (sum, count) = statistics(&client, &ns, "CredentialRequests", &dims).await;
+    assert!(arrived, "CloudWatch has Sum {sum} of {expected} requests");
+    assert_eq!(sum, expected, "the Sum of CredentialRequests");
+    assert_eq!(count, expected, "the SampleCount of CredentialRequests");
+    let (_, timed) = statistics(&client, &ns, "CredentialRequestDuration", &dims).await;
+    assert_eq!(timed, expected, "every request has a duration sample");
+    // The first request assumed the role; every other one found its credentials cached.
+    let (hits, _) = statistics(&client, &ns, "CredentialCacheHits", &dims).await;
+    assert_eq!(hits, expected - 1.0, "cache hits");
+
+    let calls = recorded_put_metric_data(&ns).await;
+    println!(
+        "{REQUESTS} requests in {took:?}: {} PutMetricData calls ({calls:?} datums)",
+        calls.len()
+    );
+    assert!(!calls.is_empty());
+    assert!(calls.len() <= 10, "{} PutMetricData calls", calls.len());
+    assert!(calls.iter().all(|n| *n <= 1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_cloudwatch_costs_credential_requests_nothing() {
+    let moto: std::net::SocketAddr = moto_url().trim_start_matches("http://").parse().unwrap();
+    let proxy = FaultProxy::start(moto).await;
+    let ns = namespace();
+    let app = TestApp::spawn_with(|s| {
+        s.cloudwatch_namespace = Some(ns.clone());
+        s.cloudwatch_endpoint_url = Some(format!("http://{}", proxy.addr()));
+        s.cloudwatch_flush_secs = Some(1);
+    })
+    .await;
+    let (_, session) = support_session(&app).await;
+    let path = credentials_path(&session);
+
+    // CloudWatch reachable: a baseline, and proof that publishing works through the proxy.
+    let baseline = drive(&app, &path, 400, 8).await;
+    assert!(baseline.iter().all(|(s, _)| *s == 200));
+    let published = eventually(Duration::from_secs(20), || async {
+        sample(
+            &scrape(&app).await,
+            "lanyard_cloudwatch_published_datums_total",
+        )
+        .is_some_and(|n| n > 0.0)
+    })
+    .await;
+    assert!(published, "{}", scrape(&app).await);
+
+    // First CloudWatch swallows calls without answering, then it refuses connections.
+    proxy.hold();
+    let under_outage = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (under_outage, stop) = (under_outage.clone(), stop.clone());
+        let (url, token) = (app.url(&path), app.admin_token.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let response = http.post(&url).bearer_auth(&token).send().await.unwrap();
+                let status = response.status().as_u16();
+                let _ = response.bytes().await.unwrap();
+                under_outage
+                    .lock()
+                    .unwrap()
+                    .push((status, started.elapsed()));
+            }
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(20), proxy.held())
+        .await
+        .expect("a PutMetricData call is stuck in the proxy");
+    let stuck_from = under_outage.lock().unwrap().len();
+    let served = eventually(Duration::from_secs(30), || async {
+        under_outage.lock().unwrap().len() >= stuck_from + 300
+    })
+    .await;
+    assert!(
+        served,
+        "requests keep being answered while PutMetricData hangs"
+    );
+    proxy.cut().await;
+    let failures = |text: &str| sample(text, "lanyard_cloudwatch_publish_failures_total");
+    let dropped = |text: &str| sample(text, "lanyard_cloudwatch_dropped_datums_total");
+    let seen_failures = std::sync::Mutex::new(Vec::new());
+    let degraded = eventually(Duration::from_secs(90), || async {
+        let text = scrape(&app).await;
+        let f = failures(&text).unwrap_or(0.0);
+        let mut seen = seen_failures.lock().unwrap();
+        if seen.last() != Some(&f) {
+            seen.push(f);
+        }
+        seen.iter().filter(|f| **f > 0.0).count() >= 2 && dropped(&text).unwrap_or(0.0) > 0.0
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    let text = scrape(&app).await;
+    let seen_failures = seen_failures.into_inner().unwrap();
+    assert!(
+        degraded,
+        "failures seen {seen_failures:?}, dropped {:?}",
+        dropped(&text)
+    );
+
+    let outage = under_outage.lock().unwrap().clone();
+    assert!(outage.len() > 50, "only {} requests", outage.len());
+    assert!(
+        outage.iter().all(|(s, _)| *s == 200),
+        "every request succeeded"
+    );
+    let median = |v: &[(u16, Duration)]| {
+        let mut l: Vec<Duration> = v.iter().map(|(_, d)| *d).collect();
+        l.sort();
+        l[l.len() / 2]
+    };
+    let slowest = outage.iter().map(|(_, d)| *d).max().unwrap();
+    println!(
+        "baseline median {:?}; during the outage {} requests, median {:?}, slowest {slowest:?}; \
+         failures {seen_failures:?}, dropped {:?}",
+        median(&baseline),
+        outage.len(),
+        median(&outage),
+        dropped(&text)
+    );
+    // The SDK gives up on an attempt after 3 s (connect) to 10 s: a request that waited on
+    // the publisher would show it.
+    assert!(slowest < Duration::from_secs(1), "slowest {slowest:?}");
+    assert!(
+        median(&outage) < median(&baseline) * 5 + Duration::from_millis(50),
+        "median {:?} against {:?}",
+        median(&outage),
+        median(&baseline)
+    );
+
+    // Back again: what is still buffered goes out.
+    let before = sample(&text, "lanyard_cloudwatch_published_datums_total").unwrap();
+    proxy.restore();
+    drive(&app, &path, 10, 2).await;
+    let resumed = eventually(Duration::from_secs(90), || async {
+        sample(
+            &scrape(&app).await,
+            "lanyard_cloudwatch_published_datums_total",
+        )
+        .is_some_and(|n| n > before)
+    })
+    .await;
+    assert!(resumed, "{}", scrape(&app).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_credential_requests_sts_calls_and_sessions() {
+    let ns = namespace();
+    let app = TestApp::spawn_with(|s| {
+        s.cloudwatch_namespace = Some(ns.clone());
+        s.cloudwatch_flush_secs = Some(1);
+    })
+    .await;
+    let text = scrape(&app).await;
+    for name in [
+        "lanyard_credential_requests_total",
+        "lanyard_credential_cache_hits_total",
+        "lanyard_credential_cache_misses_total",
+        "lanyard_sts_calls_total",
+        "lanyard_sts_call_duration_seconds",
+        "lanyard_active_sessions",
+        "lanyard_cloudwatch_published_datums_total",
+        "lanyard_cloudwatch_publish_failures_total",
+        "lanyard_cloudwatch_dropped_datums_total",
+        "lanyard_cloudwatch_pending_datums",
+        "lanyard_audit_batch_events",
+        "lanyard_audit_commit_duration_seconds",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "{name} missing:\n{text}"
+        );
+    }
+    let sts_before = sample(&text, "lanyard_sts_calls_total{outcome=\"success\"}").unwrap_or(0.0);
+
+    let (_, session) = support_session(&app).await;
+    let path = credentials_path(&session);
+    for _ in 0..5 {
+        let (status, body) = app.admin(Method::POST, &path, None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, _) = app
+        .admin(Method::DELETE, &format!("/v1/sessions/{session}"), None)
+        .await;
+    assert!((200..300).contains(&status), "revoked: {status}");
+    let (status, _) = app.admin(Method::POST, &path, None).await;
+    assert_eq!(status, 410, "a revoked session gets no credentials");
+
+    let text = scrape(&app).await;
+    let value = |series: &str| sample(&text, series);
+    assert_eq!(
+        value("lanyard_credential_requests_total{outcome=\"success\"}"),
+        Some(5.0)
+    );
+    assert_eq!(
+        value("lanyard_credential_requests_total{outcome=\"denied\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("lanyard_credential_requests_total{outcome=\"error\"}"),
+        Some(0.0)
+    );
+    assert_eq!(value("lanyard_credential_cache_misses_total"), Some(1.0));
+    assert_eq!(value("lanyard_credential_cache_hits_total"), Some(4.0));
+    // Registering the role verified it (with and without the external ID), and the first
+    // credential request assumed it.
+    let sts = value("lanyard_sts_calls_total{outcome=\"success\"}").unwrap();
+    assert!(sts >= sts_before + 2.0, "{sts} AssumeRole calls");
+    let timed = value("lanyard_sts_call_duration_seconds_count").unwrap();
+    let all_sts: f64 = ["success", "denied", "throttled", "error"]
+        .iter()
+        .filter_map(|o| value(&format!("lanyard_sts_calls_total{{outcome=\"{o}\"}}")))
+        .sum();
+    assert_eq!(timed, all_sts, "every STS call is timed");
+
+    // The session was active until revoked; the gauge is refreshed every 15 s.
+    let (status, _) = app
+        .admin(
+            Method::POST,
+            "/v1/sessions",
+            Some(json!({
+                "kind": "support", "customer": session_customer(&app, &session).await,
+                "role": "readonly", "case_id": "CS-1", "reason": "gauge", "duration_seconds": 3600
+            })),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let counted = eventually(Duration::from_secs(40), || async {
+        sample(&scrape(&app).await, "lanyard_active_sessions") == Some(1.0)
+    })
+    .await;
+    assert!(counted, "{}", scrape(&app).await);
+
+    let published = eventually(Duration::from_secs(30), || async {
+        sample(
+            &scrape(&app).await,
+            "lanyard_cloudwatch_published_datums_total",
+        )
+        .is_some_and(|n| n >= 6.0)
+    })
+    .await;
+    let text = scrape(&app).await;
+    assert!(published, "{text}");
+    assert_eq!(
+        sample(&text, "lanyard_cloudwatch_publish_failures_total"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, "lanyard_cloudwatch_dropped_datums_total"),
+        Some(0.0)
+    );
+    // Both outcomes reached CloudWatch.
+    let client = cloudwatch_client().await;
+    let customer = session_customer(&app, &session).await;
+    let profile = format!("support-{customer}-{CASE}");
+    for (outcome, n) in [("success", 5.0), ("denied", 1.0)] {
+        let dims = [
+            ("Customer", customer.as_str()),
+            ("Profile", profile.as_str()),
+            ("Kind", "support"),
+            ("Outcome", outcome),
+        ];
+        let arrived = eventually(Duration::from_secs(30), || async {
+            statistics(&client, &ns, "CredentialRequests", &dims)
+                .await
+                .0
+                == n
+        })
+        .await;
+        assert!(
+            arrived,
+            "{outcome}: {:?}",
+            statistics(&client, &ns, "CredentialRequests", &dims).await
+        );
+    }
+}
+
+async fn session_customer(app: &TestApp, session: &str) -> String {
+    let (status, body) = app
+        .admin(Method::GET, &format!("/v1/sessions/{session}"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["customer"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_cloudwatch_delays_shutdown_by_at_most_the_flush_budget() {
+    let moto = moto_url();
+    let proxy = FaultProxy::start(moto.trim_start_matches("http://").parse().unwrap()).await;
+    proxy.hold();
+    let data_dir = tempfile::tempdir().unwrap();
+    let db_url = lanyard_tests::fresh_database_url();
+    let cloudwatch = format!("http://{}", proxy.addr());
+    let ns = namespace();
+    let server = ServerProcess::start(&[
+        ("LANYARD_DATABASE_URL", &db_url),
+        ("LANYARD_DATA_DIR", data_dir.path().to_str().unwrap()),
+        ("LANYARD_AWS_ENDPOINT_URL", &moto),
+        ("LANYARD_TRUST_CHECK", "warn"),
+        ("LANYARD_CLOUDWATCH_NAMESPACE", &ns),
+        ("LANYARD_CLOUDWATCH_ENDPOINT_URL", &cloudwatch),
+        ("LANYARD_SHUTDOWN_GRACE_SECS", "2"),
+    ]);
+    let admin = server.issue_token("ops", "admin");
+    let http = reqwest::Client::new();
+    let call = |method: Method, path: &str, body: Option<Value>| {
+        let mut req = http.request(method, server.url(path)).bearer_auth(&admin);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send()
+    };
+    let customer = format!("cw-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let created = call(
+        Method::POST,
+        "/v1/customers",
+        Some(json!({ "id": customer })),
+    );
+    assert_eq!(created.await.unwrap().status(), 201);
+    let role = call(
+        Method::PUT,
+        &format!("/v1/customers/{customer}/roles/readonly"),
+        Some(json!({ "role_arn": "arn:aws:iam::111122223333:role/LanyardAccess" })),
+    );
+    assert_eq!(role.await.unwrap().status(), 200);
+    let session: Value = call(
+        Method::POST,
+        "/v1/sessions",
+        Some(
+            json!({ "kind": "support", "customer": customer, "role": "readonly",
+                     "case_id": CASE, "reason": "shutdown flush", "duration_seconds": 3600 }),
+        ),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let path = credentials_path(session["id"].as_str().unwrap());
+    for _ in 0..3 {
+        let response = call(Method::POST, &path, None).await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    // The default window is a minute: only the shutdown flush can send these requests, and
+    // CloudWatch swallows the call without answering.
+    let mut server = server;
+    let started = Instant::now();
+    let (server, status) = tokio::task::spawn_blocking(move || {
+        let status = server.terminate();
+        (server, status)
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}\n{}", server.log());
+    println!("stopped in {took:?} with CloudWatch stuck");
+    assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+    let gave_up = server.log().lines().any(|line| {
+        serde_json::from_str::<Value>(line).is_ok_and(|v| {
+            v["message"] == "CloudWatch datums not sent before shutdown" && v["datums"] == 3
+        })
+    });
+    assert!(gave_up, "{}", server.log());
+}
