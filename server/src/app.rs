@@ -74,7 +74,7 @@ impl Application {
         crate::metrics::spawn_active_sessions(db.clone(), metrics.clone());
         // An audit write that cannot finish well within the request timeout fails the request
         // (503, no credentials) instead of holding it.
-        let audit = AuditWriter::start(db.clone(), config.request_timeout / 2);
+        let audit = AuditWriter::start(db.clone(), config.request_timeout / 2, metrics.clone());
         let credentials = CredentialCache::new(config.denied_cache);
         let auth_cache = Arc::new(AuthCache::default());
         crate::revocation::spawn_listener(db.clone(), auth_cache.clone());

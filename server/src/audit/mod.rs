@@ -39,6 +39,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::db::audit::NewEvent;
 use crate::db::usage::{self, DURATION_BOUNDS};
+use crate::metrics::Metrics;
 
 pub mod chain;
 
@@ -85,7 +86,7 @@ pub struct AuditWriter {
 
 impl AuditWriter {
     /// Starts the workers on the current runtime; they stop when every writer is dropped.
-    pub fn start(pool: PgPool, write_timeout: Duration) -> Self {
+    pub fn start(pool: PgPool, write_timeout: Duration, metrics: Metrics) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let intake = Arc::new(Mutex::new(Intake {
             receiver,
@@ -98,6 +99,7 @@ impl AuditWriter {
                 pool.clone(),
                 intake.clone(),
                 write_timeout,
+                metrics.clone(),
                 Worker {
                     writer,
                     chain: None,
@@ -147,6 +149,7 @@ async fn work(
     pool: PgPool,
     intake: Arc<Mutex<Intake>>,
     write_timeout: Duration,
+    metrics: Metrics,
     mut worker: Worker,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -189,9 +192,11 @@ async fn work(
             worker.chain = Some(head);
             insert_batch(conn, &batch, head).await
         };
+        let started = std::time::Instant::now();
         let result = match tokio::time::timeout(write_timeout, write).await {
             Ok(Ok(head)) => {
                 worker.chain = Some(head);
+                metrics.observe_audit_batch(batch.len(), started.elapsed().as_secs_f64());
                 Ok(())
             }
             Ok(Err(e)) => {
