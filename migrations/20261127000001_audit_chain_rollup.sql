@@ -17,6 +17,16 @@ CREATE TABLE audit_chain (
                CHECK (octet_length(head_hash) = 32)
 );
 
+-- Where retention cut each chain: the last removed row's seq and hash, from which
+-- `audit verify` goes on. Kept apart from audit_chain so that pruning never waits on a
+-- writer's head row (or a writer on it).
+CREATE TABLE audit_chain_prune (
+    chain_id    uuid        PRIMARY KEY REFERENCES audit_chain (id) ON DELETE RESTRICT,
+    pruned_seq  bigint      NOT NULL CHECK (pruned_seq >= 1),
+    pruned_hash bytea       NOT NULL CHECK (octet_length(pruned_hash) = 32),
+    pruned_at   timestamptz NOT NULL DEFAULT now()
+);
+
 -- The shared chain of administrative events (customers, roles, sessions, tokens).
 INSERT INTO audit_chain (id, writer) VALUES ('00000000-0000-0000-0000-000000000001', 'admin');
 

@@ -72,6 +72,9 @@ impl Application {
             None => (metrics, None),
         };
         crate::metrics::spawn_active_sessions(db.clone(), metrics.clone());
+        if let Some(retention) = config.audit_retention {
+            crate::audit::retention::spawn(db.clone(), retention);
+        }
         // An audit write that cannot finish well within the request timeout fails the request
         // (503, no credentials) instead of holding it.
         let audit = AuditWriter::start(db.clone(), config.request_timeout / 2, metrics.clone());

@@ -184,6 +184,11 @@ pub struct Settings {
     /// asked again, in seconds (0 turns this off). [default: 10]
     #[arg(long, env = "LANYARD_DENIED_CACHE_SECS", global = true)]
     pub denied_cache_secs: Option<u32>,
+
+    /// Delete audit rows older than this many days (1-36500), hourly, keeping the hash chains
+    /// verifiable; the usage rollups are kept. [default: unset, keep every row]
+    #[arg(long, env = "LANYARD_AUDIT_RETENTION_DAYS", global = true)]
+    pub audit_retention_days: Option<u32>,
 }
 
 /// The resolved configuration the application runs with.
@@ -215,6 +220,8 @@ pub struct Config {
     pub credential_refresh: Duration,
     pub sts_rate_limit: u32,
     pub denied_cache: Duration,
+    /// `None`: audit rows are kept for ever.
+    pub audit_retention: Option<chrono::TimeDelta>,
 }
 
 #[derive(Debug, Clone)]
@@ -277,7 +284,8 @@ impl Settings {
                     .all(|c| c.is_ascii_alphanumeric() || ".-_/#: ".contains(c));
             if !valid {
                 bail!(
-                    "cloudwatch_namespace must be 1-255 characters of letters, digits and                      . - _ / # : or space, and must not start with AWS/"
+                    "cloudwatch_namespace must be 1-255 characters of letters, digits and \
+                     . - _ / # : or space, and must not start with AWS/"
                 );
             }
         }
@@ -285,7 +293,13 @@ impl Settings {
         if !(1..=600).contains(&sts_rate_limit) {
             bail!("sts_rate_limit must be between 1 and 600 (STS's own limit per account)");
         }
+        let audit_retention = match s.audit_retention_days {
+            None => None,
+            Some(days @ 1..=36500) => Some(chrono::TimeDelta::days(i64::from(days))),
+            Some(_) => bail!("audit_retention_days must be between 1 and 36500"),
+        };
         Ok(Config {
+            audit_retention,
             support_session_max,
             customer_session,
             credential_max,
@@ -373,6 +387,7 @@ impl Settings {
                 .or(lower.credential_refresh_secs),
             sts_rate_limit: self.sts_rate_limit.or(lower.sts_rate_limit),
             denied_cache_secs: self.denied_cache_secs.or(lower.denied_cache_secs),
+            audit_retention_days: self.audit_retention_days.or(lower.audit_retention_days),
         }
     }
 }

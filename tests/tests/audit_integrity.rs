@@ -377,3 +377,71 @@ async fn audit_verify_finds_removed_rows_in_the_middle_and_at_the_end() {
     assert!(out.contains(&format!("BROKEN: chain {chain}")), "{out}");
     assert!(out.contains("rows at its end were removed"), "{out}");
 }
+
+#[tokio::test]
+async fn retention_removes_old_rows_and_the_chains_still_verify() {
+    let app = TestApp::spawn().await;
+    generate_traffic(&app).await;
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_event")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    // Cut in the middle of the traffic.
+    let cutoff: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "SELECT occurred_at FROM audit_event ORDER BY occurred_at OFFSET (SELECT count(*) / 2 FROM audit_event) LIMIT 1",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    let pruned = lanyard_server::audit::retention::prune(&app.db, cutoff)
+        .await
+        .unwrap();
+    let older: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_event WHERE occurred_at < $1")
+        .bind(cutoff)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_event")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(older, 0, "every row older than the cutoff is gone");
+    assert_eq!(pruned.rows as i64, before - after);
+    assert!(after > 0 && after < before, "{before} -> {after}");
+    let anchors: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_chain_prune")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(anchors as usize, pruned.chains);
+    assert!(anchors >= 1);
+
+    let (code, out) = verify(&app);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("checked {after} rows")), "{out}");
+
+    // A second pass with the same cutoff finds nothing more.
+    let again = lanyard_server::audit::retention::prune(&app.db, cutoff)
+        .await
+        .unwrap();
+    assert_eq!(again.rows, 0);
+
+    // Removing the first remaining row of a pruned chain (one that goes on) is still found.
+    let (first, chain): (i64, uuid::Uuid) = sqlx::query_as(
+        "SELECT e.id, e.chain_id FROM audit_event e JOIN audit_chain_prune p
+           ON p.chain_id = e.chain_id AND e.seq = p.pruned_seq + 1
+         WHERE EXISTS (SELECT 1 FROM audit_event n WHERE n.chain_id = e.chain_id AND n.seq = e.seq + 1)
+         LIMIT 1",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM audit_event WHERE id = $1")
+        .bind(first)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let (code, out) = verify(&app);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains(&format!("(chain {chain}")), "{out}");
+    assert!(out.contains("the rows between were removed"), "{out}");
+}

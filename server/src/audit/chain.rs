@@ -211,8 +211,9 @@ struct ChainHead {
     head_hash: Vec<u8>,
 }
 
-/// Walks every chain in `seq` order, recomputing each row's hash from its stored content
-/// and the previous row's stored hash. The first row that does not match is the one that
+/// Walks every chain in `seq` order (from its prune point when retention cut it, see
+/// `crate::audit::retention`), recomputing each row's hash from its stored content and the
+/// previous row's stored hash. The first row that does not match is the one that
 /// was changed (or, when its `seq` skips, follows rows that were removed); a chain whose
 /// last row is not its recorded head lost rows at its end.
 pub async fn verify(pool: &PgPool) -> Result<Verification, sqlx::Error> {
@@ -246,6 +247,22 @@ pub async fn verify(pool: &PgPool) -> Result<Verification, sqlx::Error> {
         broken: bool,
     }
     let mut walks: BTreeMap<Uuid, Walk> = BTreeMap::new();
+    // Chains cut by retention go on from their prune point.
+    let anchors: Vec<(Uuid, i64, Vec<u8>)> =
+        sqlx::query_as("SELECT chain_id, pruned_seq, pruned_hash FROM audit_chain_prune")
+            .fetch_all(pool)
+            .await?;
+    for (chain, seq, hash) in anchors {
+        let hash: Hash = hash.try_into().unwrap_or(GENESIS);
+        walks.insert(
+            chain,
+            Walk {
+                seq,
+                hash,
+                broken: false,
+            },
+        );
+    }
     let mut stream = sqlx::query_as::<_, StoredRow>(
         "SELECT id, chain_id, seq, hash, occurred_at, request_id, actor, actor_role, action,
                 customer_id, role_name, session_id, case_id, profile, host(source_ip) AS source_ip,

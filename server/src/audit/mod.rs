@@ -42,6 +42,7 @@ use crate::db::usage::{self, DURATION_BOUNDS};
 use crate::metrics::Metrics;
 
 pub mod chain;
+pub mod retention;
 
 /// Largest number of events in one INSERT.
 const MAX_BATCH: usize = 512;
@@ -52,7 +53,7 @@ const MAX_BATCH_BYTES: usize = 14 * 1024;
 /// Queued events beyond this make `record` wait (backpressure), never drop.
 const QUEUE: usize = 8192;
 /// Batches in flight at once: while one commits, the next one fills.
-const WORKERS: usize = 4;
+const WORKERS: usize = 1;
 /// How long a worker keeps its connection while no events come (short: closing the pool at
 /// shutdown waits for it).
 const KEEP_IDLE: Duration = Duration::from_millis(100);
