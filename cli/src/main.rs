@@ -3,6 +3,10 @@
 //! This is the skeleton: global options, the server connection and the HTTP client. The
 //! credential commands (`credential-process`, `export`, `support-access`, …) build on it.
 
+#[allow(dead_code)]
+mod aws_config;
+#[allow(dead_code)]
+mod cache;
 mod client;
 
 use clap::{Parser, Subcommand, ValueEnum};

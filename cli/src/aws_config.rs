@@ -1,0 +1,448 @@
+//! Writing a profile into the AWS shared config file (`~/.aws/config`) without disturbing
+//! anything else in it: comments, other sections, spacing and line endings stay byte for byte.
+//!
+//! Lines are classified the way the AWS CLI reads the file (botocore: Python's
+//! `configparser.RawConfigParser`, then `shlex.split` of `profile NAME` section names): `#`
+//! and `;` start comment lines, keys are case-insensitive, a line indented deeper than the
+//! key before it continues that key's value (nested `s3 =` settings).
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+/// AWS_CONFIG_FILE when set (expand a leading ~), else ~/.aws/config.
+pub fn config_path() -> anyhow::Result<PathBuf> {
+    config_path_from(std::env::var_os("AWS_CONFIG_FILE"), std::env::home_dir())
+}
+
+fn config_path_from(
+    config_file: Option<std::ffi::OsString>,
+    home: Option<PathBuf>,
+) -> anyhow::Result<PathBuf> {
+    let home = || {
+        home.clone()
+            .filter(|h| !h.as_os_str().is_empty())
+            .context("cannot find the home directory (set HOME, or AWS_CONFIG_FILE)")
+    };
+    match config_file {
+        Some(path) if !path.is_empty() => {
+            let path = PathBuf::from(path);
+            // `~` and `~/…` only: `~user/…` is left to the shell, as the AWS CLI does.
+            match path.strip_prefix("~") {
+                Ok(rest) => Ok(home()?.join(rest)),
+                Err(_) => Ok(path),
+            }
+        }
+        _ => Ok(home()?.join(".aws").join("config")),
+    }
+}
+
+/// Checks that `profile` and `settings` can be written without breaking the file or
+/// meaning something else when read back.
+pub fn validate(profile: &str, settings: &[(&str, &str)]) -> anyhow::Result<()> {
+    if profile.is_empty() {
+        bail!("the profile name is empty");
+    }
+    if let Some(c) = profile
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || "[]\"'\\#;".contains(*c))
+    {
+        bail!("profile name {profile:?} contains {c:?}, which the AWS config file cannot hold");
+    }
+    for (key, value) in settings {
+        let bad_key = key.is_empty()
+            || key.starts_with(['#', ';'])
+            || key
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "=:[]".contains(c));
+        if bad_key {
+            bail!("{key:?} cannot be a key in the AWS config file");
+        }
+        if value.chars().any(char::is_control) {
+            bail!("the value of {key} contains a line break or control character");
+        }
+        if value.trim() != *value {
+            bail!("the value of {key} starts or ends with whitespace, which would be lost");
+        }
+    }
+    Ok(())
+}
+
+/// Pure: `content` with section `[profile <profile>]` (or `[default]` when profile is
+/// "default") holding `settings` (key, value): keys already in the section are replaced
+/// in place (value only, keeping the line's indentation and the key's spelling), missing
+/// keys are appended after the section's last key line; every other byte of the file is
+/// unchanged. A new section is appended at the end, separated from the previous content by
+/// one blank line, using the file's line ending. Inputs are expected to pass [`validate`]
+/// (as [`write_profile`] checks); others give a file that may not read back the same.
+pub fn upsert_profile(content: &str, profile: &str, settings: &[(&str, &str)]) -> String {
+    let lines = parse(content);
+    let eol = if content.contains("\r\n") {
+        "\r\n"
+    } else {
+        "\n"
+    };
+    let Some(header) = lines
+        .iter()
+        .position(|l| matches!(&l.kind, Kind::Section(name) if section_profile(name).as_deref() == Some(profile)))
+    else {
+        return append_section(content, &lines, eol, profile, settings);
+    };
+    let end = lines[header + 1..]
+        .iter()
+        .position(|l| matches!(l.kind, Kind::Section(_)))
+        .map_or(lines.len(), |i| header + 1 + i);
+
+    let mut out: Vec<String> = Vec::with_capacity(lines.len() + settings.len());
+    let mut present = vec![false; settings.len()];
+    // Index in `out` after which missing keys go: the header, or the last key line (with
+    // its continuation lines) of the section.
+    let mut anchor = 0;
+    // Indentation for added keys: that of the last key line, so that neither the added
+    // lines continue its value nor the next line becomes a continuation of ours.
+    let mut indent: Option<&str> = None;
+    let mut dropping_continuation = false;
+    for (i, line) in lines.iter().enumerate() {
+        if i <= header || i >= end {
+            out.push(line.raw.to_owned());
+            if i == header {
+                anchor = out.len() - 1;
+            }
+            continue;
+        }
+        match &line.kind {
+            Kind::Key { name, value_at } => {
+                dropping_continuation = false;
+                let wanted = settings
+                    .iter()
+                    .position(|(k, _)| k.to_ascii_lowercase() == *name);
+                match wanted {
+                    Some(s) => {
+                        present[s] = true;
+                        let new_value = settings[s].1;
+                        let old_value = line.text[*value_at..].trim_end();
+                        let has_continuation = lines[i + 1..end]
+                            .iter()
+                            .take_while(|l| !matches!(l.kind, Kind::Key { .. } | Kind::Other))
+                            .any(|l| matches!(l.kind, Kind::Continuation));
+                        if old_value == new_value && !has_continuation {
+                            out.push(line.raw.to_owned());
+                        } else {
+                            // A multi-line value is replaced whole.
+                            dropping_continuation = has_continuation;
+                            out.push(format!(
+                                "{}{new_value}{}",
+                                &line.text[..*value_at],
+                                line.eol
+                            ));
+                        }
+                    }
+                    None => out.push(line.raw.to_owned()),
+                }
+                anchor = out.len() - 1;
+                indent = Some(leading_whitespace(line.text));
+            }
+            Kind::Continuation => {
+                if !dropping_continuation {
+                    out.push(line.raw.to_owned());
+                    anchor = out.len() - 1;
+                }
+            }
+            Kind::Other => {
+                dropping_continuation = false;
+                out.push(line.raw.to_owned());
+            }
+            Kind::Blank | Kind::Comment | Kind::Section(_) => out.push(line.raw.to_owned()),
+        }
+    }
+
+    let missing: Vec<String> = settings
+        .iter()
+        .zip(&present)
+        .filter(|(_, present)| !**present)
+        .map(|((k, v), _)| format!("{k} = {v}"))
+        .collect();
+    if !missing.is_empty() {
+        // No key in the section: indent like the next line that matters, which configparser
+        // would otherwise read as a continuation of the added keys (e.g. an indented `[…]`).
+        let indent = indent.unwrap_or_else(|| {
+            lines[header + 1..]
+                .iter()
+                .find(|l| !matches!(l.kind, Kind::Blank | Kind::Comment))
+                .map_or("", |l| leading_whitespace(l.text))
+        });
+        let missing: Vec<String> = missing.iter().map(|l| format!("{indent}{l}")).collect();
+        let anchor_line = &mut out[anchor];
+        if anchor_line.ends_with('\n') {
+            let block: String = missing.iter().map(|l| format!("{l}{eol}")).collect();
+            out.insert(anchor + 1, block);
+        } else {
+            // The anchor is the file's last line and has no line ending: neither will ours.
+            let block: String = missing.iter().map(|l| format!("{eol}{l}")).collect();
+            anchor_line.push_str(&block);
+        }
+    }
+    out.concat()
+}
+
+fn append_section(
+    content: &str,
+    lines: &[Line<'_>],
+    eol: &str,
+    profile: &str,
+    settings: &[(&str, &str)],
+) -> String {
+    let mut out = content.to_owned();
+    if !content.is_empty() {
+        if !content.ends_with('\n') {
+            out.push_str(eol);
+        }
+        let ends_blank = lines
+            .last()
+            .is_some_and(|l| matches!(l.kind, Kind::Blank) && !l.eol.is_empty());
+        if !ends_blank {
+            out.push_str(eol);
+        }
+    }
+    if profile == "default" {
+        out.push_str("[default]");
+    } else {
+        out.push_str(&format!("[profile {profile}]"));
+    }
+    out.push_str(eol);
+    for (k, v) in settings {
+        out.push_str(&format!("{k} = {v}{eol}"));
+    }
+    out
+}
+
+/// Reads the file (missing → empty; create the parent dir 0700), applies upsert_profile,
+/// and writes atomically, keeping the file's permissions (new file: 0600); takes an
+/// exclusive lock on a sibling lock file while doing so. Returns whether anything changed.
+///
+/// A symlinked config file (dotfile managers) is written through: its target is replaced,
+/// not the link.
+pub fn write_profile(
+    path: &Path,
+    profile: &str,
+    settings: &[(&str, &str)],
+) -> anyhow::Result<bool> {
+    validate(profile, settings)?;
+    let path = match fs::canonicalize(path) {
+        Ok(target) => target,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => path.to_path_buf(),
+        Err(e) => return Err(e).with_context(|| format!("resolving {}", path.display())),
+    };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+
+    let file_name = path
+        .file_name()
+        .with_context(|| format!("{} is not a file path", path.display()))?;
+    let mut lock_name = file_name.to_owned();
+    lock_name.push(".lock");
+    let lock_path = dir.join(lock_name);
+    let lock = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    fs4::FileExt::lock(&lock).with_context(|| format!("locking {}", lock_path.display()))?;
+
+    let (content, permissions) = match fs::read(&path) {
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes).map_err(|_| {
+                anyhow::anyhow!("{} is not UTF-8 text; not touching it", path.display())
+            })?;
+            (text, Some(fs::metadata(&path)?.permissions()))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (String::new(), None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let updated = upsert_profile(&content, profile, settings);
+    if updated == content {
+        return Ok(false);
+    }
+
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(&dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    // tempfile creates it 0600, the mode of a new config file; an existing file keeps its own.
+    if let Some(permissions) = permissions {
+        tmp.as_file().set_permissions(permissions)?;
+    }
+    tmp.write_all(updated.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(&path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("replacing {}", path.display()))?;
+    // Make the rename itself durable (best effort: not every platform syncs directories).
+    if let Ok(d) = fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    drop(lock);
+    Ok(true)
+}
+
+#[derive(Debug)]
+enum Kind {
+    Blank,
+    Comment,
+    /// `[name]`: the text between the first `[` and the last `]`.
+    Section(String),
+    /// `key = value`: the lowercased key and where the value starts in the line.
+    Key {
+        name: String,
+        value_at: usize,
+    },
+    /// A line indented deeper than the key line before it: part of that key's value.
+    Continuation,
+    /// Anything else (configparser would reject it); kept as it is.
+    Other,
+}
+
+struct Line<'a> {
+    /// The whole line, ending included.
+    raw: &'a str,
+    /// The line without its ending.
+    text: &'a str,
+    eol: &'a str,
+    kind: Kind,
+}
+
+fn parse(content: &str) -> Vec<Line<'_>> {
+    let mut lines = Vec::new();
+    // Indent of the current key line, while continuation lines may follow it.
+    let mut key_indent: Option<usize> = None;
+    for raw in content.split_inclusive('\n') {
+        let (text, eol) = match raw.strip_suffix("\r\n") {
+            Some(text) => (text, "\r\n"),
+            None => match raw.strip_suffix('\n') {
+                Some(text) => (text, "\n"),
+                None => (raw, ""),
+            },
+        };
+        let stripped = text.trim();
+        let indent = leading_whitespace(text).len();
+        let kind = if stripped.starts_with(['#', ';']) {
+            Kind::Comment
+        } else if stripped.is_empty() {
+            Kind::Blank
+        } else if key_indent.is_some_and(|k| indent > k) {
+            Kind::Continuation
+        } else if let Some(name) = section_name(stripped) {
+            key_indent = None;
+            Kind::Section(name.to_owned())
+        } else if let Some(d) = stripped.find(['=', ':']) {
+            key_indent = Some(indent);
+            let after = &stripped[d + 1..];
+            Kind::Key {
+                name: stripped[..d].trim_end().to_lowercase(),
+                value_at: indent + d + 1 + (after.len() - after.trim_start().len()),
+            }
+        } else {
+            key_indent = None;
+            Kind::Other
+        };
+        lines.push(Line {
+            raw,
+            text,
+            eol,
+            kind,
+        });
+    }
+    lines
+}
+
+fn leading_whitespace(text: &str) -> &str {
+    &text[..text.len() - text.trim_start().len()]
+}
+
+/// configparser's `\[(?P<header>.+)\]` matched at the start of the stripped line.
+fn section_name(stripped: &str) -> Option<&str> {
+    let rest = stripped.strip_prefix('[')?;
+    let close = rest.rfind(']')?;
+    (close > 0).then(|| &rest[..close])
+}
+
+/// The profile a section defines, as botocore reads it: `default`, or `profile NAME`
+/// split like a shell command line into exactly two words.
+fn section_profile(section: &str) -> Option<String> {
+    if section == "default" {
+        return Some("default".to_owned());
+    }
+    if !section.starts_with("profile") {
+        return None;
+    }
+    let mut words = shell_words(section)?;
+    (words.len() == 2).then(|| words.remove(1))
+}
+
+/// POSIX `shlex.split`: whitespace-separated words, with '…' and "…" quoting and `\`
+/// escapes. None for an unterminated quote (botocore then ignores the section).
+fn shell_words(s: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if let Some(w) = word.take() {
+                    words.push(w);
+                }
+            }
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next()? {
+                        '\'' => break,
+                        c => w.push(c),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next()? {
+                        '"' => break,
+                        '\\' => match chars.next()? {
+                            c @ ('"' | '\\' | '$' | '`') => w.push(c),
+                            '\n' => {}
+                            c => {
+                                w.push('\\');
+                                w.push(c);
+                            }
+                        },
+                        c => w.push(c),
+                    }
+                }
+            }
+            '\\' => {
+                let w = word.get_or_insert_with(String::new);
+                if let Some(c) = chars.next() {
+                    w.push(c);
+                }
+            }
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    Some(words)
+}
+
+#[cfg(test)]
+mod tests;
