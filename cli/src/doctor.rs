@@ -27,8 +27,9 @@ impl Checks {
     }
 }
 
-/// Tokens closer than this to their expiry are reported.
-const TOKEN_WARN: chrono::Duration = chrono::Duration::days(1);
+/// Tokens closer than this to their expiry are reported (credential requests start failing
+/// with 401 when they expire).
+const TOKEN_WARN: chrono::Duration = chrono::Duration::minutes(15);
 /// Clock skew beyond this breaks expiry decisions (and AWS signatures at 5 min).
 const SKEW_WARN: chrono::Duration = chrono::Duration::seconds(30);
 
