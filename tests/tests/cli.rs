@@ -646,3 +646,95 @@ async fn every_command_has_help_and_completions_are_generated() {
         assert!(run.ok().contains("credential-process"), "{shell}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ending_within_the_sdk_refresh_window_is_served_from_the_cache_until_its_end() {
+    let (app, home, customer, _) = logged_in_support().await;
+    let case = unique("CS");
+    home.lanyard(&[
+        "support-access",
+        "--customer",
+        &customer,
+        "--case",
+        &case,
+        "--duration",
+        "10m",
+    ])
+    .await
+    .ok();
+    let profile = format!("support-{customer}-{case}");
+    // The credentials end with the session, inside botocore's 15-minute window: no longer
+    // ones exist, so the cache keeps serving them instead of asking on every call.
+    let doc: Value = serde_json::from_str(
+        home.lanyard(&["credential-process", "--profile", &profile])
+            .await
+            .ok(),
+    )
+    .unwrap();
+    let expiration =
+        chrono::DateTime::parse_from_rfc3339(doc["Expiration"].as_str().unwrap()).unwrap();
+    let left = expiration.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    assert!(left <= chrono::Duration::minutes(10), "{left}");
+    for _ in 0..3 {
+        home.aws(&["sts", "get-caller-identity", "--profile", &profile])
+            .await
+            .ok();
+    }
+    assert_eq!(credential_requests(&app.db, &case).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_takes_the_token_from_a_file_or_the_environment_and_refuses_bad_ones() {
+    let app = TestApp::spawn().await;
+    let token = app.token(Role::Support, None).await;
+    let home = CliHome::new();
+    let file = home.dir.path().join("token.txt");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let run = home
+        .lanyard(&[
+            "login",
+            "--server",
+            &app.base,
+            "--token-file",
+            file.to_str().unwrap(),
+        ])
+        .await;
+    assert!(
+        run.ok()
+            .starts_with(&format!("Logged in to {} as tester (support)", app.base))
+    );
+    assert!(!run.stdout.contains(&token) && !run.stderr.contains(&token));
+    assert_eq!(
+        std::fs::read_to_string(home.config_dir().join("token")).unwrap(),
+        format!("{token}\n")
+    );
+
+    let other = CliHome::new();
+    other
+        .lanyard_env(
+            &["login", "--server", &app.base],
+            &[("LANYARD_TOKEN", &token)],
+            None,
+        )
+        .await
+        .ok();
+    assert!(other.config_dir().join("token").exists());
+
+    // Refused: an expired token, an empty one, an unreachable broker. Nothing is stored.
+    let expired = app
+        .token_for("old", Role::Support, None, Duration::from_secs(1))
+        .await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let fresh = CliHome::new();
+    for (stdin, server) in [
+        (expired.as_str(), app.base.as_str()),
+        ("", app.base.as_str()),
+        (token.as_str(), "http://127.0.0.1:9"),
+    ] {
+        let run = fresh
+            .lanyard_env(&["login", "--server", server], &[], Some(stdin))
+            .await;
+        assert_one_clear_line(&run);
+    }
+    assert!(fresh.files().is_empty(), "{:?}", fresh.files().keys());
+}
