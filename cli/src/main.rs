@@ -214,7 +214,10 @@ pub struct UsageArgs {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -227,6 +230,32 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Help and version as clap prints them; a rejected command line as one `lanyard: ...` line
+/// (exit 2), like every other failure.
+fn usage_error(e: clap::Error) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit()
+    }
+    let text = e.render().to_string();
+    let what = text
+        .split("\n\nUsage:")
+        .next()
+        .unwrap_or_default()
+        .split("\n\nFor more information")
+        .next()
+        .unwrap_or_default();
+    let what = what.trim().trim_start_matches("error:");
+    let line = what.split_whitespace().collect::<Vec<_>>().join(" ");
+    eprintln!("lanyard: {line} (see --help)");
+    std::process::ExitCode::from(2)
 }
 
 fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {

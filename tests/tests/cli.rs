@@ -300,6 +300,17 @@ async fn bad_inputs_give_one_clear_line_and_change_nothing() {
     assert_one_clear_line(&bad_case);
     assert!(bad_case.stderr.contains("case_id"), "{bad_case:?}");
 
+    // Command lines clap rejects: one line too (exit 2).
+    for args in [
+        vec!["credential-process"],
+        vec!["export", "--profile", "p", "--format", "yaml"],
+        vec!["no-such-command"],
+    ] {
+        let run = home.lanyard(&args).await;
+        assert_one_clear_line(&run);
+        assert_eq!(run.code, 2, "{run:?}");
+    }
+
     // Nobody logged in on this machine.
     let fresh = CliHome::new();
     let missing = fresh
