@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use reqwest::Method;
 use serde::Deserialize;
+use serde_json::Value;
 
 pub struct Client {
     http: reqwest::Client,
@@ -18,7 +20,30 @@ pub struct Client {
 struct Problem {
     status: Option<u16>,
     detail: Option<String>,
+    title: Option<String>,
     request_id: Option<String>,
+}
+
+/// The broker said no: the HTTP status and its one-line explanation.
+#[derive(Debug)]
+pub struct ApiFailure {
+    pub status: u16,
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
+/// The HTTP status of a broker refusal inside `err`, if that is what it is.
+pub fn status_of(err: &anyhow::Error) -> Option<u16> {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<ApiFailure>())
+        .map(|f| f.status)
 }
 
 impl Client {
@@ -47,12 +72,17 @@ impl Client {
             .with_context(|| format!("building URL for {path}"))
     }
 
-    /// `GET /readyz`: `ok`, or why the broker is not ready.
-    pub async fn readiness(&self) -> anyhow::Result<String> {
-        let url = self.url("/readyz")?;
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        accept: &str,
+    ) -> anyhow::Result<reqwest::Response> {
+        let url = self.url(path)?;
         if self.debug {
             eprintln!(
-                "debug: GET {url} (token {})",
+                "debug: {method} {url} (token {})",
                 if self.token.is_some() {
                     "[redacted]"
                 } else {
@@ -60,40 +90,132 @@ impl Client {
                 }
             );
         }
-        let response = self
+        let mut request = self
             .http
-            .get(url.clone())
-            .send()
+            .request(method, url)
+            .header(reqwest::header::ACCEPT, accept);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let started = std::time::Instant::now();
+        let response = request.send().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the broker at {}: {}",
+                self.base,
+                root_cause(&e)
+            )
+        })?;
+        if self.debug {
+            eprintln!(
+                "debug: answered {} in {} ms",
+                response.status(),
+                started.elapsed().as_millis()
+            );
+        }
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(Self::error_of(response).await.into())
+        }
+    }
+
+    /// A JSON request; the JSON answer.
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let response = self.send(method, path, body, "application/json").await?;
+        response
+            .json()
             .await
-            .with_context(|| format!("cannot reach the broker at {}", self.base))?;
+            .with_context(|| format!("the broker's answer to {path} is not JSON"))
+    }
+
+    /// A request answered as plain text.
+    pub async fn text(&self, path: &str) -> anyhow::Result<String> {
+        let response = self.send(Method::GET, path, None, "text/plain").await?;
+        Ok(response.text().await?)
+    }
+
+    /// `GET /readyz`: `ok`, or why the broker is not ready.
+    pub async fn readiness(&self) -> anyhow::Result<String> {
+        Ok(self.probe().await?.0)
+    }
+
+    /// `GET /readyz`: the readiness, and the broker's clock (its `Date` header).
+    pub async fn probe(&self) -> anyhow::Result<(String, Option<chrono::DateTime<chrono::Utc>>)> {
+        let url = self.url("/readyz")?;
+        if self.debug {
+            eprintln!("debug: GET {url}");
+        }
+        let response = self.http.get(url.clone()).send().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the broker at {}: {}",
+                self.base,
+                root_cause(&e)
+            )
+        })?;
         let status = response.status();
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let date = response
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|d| d.to_str().ok())
+            .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
+            .map(|d| d.with_timezone(&chrono::Utc));
+        let body: Value = response.json().await.unwrap_or_default();
         let text = body
             .get("status")
             .and_then(|s| s.as_str())
             .unwrap_or("unknown")
             .to_owned();
         if status.is_success() {
-            Ok(text)
+            Ok((text, date))
         } else {
             bail!("broker is not ready ({status}): {text}")
         }
     }
 
-    /// Turns an error response into one line: status, detail, request id.
-    #[allow(dead_code)]
-    pub async fn error_of(response: reqwest::Response) -> anyhow::Error {
+    /// Turns an error response into one line: what the broker said, status, request id.
+    async fn error_of(response: reqwest::Response) -> ApiFailure {
         let status = response.status();
-        match response.json::<Problem>().await {
-            Ok(p) => anyhow::anyhow!(
-                "broker answered {}: {}{}",
-                p.status.unwrap_or(status.as_u16()),
-                p.detail.unwrap_or_default(),
-                p.request_id
-                    .map(|id| format!(" (request id {id})"))
-                    .unwrap_or_default()
-            ),
-            Err(_) => anyhow::anyhow!("broker answered {status}"),
+        let problem = response.json::<Problem>().await.ok();
+        let code = problem
+            .as_ref()
+            .and_then(|p| p.status)
+            .unwrap_or(status.as_u16());
+        let what = problem
+            .as_ref()
+            .and_then(|p| p.detail.clone().or_else(|| p.title.clone()))
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+        let request_id = problem
+            .and_then(|p| p.request_id)
+            .map(|id| format!(", request id {id}"))
+            .unwrap_or_default();
+        let hint = match code {
+            401 => "; log in again with `lanyard login`",
+            _ => "",
+        };
+        ApiFailure {
+            status: code,
+            message: format!("{}{hint} (HTTP {code}{request_id})", one_line(&what)),
         }
     }
+}
+
+/// The innermost cause of a transport error (e.g. "Connection refused"), on one line.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause: &dyn std::error::Error = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    one_line(&cause.to_string())
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }

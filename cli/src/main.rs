@@ -1,15 +1,22 @@
 //! `lanyard`: the command-line client of the Lanyard credential broker.
 //!
-//! This is the skeleton: global options, the server connection and the HTTP client. The
-//! credential commands (`credential-process`, `export`, `support-access`, …) build on it.
+//! `main` parses the command line and hands over to `commands`; errors end as one line on
+//! stderr (`lanyard: ...`) and exit status 1. `credential-process` on a warm cache reads
+//! two small files and prints: no async runtime and no HTTP client are built for it.
 
-#[allow(dead_code)]
 mod aws_config;
+// Part of its API (try_lock, key_source, from_document) serves tests and diagnostics only.
 #[allow(dead_code)]
 mod cache;
 mod client;
+mod commands;
+mod config;
+mod credentials;
+mod doctor;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use credentials::ExportFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -17,65 +24,277 @@ use clap::{Parser, Subcommand, ValueEnum};
     version,
     about = "Short-lived AWS credentials from a Lanyard broker",
     long_about = "Short-lived, audited AWS credentials into customer accounts from a Lanyard \
-                        broker, for the AWS CLI and SDKs (credential_process)."
+                  broker, for the AWS CLI and SDKs (credential_process).\n\n\
+                  State: login and profiles in $LANYARD_CONFIG_DIR (default \
+                  $XDG_CONFIG_HOME/lanyard or ~/.config/lanyard), the encrypted credential \
+                  cache in $LANYARD_CACHE_DIR (default $XDG_CACHE_HOME/lanyard or \
+                  ~/.cache/lanyard). AWS profiles go to $AWS_CONFIG_FILE (default \
+                  ~/.aws/config)."
 )]
-struct Cli {
-    /// Broker URL, e.g. https://lanyard.example.com.
+pub struct Cli {
+    /// Broker URL, e.g. https://lanyard.example.com (overrides the stored login).
     #[arg(long, env = "LANYARD_SERVER", global = true)]
     server: Option<String>,
-    /// API token (prefer the environment or `lanyard login` over the command line).
+    /// API token (overrides the stored login; prefer `lanyard login` or the environment
+    /// over the command line).
     #[arg(long, env = "LANYARD_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
-    /// Diagnostics on stderr (secrets redacted).
+    /// Diagnostics on stderr (tokens and secrets redacted).
     #[arg(long, global = true)]
     debug: bool,
-    /// Output format of query commands.
+    /// Output format of the commands that report something.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Output {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
     Text,
     Json,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Store the broker URL (--server) and an API token (from --token-file, LANYARD_TOKEN or
+    /// stdin) under the config directory, the token in a 0600 file.
+    Login(LoginArgs),
+    /// Print the profile's credentials as credential_process JSON (for ~/.aws/config).
+    CredentialProcess(ProfileArgs),
+    /// Print the profile's credentials the way `aws configure export-credentials` does.
+    Export(ExportArgs),
+    /// Open a support session for a case and write its AWS profile
+    /// (`support-<customer>-<case>`).
+    SupportAccess(SupportAccessArgs),
+    /// Write the AWS profile `customer-<customer>` for the caller's customer session.
+    SetupCustomer(SetupCustomerArgs),
+    /// Show the profile's cached credentials and when they expire (no broker request).
+    Check(ProfileOnly),
+    /// Fetch new credentials for the profile now, whatever the cache holds.
+    Refresh(ProfileOnly),
+    /// Customers the token may see.
+    Customers {
+        #[command(subcommand)]
+        command: CustomersCommand,
+    },
+    /// Sessions: list, revoke.
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
+    /// Credential usage per profile over the last N days, as a tree or JSON.
+    UsageReport(UsageArgs),
+    /// Check config, broker, token, credentials, AWS CLI wiring and clock, one line each.
+    Doctor(ProfileOnly),
+    /// Print a shell completion script (e.g. `lanyard completions bash > /etc/bash_completion.d/lanyard`).
+    Completions { shell: clap_complete::Shell },
     /// Check that the broker answers and is ready.
     Ping,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    match run(cli).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Read the token from this file (`-` for stdin) instead of LANYARD_TOKEN or stdin.
+    #[arg(long)]
+    token_file: Option<std::path::PathBuf>,
+    /// Store the login without asking the broker whether it answers.
+    #[arg(long)]
+    no_verify: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileOnly {
+    /// The profile (e.g. support-acme-corp-CS-12345, customer-acme-corp).
+    #[arg(long)]
+    profile: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    /// The profile (e.g. support-acme-corp-CS-12345, customer-acme-corp).
+    #[arg(long)]
+    profile: String,
+    /// Ask the broker; neither read nor write the credential cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// Output shape, as `aws configure export-credentials --format`.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Env)]
+    format: ExportFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct SupportAccessArgs {
+    /// Customer id, e.g. acme-corp.
+    #[arg(long)]
+    customer: String,
+    /// Support case id, e.g. CS-12345.
+    #[arg(long = "case")]
+    case: String,
+    /// How long the session lasts: 30m, 1h, 1h30m, 90s (default 30m; capped by the broker).
+    #[arg(long, default_value = "30m")]
+    duration: String,
+    /// Why access is needed (recorded in the audit trail; default "support case <case>").
+    #[arg(long)]
+    reason: Option<String>,
+    /// Customer role; may be left out when the customer has one role for support sessions.
+    #[arg(long)]
+    role: Option<String>,
+    /// AWS region written into the profile (default AWS_REGION, AWS_DEFAULT_REGION, us-east-1).
+    #[arg(long)]
+    region: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SetupCustomerArgs {
+    /// Customer id, e.g. acme-corp.
+    #[arg(long)]
+    customer: String,
+    /// Customer role; may be left out when the customer has one role for customer sessions.
+    #[arg(long)]
+    role: Option<String>,
+    /// AWS region written into the profile (default AWS_REGION, AWS_DEFAULT_REGION, us-east-1).
+    #[arg(long)]
+    region: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum CustomersCommand {
+    /// List customers.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionsCommand {
+    /// List sessions (your own, or all for admins and auditors), newest first.
+    List(SessionsListArgs),
+    /// Revoke a session: no new credentials are issued for it; those already issued work
+    /// until they expire.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SessionsListArgs {
+    /// Only this customer's sessions.
+    #[arg(long)]
+    customer: Option<String>,
+    /// Only sessions of this case.
+    #[arg(long = "case")]
+    case: Option<String>,
+    /// Only live sessions.
+    #[arg(long)]
+    active: bool,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct RevokeArgs {
+    /// Session id.
+    id: Option<String>,
+    /// The session of this profile.
+    #[arg(long)]
+    profile: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// Calendar days (UTC) to cover, today included (1-366).
+    #[arg(long, default_value_t = 30)]
+    days: u32,
+    /// Only this customer.
+    #[arg(long)]
+    customer: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    match run(cli) {
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("lanyard: {e:#}");
+            // One line, whatever the error chain holds.
+            let line = format!("{e:#}")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            eprintln!("lanyard: {line}");
             std::process::ExitCode::FAILURE
         }
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let server = cli
-        .server
-        .ok_or_else(|| anyhow::anyhow!("no broker URL: pass --server or set LANYARD_SERVER"))?;
-    let client = client::Client::new(&server, cli.token, cli.debug)?;
-    match cli.command {
-        Command::Ping => {
-            let status = client.readiness().await?;
-            match cli.output {
-                Output::Json => println!(
-                    "{}",
-                    serde_json::json!({ "server": server, "status": status })
-                ),
-                Output::Text => println!("{server}: {status}"),
-            }
-            Ok(())
-        }
+/// Help and version as clap prints them; a rejected command line as one `lanyard: ...` line
+/// (exit 2), like every other failure.
+fn usage_error(e: clap::Error) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit()
     }
+    let text = e.render().to_string();
+    let what = text
+        .split("\n\nUsage:")
+        .next()
+        .unwrap_or_default()
+        .split("\n\nFor more information")
+        .next()
+        .unwrap_or_default();
+    let what = what.trim().trim_start_matches("error:");
+    let line = what.split_whitespace().collect::<Vec<_>>().join(" ");
+    eprintln!("lanyard: {line} (see --help)");
+    std::process::ExitCode::from(2)
+}
+
+fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let ctx = commands::Ctx::new(cli.server, cli.token, cli.debug, cli.output)?;
+    let ok = std::process::ExitCode::SUCCESS;
+    match cli.command {
+        Command::CredentialProcess(args) => {
+            commands::credential_process(&ctx, &args.profile, args.no_cache)?
+        }
+        Command::Export(args) => commands::export(
+            &ctx,
+            &args.profile.profile,
+            args.profile.no_cache,
+            args.format,
+        )?,
+        Command::Login(args) => commands::login(&ctx, args.token_file.as_deref(), args.no_verify)?,
+        Command::SupportAccess(args) => commands::support_access(&ctx, &args)?,
+        Command::SetupCustomer(args) => commands::setup_customer(&ctx, &args)?,
+        Command::Check(args) => commands::check(&ctx, &args.profile)?,
+        Command::Refresh(args) => commands::refresh(&ctx, &args.profile)?,
+        Command::Customers {
+            command: CustomersCommand::List,
+        } => commands::customers_list(&ctx)?,
+        Command::Sessions { command } => match command {
+            SessionsCommand::List(args) => commands::sessions_list(&ctx, &args)?,
+            SessionsCommand::Revoke(args) => {
+                commands::sessions_revoke(&ctx, args.id.as_deref(), args.profile.as_deref())?
+            }
+        },
+        Command::UsageReport(args) => commands::usage_report(&ctx, &args)?,
+        Command::Doctor(args) => return doctor::run(&ctx, &args.profile),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "lanyard", &mut out);
+            commands::print(&String::from_utf8_lossy(&out))?;
+        }
+        Command::Ping => commands::ping(&ctx)?,
+    }
+    Ok(ok)
 }

@@ -592,3 +592,189 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// CLI helpers: the real `lanyard` binary and the real `aws` CLI (tests/.venv/bin, put on
+// PATH by tests/run) in a private HOME, talking to a broker and to moto.
+// ---------------------------------------------------------------------------------------
+
+/// What a finished command printed and how it exited.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Asserts exit 0 and returns stdout.
+    pub fn ok(&self) -> &str {
+        assert_eq!(
+            self.code, 0,
+            "exit {}\nstdout: {}\nstderr: {}",
+            self.code, self.stdout, self.stderr
+        );
+        &self.stdout
+    }
+}
+
+/// A user's machine in a temp dir: HOME, the lanyard config and cache dirs, and the AWS
+/// config file, with the AWS CLI pointed at moto.
+pub struct CliHome {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for CliHome {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CliHome {
+    pub fn new() -> CliHome {
+        CliHome {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("lanyard-config")
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.path().join("lanyard-cache")
+    }
+
+    pub fn aws_config(&self) -> PathBuf {
+        self.home().join(".aws").join("config")
+    }
+
+    /// A command with this home's environment; credentials and servers of the outer
+    /// environment are removed so that only what the test sets counts.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+        std::fs::create_dir_all(self.home()).unwrap();
+        let mut cmd = tokio::process::Command::new(program);
+        for var in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_DEFAULT_PROFILE",
+            "AWS_REGION",
+            "LANYARD_SERVER",
+            "LANYARD_TOKEN",
+            "XDG_CONFIG_HOME",
+            "XDG_CACHE_HOME",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env("HOME", self.home())
+            .env("LANYARD_CONFIG_DIR", self.config_dir())
+            .env("LANYARD_CACHE_DIR", self.cache_dir())
+            .env("LANYARD_CACHE_KEYRING", "off")
+            .env("AWS_CONFIG_FILE", self.aws_config())
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.home().join(".aws").join("credentials"),
+            )
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", moto_url())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs a prepared command, feeding `stdin`.
+    pub async fn run(mut cmd: tokio::process::Command, stdin: Option<&str>) -> Run {
+        use tokio::io::AsyncWriteExt;
+        if stdin.is_some() {
+            cmd.stdin(std::process::Stdio::piped());
+        }
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            pipe.write_all(input.as_bytes()).await.unwrap();
+            drop(pipe);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+            .await
+            .expect("command finished within 120 s")
+            .unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `lanyard ARGS` with extra environment.
+    pub async fn lanyard_env(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&str>,
+    ) -> Run {
+        let mut cmd = self.command(binary("lanyard"));
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self::run(cmd, stdin).await
+    }
+
+    pub async fn lanyard(&self, args: &[&str]) -> Run {
+        self.lanyard_env(args, &[], None).await
+    }
+
+    /// `lanyard login --server URL` with the token on stdin.
+    pub async fn login(&self, server: &str, token: &str) -> Run {
+        self.lanyard_env(&["login", "--server", server], &[], Some(token))
+            .await
+    }
+
+    /// The real `aws` CLI.
+    pub async fn aws(&self, args: &[&str]) -> Run {
+        let mut cmd = self.command("aws");
+        cmd.args(args);
+        Self::run(cmd, None).await
+    }
+
+    /// Every file under this home and its dirs, with its bytes (for "changed nothing").
+    pub fn files(&self) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+        fn walk(dir: &std::path::Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.insert(path.clone(), std::fs::read(&path).unwrap_or_default());
+                }
+            }
+        }
+        let mut out = std::collections::BTreeMap::new();
+        walk(self.dir.path(), &mut out);
+        out
+    }
+}
+
+/// Credential requests the broker audited for a case (support) or profile (customer).
+pub async fn credential_requests(db: &PgPool, case_or_profile: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM audit_event WHERE action = 'credentials.issue'
+         AND (case_id = $1 OR profile = $1)",
+    )
+    .bind(case_or_profile)
+    .fetch_one(db)
+    .await
+    .unwrap()
+}

@@ -1,0 +1,725 @@
+//! The commands: what each asks the broker, what it writes, and what it prints. Stdout
+//! carries only the command's result; diagnostics go to stderr.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, SecondsFormat, Utc};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::cache::{Cached, CredentialCache};
+use crate::client::Client;
+use crate::config::{self, Config, Kind, Profile, Store};
+use crate::credentials::{self, Mode, Obtain, Source};
+use crate::{
+    Output, SessionsListArgs, SetupCustomerArgs, SupportAccessArgs, UsageArgs, aws_config,
+};
+
+/// Global options and where state lives.
+pub struct Ctx {
+    server: Option<String>,
+    token: Option<String>,
+    pub debug: bool,
+    pub output: Output,
+    pub store: Store,
+}
+
+impl Ctx {
+    pub fn new(
+        server: Option<String>,
+        token: Option<String>,
+        debug: bool,
+        output: Output,
+    ) -> anyhow::Result<Ctx> {
+        let store = Store::open()?;
+        let ctx = Ctx {
+            server: server.filter(|s| !s.is_empty()),
+            token: token.filter(|t| !t.trim().is_empty()),
+            debug,
+            output,
+            store,
+        };
+        ctx.note(&format!("config directory {}", ctx.store.dir.display()));
+        Ok(ctx)
+    }
+
+    pub fn note(&self, msg: &str) {
+        if self.debug {
+            eprintln!("debug: {msg}");
+        }
+    }
+
+    pub fn config(&self) -> anyhow::Result<Config> {
+        self.store.load()
+    }
+
+    /// The broker URL: --server / LANYARD_SERVER, else the profile's, else the login's.
+    pub fn server(&self, config: &Config, profile: Option<&Profile>) -> anyhow::Result<String> {
+        self.server
+            .clone()
+            .or_else(|| profile.and_then(|p| p.server.clone()))
+            .or_else(|| config.server.clone())
+            .context("not logged in: run `lanyard login --server URL` (or set LANYARD_SERVER and LANYARD_TOKEN)")
+    }
+
+    /// The token: --token / LANYARD_TOKEN, else the stored one.
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        match &self.token {
+            Some(t) => Ok(Some(t.trim().to_owned())),
+            None => self.store.token(),
+        }
+    }
+
+    /// A client for an authenticated request.
+    pub fn client(&self, config: &Config, profile: Option<&Profile>) -> anyhow::Result<Client> {
+        let server = self.server(config, profile)?;
+        let token = self
+            .token()?
+            .context("no API token: run `lanyard login --server URL` (or set LANYARD_TOKEN)")?;
+        self.note(&format!("broker {server}, token [redacted]"));
+        Client::new(&server, Some(token), self.debug)
+    }
+
+    pub fn cache(&self) -> anyhow::Result<CredentialCache> {
+        let dir = config::cache_dir()?;
+        self.note(&format!("cache directory {}", dir.display()));
+        CredentialCache::open(&dir)
+    }
+
+    fn json_output(&self) -> bool {
+        self.output == Output::Json
+    }
+}
+
+/// Writes to stdout; a closed pipe is an error, not a panic.
+pub fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing to stdout")
+}
+
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    print(&format!("{}\n", serde_json::to_string_pretty(value)?))
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The profile's credentials, by the cache rules of `credentials::obtain`.
+fn obtain(ctx: &Ctx, name: &str, mode: Mode) -> anyhow::Result<(Cached, Source)> {
+    let config = ctx.config()?;
+    let profile = ctx.store.profile(&config, name)?;
+    let cache = match mode {
+        Mode::NoCache => None,
+        _ => Some(ctx.cache()?),
+    };
+    credentials::obtain(
+        &Obtain {
+            name,
+            profile,
+            cache: cache.as_ref(),
+            mode,
+            debug: ctx.debug,
+        },
+        || ctx.client(&config, Some(profile)),
+    )
+}
+
+pub fn credential_process(ctx: &Ctx, profile: &str, no_cache: bool) -> anyhow::Result<()> {
+    let mode = if no_cache {
+        Mode::NoCache
+    } else {
+        Mode::Normal
+    };
+    let (cached, _) = obtain(ctx, profile, mode)?;
+    print(&credentials::process_line(&cached)?)
+}
+
+pub fn export(
+    ctx: &Ctx,
+    profile: &str,
+    no_cache: bool,
+    format: credentials::ExportFormat,
+) -> anyhow::Result<()> {
+    let mode = if no_cache {
+        Mode::NoCache
+    } else {
+        Mode::Normal
+    };
+    let (cached, _) = obtain(ctx, profile, mode)?;
+    print(&credentials::export(&cached, format)?)
+}
+
+pub fn refresh(ctx: &Ctx, profile: &str) -> anyhow::Result<()> {
+    let (cached, _) = obtain(ctx, profile, Mode::Refresh)?;
+    let key = cached.document["AccessKeyId"].as_str().unwrap_or_default();
+    if ctx.json_output() {
+        return print_json(&json!({
+            "profile": profile, "access_key_id": key, "expiration": rfc3339(cached.expiration),
+        }));
+    }
+    print(&format!(
+        "Refreshed {profile}: access key {key}, expires {} ({}).\n",
+        rfc3339(cached.expiration),
+        left(cached.expiration)
+    ))
+}
+
+fn left(t: DateTime<Utc>) -> String {
+    let secs = (t - Utc::now()).num_seconds();
+    if secs <= 0 {
+        return "expired".into();
+    }
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s left"),
+        (0, _) => format!("{m}m {s}s left"),
+        _ => format!("{h}h {m}m left"),
+    }
+}
+
+pub fn check(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
+    let config = ctx.config()?;
+    let profile = ctx.store.profile(&config, name)?;
+    let cached = ctx.cache()?.read(name);
+    let fresh = cached
+        .as_ref()
+        .is_some_and(|c| credentials::is_fresh(c, profile, Utc::now()));
+    if ctx.json_output() {
+        return print_json(&json!({
+            "profile": name,
+            "source": credentials::describe(profile),
+            "cached": cached.is_some(),
+            "access_key_id": cached.as_ref().and_then(|c| c.document["AccessKeyId"].as_str()),
+            "expiration": cached.as_ref().map(|c| rfc3339(c.expiration)),
+            "fresh": fresh,
+            "session_expires_at": profile.session_expires_at.map(rfc3339),
+        }));
+    }
+    let mut out = format!("Profile {name}: {}\n", credentials::describe(profile));
+    if let Some(end) = profile.session_expires_at {
+        out.push_str(&format!("Session ends: {} ({})\n", rfc3339(end), left(end)));
+    }
+    match &cached {
+        None => out.push_str("Cache: empty (the next credential-process asks the broker)\n"),
+        Some(c) => out.push_str(&format!(
+            "Cache: access key {}, expires {} ({}); {}\n",
+            c.document["AccessKeyId"].as_str().unwrap_or("?"),
+            rfc3339(c.expiration),
+            left(c.expiration),
+            if fresh {
+                "served from the cache"
+            } else {
+                "the next credential-process asks the broker"
+            }
+        )),
+    }
+    print(&out)
+}
+
+/// Reads the token for `login`: --token-file, else --token / LANYARD_TOKEN, else stdin.
+fn login_token(ctx: &Ctx, file: Option<&Path>) -> anyhow::Result<String> {
+    let raw = match file {
+        Some(path) if path == Path::new("-") => read_stdin()?,
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token from {}", path.display()))?,
+        None => match &ctx.token {
+            Some(t) => t.clone(),
+            None => {
+                if std::io::stdin().is_terminal() {
+                    eprint!("Paste the API token and press Enter: ");
+                }
+                read_stdin()?
+            }
+        },
+    };
+    let token = raw.trim().to_owned();
+    if token.is_empty() {
+        bail!("no token given: pipe it on stdin, use --token-file, or set LANYARD_TOKEN");
+    }
+    if token.chars().any(char::is_whitespace) {
+        bail!("the token must be one line without spaces");
+    }
+    Ok(token)
+}
+
+fn read_stdin() -> anyhow::Result<String> {
+    let mut line = String::new();
+    if std::io::stdin().is_terminal() {
+        std::io::stdin().read_line(&mut line)?;
+    } else {
+        std::io::stdin().read_to_string(&mut line)?;
+    }
+    Ok(line)
+}
+
+/// The claims of a JWT the CLI shows (it cannot verify the signature; the broker does).
+pub struct TokenInfo {
+    pub subject: Option<String>,
+    pub role: Option<String>,
+    pub expires: Option<DateTime<Utc>>,
+}
+
+pub fn token_info(token: &str) -> Option<TokenInfo> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    Some(TokenInfo {
+        subject: claims["sub"].as_str().map(str::to_owned),
+        role: claims["role"].as_str().map(str::to_owned),
+        expires: claims["exp"]
+            .as_i64()
+            .and_then(|s| DateTime::from_timestamp(s, 0)),
+    })
+}
+
+pub fn login(ctx: &Ctx, token_file: Option<&Path>, no_verify: bool) -> anyhow::Result<()> {
+    let server = ctx
+        .server
+        .clone()
+        .context("login needs the broker URL: lanyard login --server URL")?;
+    let token = login_token(ctx, token_file)?;
+    let info = token_info(&token);
+    if let Some(expires) = info.as_ref().and_then(|i| i.expires)
+        && expires <= Utc::now()
+    {
+        bail!(
+            "the token expired at {}; ask for a new one",
+            rfc3339(expires)
+        );
+    }
+    let client = Client::new(&server, Some(token.clone()), ctx.debug)?;
+    if !no_verify {
+        credentials::runtime()?.block_on(client.readiness())?;
+    }
+    let mut config = ctx.config()?;
+    config.server = Some(server.clone());
+    ctx.store.save_token(&token)?;
+    ctx.store.save(&config)?;
+    let who = info
+        .as_ref()
+        .and_then(|i| i.subject.clone())
+        .unwrap_or_else(|| "?".into());
+    let role = info
+        .as_ref()
+        .and_then(|i| i.role.clone())
+        .unwrap_or_else(|| "?".into());
+    let expires = info.as_ref().and_then(|i| i.expires).map(rfc3339);
+    if ctx.json_output() {
+        return print_json(&json!({
+            "server": server, "subject": who, "role": role, "token_expires": expires,
+            "config": ctx.store.config_path(), "token_file": ctx.store.token_path(),
+        }));
+    }
+    print(&format!(
+        "Logged in to {server} as {who} ({role}){}.\nToken stored in {} (mode 0600).\n",
+        expires
+            .map(|e| format!(", token valid until {e}"))
+            .unwrap_or_default(),
+        ctx.store.token_path().display()
+    ))
+}
+
+/// `30m`, `1h`, `1h30m`, `90s` → seconds.
+pub fn parse_duration(text: &str) -> anyhow::Result<i64> {
+    let bad = || {
+        anyhow::anyhow!("bad duration '{text}': use a number with a unit, e.g. 30m, 1h, 1h30m, 90s")
+    };
+    let mut total: i64 = 0;
+    let mut number = String::new();
+    let mut any = false;
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return Err(bad()),
+        };
+        let n: i64 = number.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        number.clear();
+        any = true;
+    }
+    if !number.is_empty() || !any || total <= 0 {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+/// The region for a new profile: --region, AWS_REGION, AWS_DEFAULT_REGION, us-east-1.
+fn region(flag: Option<&str>) -> String {
+    flag.map(str::to_owned)
+        .or_else(|| std::env::var("AWS_REGION").ok())
+        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "us-east-1".into())
+}
+
+/// `credential_process` value: this binary's absolute path (quoted when it has spaces).
+fn credential_process_line(profile: &str) -> anyhow::Result<String> {
+    let exe = std::env::current_exe().context("finding the path of the lanyard binary")?;
+    let exe = exe.canonicalize().unwrap_or(exe);
+    let exe = exe.to_string_lossy();
+    let exe = if exe.chars().any(char::is_whitespace) {
+        format!("\"{exe}\"")
+    } else {
+        exe.into_owned()
+    };
+    Ok(format!("{exe} credential-process --profile {profile}"))
+}
+
+fn write_aws_profile(profile: &str, region: &str) -> anyhow::Result<std::path::PathBuf> {
+    let path = aws_config::config_path()?;
+    let process = credential_process_line(profile)?;
+    aws_config::write_profile(
+        &path,
+        profile,
+        &[("credential_process", &process), ("region", region)],
+    )?;
+    Ok(path)
+}
+
+/// The one verified role of the customer that allows `kind` sessions.
+async fn pick_role(client: &Client, customer: &str, kind: &str) -> anyhow::Result<String> {
+    let roles = client
+        .json(
+            Method::GET,
+            &format!("/v1/customers/{customer}/roles"),
+            None,
+        )
+        .await?;
+    let usable: Vec<&str> = roles["roles"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            r["status"] == "verified"
+                && r["session_kinds"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|k| k == kind))
+        })
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    match usable.as_slice() {
+        [one] => Ok((*one).to_owned()),
+        [] => bail!("customer '{customer}' has no verified role that allows {kind} sessions"),
+        many => bail!(
+            "customer '{customer}' has several roles for {kind} sessions ({}); choose one with --role",
+            many.join(", ")
+        ),
+    }
+}
+
+pub fn support_access(ctx: &Ctx, args: &SupportAccessArgs) -> anyhow::Result<()> {
+    // Everything that can be checked here is, before the broker opens anything.
+    let duration = parse_duration(&args.duration)?;
+    let region = region(args.region.as_deref());
+    aws_config::config_path()?;
+    let mut config = ctx.config()?;
+    let client = ctx.client(&config, None)?;
+    let reason = args
+        .reason
+        .clone()
+        .unwrap_or_else(|| format!("support case {}", args.case));
+    let session = credentials::runtime()?.block_on(async {
+        let role = match &args.role {
+            Some(r) => r.clone(),
+            None => pick_role(&client, &args.customer, "support").await?,
+        };
+        client
+            .json(
+                Method::POST,
+                "/v1/sessions",
+                Some(&json!({
+                    "kind": "support", "customer": args.customer, "role": role,
+                    "case_id": args.case, "reason": reason, "duration_seconds": duration,
+                })),
+            )
+            .await
+    })?;
+    let text = |k: &str| session[k].as_str().unwrap_or_default().to_owned();
+    let name = text("profile_name");
+    if name.is_empty() {
+        bail!("the broker's session has no profile_name");
+    }
+    let expires = DateTime::parse_from_rfc3339(&text("expires_at"))
+        .map(|t| t.with_timezone(&Utc))
+        .ok();
+    let server = ctx.server(&config, None)?;
+    config.profiles.insert(
+        name.clone(),
+        Profile {
+            server: (config.server.as_deref() != Some(server.as_str())).then_some(server),
+            kind: Kind::Support,
+            customer: text("customer"),
+            session: Some(text("id")),
+            case: Some(text("case_id")),
+            role: Some(text("role")),
+            session_expires_at: expires,
+        },
+    );
+    ctx.store.save(&config)?;
+    // A case reopened: what the cache holds belongs to the old session.
+    ctx.cache()?.remove(&name)?;
+    let path = write_aws_profile(&name, &region)?;
+    if ctx.json_output() {
+        return print_json(&json!({
+            "session": session, "profile": name, "aws_config": path, "region": region,
+        }));
+    }
+    let until = expires.map(rfc3339).unwrap_or_else(|| text("expires_at"));
+    print(&format!(
+        "Opened support session {id} on {customer} (case {case}, role {role}) until {until}.\n\
+         Wrote profile {name} to {path}.\n\n\
+         Next:\n  aws sts get-caller-identity --profile {name}\n  \
+         export AWS_PROFILE={name}    # every aws command in this shell\n\n\
+         Revoke it when done: lanyard sessions revoke --profile {name}\n",
+        id = text("id"),
+        customer = text("customer"),
+        case = text("case_id"),
+        role = text("role"),
+        path = path.display(),
+    ))
+}
+
+pub fn setup_customer(ctx: &Ctx, args: &SetupCustomerArgs) -> anyhow::Result<()> {
+    let region = region(args.region.as_deref());
+    aws_config::config_path()?;
+    let name = format!("customer-{}", args.customer);
+    let mut config = ctx.config()?;
+    let server = ctx.server(&config, None)?;
+    let profile = Profile {
+        server: (config.server.as_deref() != Some(server.as_str())).then_some(server),
+        kind: Kind::Customer,
+        customer: args.customer.clone(),
+        session: None,
+        case: None,
+        role: args.role.clone(),
+        session_expires_at: None,
+    };
+    // Prove the profile works (and warm the cache) before writing anything.
+    let cache = ctx.cache()?;
+    cache.remove(&name)?;
+    let (cached, _) = credentials::obtain(
+        &Obtain {
+            name: &name,
+            profile: &profile,
+            cache: Some(&cache),
+            mode: Mode::Refresh,
+            debug: ctx.debug,
+        },
+        || ctx.client(&config, Some(&profile)),
+    )?;
+    config.profiles.insert(name.clone(), profile);
+    ctx.store.save(&config)?;
+    let path = write_aws_profile(&name, &region)?;
+    if ctx.json_output() {
+        return print_json(&json!({
+            "profile": name, "aws_config": path, "region": region,
+            "expiration": rfc3339(cached.expiration),
+        }));
+    }
+    print(&format!(
+        "Wrote profile {name} to {}.\n\nNext:\n  aws sts get-caller-identity --profile {name}\n",
+        path.display()
+    ))
+}
+
+fn api_get(ctx: &Ctx, path: &str) -> anyhow::Result<Value> {
+    let config = ctx.config()?;
+    let client = ctx.client(&config, None)?;
+    credentials::runtime()?.block_on(client.json(Method::GET, path, None))
+}
+
+/// Columns padded to their widest cell.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        out.truncate(out.trim_end().len());
+        out.push('\n');
+        out
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out.push_str(&line(row.clone()));
+    }
+    out
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub fn customers_list(ctx: &Ctx) -> anyhow::Result<()> {
+    let list = api_get(ctx, "/v1/customers")?;
+    if ctx.json_output() {
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list["customers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| vec![cell(&c["id"]), cell(&c["status"]), cell(&c["display_name"])])
+        .collect();
+    print(&table(&["ID", "STATUS", "NAME"], &rows))
+}
+
+pub fn sessions_list(ctx: &Ctx, args: &SessionsListArgs) -> anyhow::Result<()> {
+    let mut query = Vec::new();
+    if let Some(c) = &args.customer {
+        query.push(format!("customer={c}"));
+    }
+    if let Some(c) = &args.case {
+        query.push(format!("case_id={c}"));
+    }
+    if args.active {
+        query.push("active=true".into());
+    }
+    let path = if query.is_empty() {
+        "/v1/sessions".to_owned()
+    } else {
+        format!("/v1/sessions?{}", query.join("&"))
+    };
+    let list = api_get(ctx, &path)?;
+    if ctx.json_output() {
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list["sessions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            [
+                "id",
+                "kind",
+                "customer",
+                "case_id",
+                "status",
+                "expires_at",
+                "profile_name",
+            ]
+            .iter()
+            .map(|k| cell(&s[*k]))
+            .collect()
+        })
+        .collect();
+    print(&table(
+        &[
+            "ID", "KIND", "CUSTOMER", "CASE", "STATUS", "EXPIRES", "PROFILE",
+        ],
+        &rows,
+    ))
+}
+
+pub fn sessions_revoke(ctx: &Ctx, id: Option<&str>, profile: Option<&str>) -> anyhow::Result<()> {
+    let config = ctx.config()?;
+    let (id, profile) = match (id, profile) {
+        (Some(id), _) => (id.to_owned(), None),
+        (None, Some(name)) => {
+            let p = ctx.store.profile(&config, name)?;
+            let id = p
+                .session
+                .clone()
+                .with_context(|| format!("profile {name} has no session to revoke (customer profiles open theirs on demand)"))?;
+            (id, Some(p))
+        }
+        (None, None) => bail!("name the session: lanyard sessions revoke ID, or --profile P"),
+    };
+    let client = ctx.client(&config, profile)?;
+    let revoked = credentials::runtime()?.block_on(client.json(
+        Method::DELETE,
+        &format!("/v1/sessions/{id}"),
+        None,
+    ))?;
+    // Cached credentials of the revoked session are not served again by this machine.
+    let cache = ctx.cache()?;
+    for (name, p) in &config.profiles {
+        if p.session.as_deref() == Some(id.as_str()) {
+            cache.remove(name)?;
+        }
+    }
+    if ctx.json_output() {
+        return print_json(&revoked);
+    }
+    let until = revoked["credentials_valid_until"]
+        .as_str()
+        .map(|t| {
+            format!(" Credentials issued before keep working until {t} (AWS cannot recall them).")
+        })
+        .unwrap_or_default();
+    print(&format!("Revoked session {id}.{until}\n"))
+}
+
+pub fn usage_report(ctx: &Ctx, args: &UsageArgs) -> anyhow::Result<()> {
+    if !(1..=366).contains(&args.days) {
+        bail!("--days must be between 1 and 366");
+    }
+    let mut path = format!("/v1/reports/usage?days={}", args.days);
+    if let Some(c) = &args.customer {
+        path.push_str(&format!("&customer={c}"));
+    }
+    let config = ctx.config()?;
+    let client = ctx.client(&config, None)?;
+    let runtime = credentials::runtime()?;
+    if args.json || ctx.json_output() {
+        let report = runtime.block_on(client.json(Method::GET, &path, None))?;
+        return print_json(&report);
+    }
+    // The broker renders the tree itself, the same text its other clients show.
+    print(&runtime.block_on(client.text(&path))?)
+}
+
+pub fn ping(ctx: &Ctx) -> anyhow::Result<()> {
+    let config = ctx.config()?;
+    let server = ctx.server(&config, None)?;
+    let client = Client::new(&server, None, ctx.debug)?;
+    let status = credentials::runtime()?.block_on(client.readiness())?;
+    if ctx.json_output() {
+        return print_json(&json!({ "server": server, "status": status }));
+    }
+    print(&format!("{server}: {status}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_duration("30m").unwrap(), 1800);
+        assert_eq!(parse_duration("1h30m").unwrap(), 5400);
+        assert_eq!(parse_duration("90s").unwrap(), 90);
+        for bad in ["30", "", "m", "0m", "1d", "-5m", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Where the CLI keeps its state and what it holds: the login (server URL, and the token in
+//! a 0600 file of its own) and the named profiles, in `config.toml` under the XDG config
+//! directory; the credential cache under the XDG cache directory.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+const CONFIG_FILE: &str = "config.toml";
+const TOKEN_FILE: &str = "token";
+
+/// `LANYARD_CONFIG_DIR`, else `$XDG_CONFIG_HOME/lanyard`, else `~/.config/lanyard`.
+pub fn config_dir() -> anyhow::Result<PathBuf> {
+    xdg_dir("LANYARD_CONFIG_DIR", "XDG_CONFIG_HOME", ".config")
+}
+
+/// `LANYARD_CACHE_DIR`, else `$XDG_CACHE_HOME/lanyard`, else `~/.cache/lanyard`.
+pub fn cache_dir() -> anyhow::Result<PathBuf> {
+    xdg_dir("LANYARD_CACHE_DIR", "XDG_CACHE_HOME", ".cache")
+}
+
+fn xdg_dir(own: &str, xdg: &str, fallback: &str) -> anyhow::Result<PathBuf> {
+    let set = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = set(own) {
+        return Ok(PathBuf::from(dir));
+    }
+    // The XDG spec ignores relative paths.
+    if let Some(dir) = set(xdg).map(PathBuf::from).filter(|d| d.is_absolute()) {
+        return Ok(dir.join("lanyard"));
+    }
+    let home = set("HOME").with_context(|| format!("HOME is not set; set {own}"))?;
+    Ok(PathBuf::from(home).join(fallback).join("lanyard"))
+}
+
+/// Which kind of session a profile's credentials come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A support session opened with `support-access`: credentials for `session`.
+    Support,
+    /// The caller's customer session with `customer` (opened by the broker as needed).
+    Customer,
+}
+
+/// One named profile: what to ask the broker for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Broker URL for this profile, when it differs from the login's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    pub kind: Kind,
+    pub customer: String,
+    /// Support sessions: the session id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// Support sessions: the case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case: Option<String>,
+    /// The customer role; customer profiles may leave it out when the customer has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Support sessions: when the session ends (RFC 3339). Credentials cannot outlast it, so
+    /// the cache serves credentials that end with the session until they expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// `config.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The broker URL stored by `lanyard login`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    #[serde(default)]
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+pub struct Store {
+    pub dir: PathBuf,
+}
+
+impl Store {
+    pub fn open() -> anyhow::Result<Store> {
+        Ok(Store { dir: config_dir()? })
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join(CONFIG_FILE)
+    }
+
+    pub fn token_path(&self) -> PathBuf {
+        self.dir.join(TOKEN_FILE)
+    }
+
+    /// The config, or an empty one when there is no file yet.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let path = self.config_path();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                toml::from_str(&text).with_context(|| format!("{} is invalid", path.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    pub fn save(&self, config: &Config) -> anyhow::Result<()> {
+        let text = format!(
+            "# Written by `lanyard`; profiles are added by `lanyard support-access` and\n\
+             # `lanyard setup-customer`. The token lives in the file `{TOKEN_FILE}` beside this one.\n\n{}",
+            toml::to_string_pretty(config)?
+        );
+        write_private(&self.config_path(), text.as_bytes())
+    }
+
+    /// The stored token, if any.
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        let path = self.token_path();
+        match std::fs::read_to_string(&path) {
+            Ok(t) if t.trim().is_empty() => Ok(None),
+            Ok(t) => Ok(Some(t.trim().to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    pub fn save_token(&self, token: &str) -> anyhow::Result<()> {
+        write_private(&self.token_path(), format!("{token}\n").as_bytes())
+    }
+
+    /// A profile by name, or a clear error naming the profiles there are.
+    pub fn profile<'a>(&self, config: &'a Config, name: &str) -> anyhow::Result<&'a Profile> {
+        if let Some(p) = config.profiles.get(name) {
+            return Ok(p);
+        }
+        let known: Vec<&str> = config.profiles.keys().map(String::as_str).collect();
+        if known.is_empty() {
+            bail!(
+                "unknown profile '{name}': {} has no profiles yet (run `lanyard support-access` or `lanyard setup-customer`)",
+                self.config_path().display()
+            )
+        }
+        bail!(
+            "unknown profile '{name}' (profiles in {}: {})",
+            self.config_path().display(),
+            known.join(", ")
+        )
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temp file in the same directory, then rename),
+/// readable by the owner only; creates the directory (0700).
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().context("path has no directory")?;
+    create_private_dir(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let result = (|| -> std::io::Result<()> {
+        let mut file = options.open(&tmp)?;
+        #[cfg(unix)]
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}

@@ -1,0 +1,389 @@
+//! Credentials for a profile: from the encrypted cache while they are fresh, else from the
+//! broker under the profile's cross-process lock (so that N parallel invocations make one
+//! request), and the output shapes of `credential-process` and `export`.
+//!
+//! Freshness: botocore refreshes `credential_process` credentials 15 minutes before they
+//! expire (and blocks on it from 10 minutes), so the cache hands out credentials only while
+//! they have more than [`REFRESH_WINDOW`] left; the broker refreshes its own copy at the same
+//! point, so the next request gets credentials with a full lifetime. Credentials that end with
+//! their session (support sessions near their end) cannot be replaced by longer ones: the
+//! cache serves those until [`END_MARGIN`] before they expire instead of asking the broker on
+//! every call.
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Value, json};
+
+use crate::cache::{Cached, CredentialCache};
+use crate::client::{self, Client};
+use crate::config::{Kind, Profile};
+
+/// Credentials with this much or less left are fetched again (botocore's advisory window).
+pub const REFRESH_WINDOW: Duration = Duration::minutes(15);
+/// Credentials that end with their session are served until this close to their expiry.
+pub const END_MARGIN: Duration = Duration::seconds(10);
+/// Credentials expiring this close to the session's end end with it.
+const SESSION_END_SLACK: Duration = Duration::minutes(2);
+
+/// How `obtain` may use the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Fresh cached credentials, else fetch and cache.
+    Normal,
+    /// Fetch and cache, whatever the cache holds.
+    Refresh,
+    /// Fetch only: the cache is neither read nor written.
+    NoCache,
+}
+
+/// Where credentials came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Cache,
+    Broker,
+}
+
+/// Whether cached credentials may be handed out at `now`.
+pub fn is_fresh(cached: &Cached, profile: &Profile, now: DateTime<Utc>) -> bool {
+    let left = cached.expiration - now;
+    if left > REFRESH_WINDOW {
+        return true;
+    }
+    let ends_with_session = profile
+        .session_expires_at
+        .is_some_and(|end| cached.expiration >= end - SESSION_END_SLACK);
+    ends_with_session && left > END_MARGIN
+}
+
+/// What the broker must be asked, for the debug log and errors.
+pub fn describe(profile: &Profile) -> String {
+    match profile.kind {
+        Kind::Support => format!(
+            "support session {} (customer {}, case {})",
+            profile.session.as_deref().unwrap_or("?"),
+            profile.customer,
+            profile.case.as_deref().unwrap_or("?")
+        ),
+        Kind::Customer => format!("customer session with {}", profile.customer),
+    }
+}
+
+/// Asks the broker for the profile's credentials and checks the document's shape.
+pub async fn fetch(client: &Client, profile: &Profile) -> anyhow::Result<Cached> {
+    let document = match profile.kind {
+        Kind::Support => {
+            let session = profile
+                .session
+                .as_deref()
+                .context("the profile is a support profile without a session id")?;
+            client
+                .json(
+                    reqwest::Method::POST,
+                    &format!("/v1/sessions/{session}/credentials"),
+                    None,
+                )
+                .await?
+        }
+        Kind::Customer => {
+            let body = profile.role.as_ref().map(|role| json!({ "role": role }));
+            client
+                .json(
+                    reqwest::Method::POST,
+                    &format!("/v1/customers/{}/credentials", profile.customer),
+                    body.as_ref(),
+                )
+                .await?
+        }
+    };
+    parse_document(document)
+}
+
+/// A credential_process document as the AWS SDKs require it, with its expiry.
+pub fn parse_document(document: Value) -> anyhow::Result<Cached> {
+    let text = |key: &str| {
+        document
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .with_context(|| format!("the broker's credentials lack {key}"))
+    };
+    if document.get("Version").and_then(Value::as_u64) != Some(1) {
+        bail!("the broker's credentials are not a Version 1 credential_process document");
+    }
+    text("AccessKeyId")?;
+    text("SecretAccessKey")?;
+    text("SessionToken")?;
+    let expiration = DateTime::parse_from_rfc3339(text("Expiration")?)
+        .context("the broker's credentials have an unreadable Expiration")?
+        .with_timezone(&Utc);
+    Ok(Cached {
+        document,
+        expiration,
+    })
+}
+
+/// Everything `obtain` needs besides the profile.
+pub struct Obtain<'a> {
+    pub name: &'a str,
+    pub profile: &'a Profile,
+    pub cache: Option<&'a CredentialCache>,
+    pub mode: Mode,
+    pub debug: bool,
+}
+
+/// The profile's credentials: fresh from the cache, or from the broker (built on demand by
+/// `connect`, so that a warm cache never pays for a TLS client).
+pub fn obtain(
+    req: &Obtain<'_>,
+    connect: impl FnOnce() -> anyhow::Result<Client>,
+) -> anyhow::Result<(Cached, Source)> {
+    let debug = |msg: &str| {
+        if req.debug {
+            eprintln!("debug: {msg}");
+        }
+    };
+    let cache = match (req.mode, req.cache) {
+        (Mode::NoCache, _) | (_, None) => None,
+        (_, Some(cache)) => Some(cache),
+    };
+    let fresh = |cached: &Cached| is_fresh(cached, req.profile, Utc::now());
+    if req.mode == Mode::Normal
+        && let Some(cache) = cache
+    {
+        match cache.read(req.name) {
+            Some(cached) if fresh(&cached) => {
+                debug(&cached_note(&cached));
+                return Ok((cached, Source::Cache));
+            }
+            Some(cached) => debug(&format!("{}: refreshing", cached_note(&cached))),
+            None => debug(&format!("no usable cache entry for profile {}", req.name)),
+        }
+    }
+    // One process per profile talks to the broker; the others wait here, then find the
+    // cache filled.
+    let _lock = match cache {
+        Some(cache) => {
+            debug(&format!("waiting for the lock of profile {}", req.name));
+            Some(cache.lock(req.name)?)
+        }
+        None => None,
+    };
+    if req.mode == Mode::Normal
+        && let Some(cached) = cache.and_then(|c| c.read(req.name)).filter(fresh)
+    {
+        debug(&format!(
+            "filled by another process; {}",
+            cached_note(&cached)
+        ));
+        return Ok((cached, Source::Cache));
+    }
+    debug(&format!("asking the broker for {}", describe(req.profile)));
+    let client = connect()?;
+    let runtime = runtime()?;
+    match runtime.block_on(fetch(&client, req.profile)) {
+        Ok(fetched) => {
+            debug(&format!(
+                "got AccessKeyId {} (secret [redacted]) expiring {}",
+                fetched.document["AccessKeyId"].as_str().unwrap_or("?"),
+                fetched.expiration.to_rfc3339()
+            ));
+            if let Some(cache) = cache {
+                cache.write(req.name, &fetched)?;
+            }
+            Ok((fetched, Source::Broker))
+        }
+        Err(err) => {
+            // The session is over (revoked or expired): what the cache holds belongs to it,
+            // so it goes; the next call says so again instead of handing those out.
+            if client::status_of(&err) == Some(410)
+                && let Some(cache) = cache
+            {
+                let _ = cache.remove(req.name);
+            }
+            Err(err.context(format!("profile {}", req.name)))
+        }
+    }
+}
+
+fn cached_note(cached: &Cached) -> String {
+    format!(
+        "cached credentials expire {} ({} s left)",
+        cached.expiration.to_rfc3339(),
+        (cached.expiration - Utc::now()).num_seconds()
+    )
+}
+
+/// A single-threaded runtime for the one request a command makes.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// The credential_process document, fields in the order the AWS docs show them.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Document<'a> {
+    version: u8,
+    access_key_id: &'a str,
+    secret_access_key: &'a str,
+    session_token: &'a str,
+    expiration: &'a str,
+}
+
+fn document(cached: &Cached) -> Document<'_> {
+    let field = |k: &str| cached.document[k].as_str().unwrap_or_default();
+    Document {
+        version: 1,
+        access_key_id: field("AccessKeyId"),
+        secret_access_key: field("SecretAccessKey"),
+        session_token: field("SessionToken"),
+        expiration: field("Expiration"),
+    }
+}
+
+/// The `credential_process` document on one line.
+pub fn process_line(cached: &Cached) -> anyhow::Result<String> {
+    Ok(format!("{}\n", serde_json::to_string(&document(cached))?))
+}
+
+/// Output shapes of `aws configure export-credentials --format ...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// `export AWS_ACCESS_KEY_ID=...` (bash, zsh).
+    Env,
+    /// `AWS_ACCESS_KEY_ID=...`.
+    EnvNoExport,
+    /// `$Env:AWS_ACCESS_KEY_ID="..."`.
+    Powershell,
+    /// `set AWS_ACCESS_KEY_ID=...`.
+    WindowsCmd,
+    /// `set -gx AWS_ACCESS_KEY_ID "..."`.
+    Fish,
+    /// The credential_process JSON.
+    Process,
+}
+
+/// The credentials in `format`, as `aws configure export-credentials` prints them.
+pub fn export(cached: &Cached, format: ExportFormat) -> anyhow::Result<String> {
+    let d = document(cached);
+    if format == ExportFormat::Process {
+        return Ok(format!("{}\n", serde_json::to_string_pretty(&d)?));
+    }
+    let vars = [
+        ("AWS_ACCESS_KEY_ID", d.access_key_id),
+        ("AWS_SECRET_ACCESS_KEY", d.secret_access_key),
+        ("AWS_SESSION_TOKEN", d.session_token),
+        ("AWS_CREDENTIAL_EXPIRATION", d.expiration),
+    ];
+    Ok(vars
+        .iter()
+        .map(|(name, value)| match format {
+            ExportFormat::Env => format!("export {name}={value}\n"),
+            ExportFormat::EnvNoExport => format!("{name}={value}\n"),
+            ExportFormat::Powershell => format!("$Env:{name}=\"{value}\"\n"),
+            ExportFormat::WindowsCmd => format!("set {name}={value}\n"),
+            ExportFormat::Fish => format!("set -gx {name} \"{value}\"\n"),
+            ExportFormat::Process => String::new(),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(left: Duration) -> Cached {
+        let expiration = Utc::now() + left;
+        Cached {
+            document: json!({"Version": 1, "AccessKeyId": "ASIAEXAMPLE", "SecretAccessKey": "s3cr3t",
+                "SessionToken": "tok", "Expiration": expiration.to_rfc3339()}),
+            expiration,
+        }
+    }
+
+    fn profile(session_end: Option<DateTime<Utc>>) -> Profile {
+        Profile {
+            server: None,
+            kind: Kind::Support,
+            customer: "acme-corp".into(),
+            session: Some("s".into()),
+            case: Some("CS-1".into()),
+            role: None,
+            session_expires_at: session_end,
+        }
+    }
+
+    #[test]
+    fn credentials_outside_the_sdk_refresh_window_are_fresh() {
+        assert!(is_fresh(
+            &cached(Duration::minutes(16)),
+            &profile(None),
+            Utc::now()
+        ));
+        assert!(!is_fresh(
+            &cached(Duration::minutes(14)),
+            &profile(None),
+            Utc::now()
+        ));
+    }
+
+    #[test]
+    fn credentials_that_end_with_the_session_are_served_until_they_expire() {
+        let c = cached(Duration::minutes(5));
+        assert!(is_fresh(&c, &profile(Some(c.expiration)), Utc::now()));
+        // A session that lasts longer can give longer credentials: refresh.
+        let later = c.expiration + Duration::hours(1);
+        assert!(!is_fresh(&c, &profile(Some(later)), Utc::now()));
+        let ending = cached(Duration::seconds(5));
+        assert!(!is_fresh(
+            &ending,
+            &profile(Some(ending.expiration)),
+            Utc::now()
+        ));
+    }
+
+    #[test]
+    fn export_formats_match_the_aws_cli() {
+        let c = cached(Duration::hours(1));
+        let exp = c.document["Expiration"].as_str().unwrap().to_owned();
+        assert_eq!(
+            export(&c, ExportFormat::Env).unwrap(),
+            format!(
+                "export AWS_ACCESS_KEY_ID=ASIAEXAMPLE\nexport AWS_SECRET_ACCESS_KEY=s3cr3t\nexport AWS_SESSION_TOKEN=tok\nexport AWS_CREDENTIAL_EXPIRATION={exp}\n"
+            )
+        );
+        assert!(
+            export(&c, ExportFormat::Powershell)
+                .unwrap()
+                .starts_with("$Env:AWS_ACCESS_KEY_ID=\"ASIAEXAMPLE\"\n")
+        );
+        assert!(
+            export(&c, ExportFormat::Fish)
+                .unwrap()
+                .starts_with("set -gx AWS_ACCESS_KEY_ID \"ASIAEXAMPLE\"\n")
+        );
+        assert!(
+            export(&c, ExportFormat::WindowsCmd)
+                .unwrap()
+                .starts_with("set AWS_ACCESS_KEY_ID=ASIAEXAMPLE\n")
+        );
+        let process = export(&c, ExportFormat::Process).unwrap();
+        assert!(
+            process.starts_with("{\n  \"Version\": 1,\n  \"AccessKeyId\": \"ASIAEXAMPLE\",\n"),
+            "{process}"
+        );
+    }
+
+    #[test]
+    fn a_document_without_a_secret_is_refused() {
+        assert!(
+            parse_document(
+                json!({"Version": 1, "AccessKeyId": "A", "SessionToken": "t",
+            "Expiration": "2030-01-01T00:00:00Z"})
+            )
+            .is_err()
+        );
+    }
+}

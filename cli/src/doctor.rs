@@ -1,0 +1,237 @@
+//! `lanyard doctor --profile P`: one line per check, in the order a user would fix things —
+//! config, broker, token, credentials, AWS CLI wiring, clock.
+
+use std::process::ExitCode;
+
+use chrono::Utc;
+use serde_json::json;
+
+use crate::commands::{self, Ctx};
+use crate::credentials::{self, Mode, Obtain};
+use crate::{Output, aws_config};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Verdict {
+    Pass,
+    Warn,
+    Fail,
+}
+
+struct Checks {
+    lines: Vec<(Verdict, &'static str, String)>,
+}
+
+impl Checks {
+    fn add(&mut self, verdict: Verdict, name: &'static str, detail: impl Into<String>) {
+        self.lines.push((verdict, name, detail.into()));
+    }
+}
+
+/// Tokens closer than this to their expiry are reported (credential requests start failing
+/// with 401 when they expire).
+const TOKEN_WARN: chrono::Duration = chrono::Duration::minutes(15);
+/// Clock skew beyond this breaks expiry decisions (and AWS signatures at 5 min).
+const SKEW_WARN: chrono::Duration = chrono::Duration::seconds(30);
+
+pub fn run(ctx: &Ctx, name: &str) -> anyhow::Result<ExitCode> {
+    let mut checks = Checks { lines: Vec::new() };
+    diagnose(ctx, name, &mut checks);
+    let failed = checks.lines.iter().any(|(v, ..)| *v == Verdict::Fail);
+    if ctx.output == Output::Json {
+        let list: Vec<_> = checks
+            .lines
+            .iter()
+            .map(|(v, n, d)| {
+                json!({"check": n, "status": match v { Verdict::Pass => "ok", Verdict::Warn => "warn", Verdict::Fail => "fail" }, "detail": d})
+            })
+            .collect();
+        commands::print(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&json!({"profile": name, "checks": list}))?
+        ))?;
+    } else {
+        let mut out = String::new();
+        for (verdict, check, detail) in &checks.lines {
+            let mark = match verdict {
+                Verdict::Pass => "✔",
+                Verdict::Warn => "!",
+                Verdict::Fail => "✘",
+            };
+            out.push_str(&format!("{mark} {check}: {detail}\n"));
+        }
+        commands::print(&out)?;
+    }
+    if failed {
+        eprintln!("lanyard: doctor found problems with profile {name} (lines marked ✘)");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn diagnose(ctx: &Ctx, name: &str, checks: &mut Checks) {
+    use Verdict::*;
+    let config = match ctx.config() {
+        Ok(c) => c,
+        Err(e) => return checks.add(Fail, "config", format!("{e:#}")),
+    };
+    let profile = match ctx.store.profile(&config, name) {
+        Ok(p) => p.clone(),
+        Err(e) => return checks.add(Fail, "config", format!("{e:#}")),
+    };
+    checks.add(
+        Pass,
+        "config",
+        format!(
+            "{}: {}",
+            ctx.store.config_path().display(),
+            credentials::describe(&profile)
+        ),
+    );
+
+    let server = match ctx.server(&config, Some(&profile)) {
+        Ok(s) => s,
+        Err(e) => return checks.add(Fail, "broker", format!("{e:#}")),
+    };
+    let probe = crate::client::Client::new(&server, None, ctx.debug)
+        .and_then(|client| credentials::runtime()?.block_on(client.probe()));
+    let broker_date = match probe {
+        Ok((status, date)) => {
+            checks.add(Pass, "broker", format!("{server} answers ({status})"));
+            date
+        }
+        Err(e) => {
+            checks.add(Fail, "broker", format!("{e:#}"));
+            None
+        }
+    };
+
+    match ctx.token() {
+        Ok(Some(token)) => {
+            match commands::token_info(&token).and_then(|i| i.expires.map(|e| (i, e))) {
+                Some((_, expires)) if expires <= Utc::now() => checks.add(
+                    Fail,
+                    "token",
+                    format!("expired at {}: run `lanyard login`", expires.to_rfc3339()),
+                ),
+                Some((info2, expires)) => {
+                    let who = format!(
+                        "{} ({})",
+                        info2.subject.unwrap_or_else(|| "?".into()),
+                        info2.role.unwrap_or_else(|| "?".into())
+                    );
+                    if expires - Utc::now() < TOKEN_WARN {
+                        checks.add(
+                            Warn,
+                            "token",
+                            format!("{who}, expires soon: {}", expires.to_rfc3339()),
+                        );
+                    } else {
+                        checks.add(
+                            Pass,
+                            "token",
+                            format!("{who}, valid until {}", expires.to_rfc3339()),
+                        );
+                    }
+                }
+                None => checks.add(
+                    Warn,
+                    "token",
+                    "present, but not a JWT whose expiry can be read",
+                ),
+            }
+        }
+        Ok(None) => checks.add(Fail, "token", "none: run `lanyard login --server URL`"),
+        Err(e) => checks.add(Fail, "token", format!("{e:#}")),
+    }
+
+    let cache = ctx.cache();
+    let obtained = cache.and_then(|cache| {
+        credentials::obtain(
+            &Obtain {
+                name,
+                profile: &profile,
+                cache: Some(&cache),
+                mode: Mode::Normal,
+                debug: ctx.debug,
+            },
+            || ctx.client(&config, Some(&profile)),
+        )
+    });
+    match obtained {
+        Ok((cached, source)) => checks.add(
+            Pass,
+            "credentials",
+            format!(
+                "access key {} from the {}, expires {}",
+                cached.document["AccessKeyId"].as_str().unwrap_or("?"),
+                match source {
+                    credentials::Source::Cache => "cache",
+                    credentials::Source::Broker => "broker",
+                },
+                cached.expiration.to_rfc3339()
+            ),
+        ),
+        Err(e) => checks.add(Fail, "credentials", format!("{e:#}")),
+    }
+
+    match aws_config::config_path() {
+        Ok(path) => {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            match wired(&text, name) {
+                Some(line) if line.contains("credential-process") && line.contains(&format!("--profile {name}")) => {
+                    checks.add(Pass, "aws profile", format!("[profile {name}] in {} runs {line}", path.display()))
+                }
+                Some(line) => checks.add(
+                    Fail,
+                    "aws profile",
+                    format!("[profile {name}] in {} has credential_process = {line}, not lanyard's", path.display()),
+                ),
+                None => checks.add(
+                    Fail,
+                    "aws profile",
+                    format!("no [profile {name}] with credential_process in {}: run `lanyard support-access` or `lanyard setup-customer`", path.display()),
+                ),
+            }
+        }
+        Err(e) => checks.add(Fail, "aws profile", format!("{e:#}")),
+    }
+
+    if let Some(date) = broker_date {
+        let skew = Utc::now() - date;
+        let secs = skew.num_seconds();
+        if skew.abs() > SKEW_WARN {
+            checks.add(
+                Warn,
+                "clock",
+                format!("this machine is {secs} s off the broker's clock"),
+            );
+        } else {
+            checks.add(
+                Pass,
+                "clock",
+                format!("within {} s of the broker", secs.abs().max(1)),
+            );
+        }
+    }
+}
+
+/// The `credential_process` value of `[profile NAME]` in an AWS config file.
+fn wired(text: &str, name: &str) -> Option<String> {
+    let mut inside = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            let section = t.trim_start_matches('[').trim_end_matches(']').trim();
+            inside = section.strip_prefix("profile ").map(str::trim) == Some(name)
+                || (name == "default" && section == "default");
+            continue;
+        }
+        if inside
+            && let Some((key, value)) = t.split_once('=')
+            && key.trim() == "credential_process"
+        {
+            return Some(value.trim().to_owned());
+        }
+    }
+    None
+}

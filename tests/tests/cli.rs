@@ -1,0 +1,751 @@
+//! The `lanyard` CLI as a new user meets it: the real binary, a real broker on Postgres and
+//! moto, and the real AWS CLI (awscli v1 from PyPI) reading the profiles it writes. Each test
+//! has its own HOME, config and cache directories and AWS config file.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use lanyard_server::auth::Role;
+use lanyard_tests::{CliHome, Run, TestApp, credential_requests};
+use reqwest::Method;
+use serde_json::Value;
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+/// A broker with a customer whose role `readonly` is verified, a support engineer's token,
+/// and a home logged in with it. Returns (app, home, customer, token).
+async fn logged_in_support() -> (TestApp, CliHome, String, String) {
+    let app = TestApp::spawn().await;
+    let customer = unique("acme");
+    app.create_customer(&customer).await;
+    app.register_role(&customer, "readonly").await;
+    let token = app
+        .token_for("alice", Role::Support, None, Duration::from_secs(3600))
+        .await;
+    let home = CliHome::new();
+    home.login(&app.base, &token).await.ok();
+    (app, home, customer, token)
+}
+
+async fn support_access(home: &CliHome, customer: &str, case: &str) -> String {
+    let run = home
+        .lanyard(&["support-access", "--customer", customer, "--case", case])
+        .await;
+    run.ok();
+    format!("support-{customer}-{case}")
+}
+
+fn assert_one_clear_line(run: &Run) {
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stdout.is_empty(), "stdout must stay empty: {run:?}");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr: {run:?}");
+    assert!(lines[0].starts_with("lanyard: "), "{run:?}");
+    assert!(!run.stderr.contains("panicked"), "{run:?}");
+}
+
+fn caller_arn(run: &Run) -> String {
+    let v: Value = serde_json::from_str(run.ok()).unwrap();
+    v["Arn"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn support_access_wires_a_profile_the_aws_cli_uses_for_the_assumed_role() {
+    let (app, home, customer, token) = logged_in_support().await;
+    // The login is stored readable by the owner only, and the token never printed.
+    let token_file = home.config_dir().join("token");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), token);
+
+    let case = unique("CS");
+    let run = home
+        .lanyard(&["support-access", "--customer", &customer, "--case", &case])
+        .await;
+    let profile = format!("support-{customer}-{case}");
+    assert!(
+        run.ok()
+            .contains(&format!("aws sts get-caller-identity --profile {profile}")),
+        "{run:?}"
+    );
+    let aws_config = std::fs::read_to_string(home.aws_config()).unwrap();
+    let exe = lanyard_tests::binary("lanyard").canonicalize().unwrap();
+    assert_eq!(
+        aws_config,
+        format!(
+            "[profile {profile}]\ncredential_process = {} credential-process --profile {profile}\nregion = us-east-1\n",
+            exe.display()
+        )
+    );
+
+    let arn = caller_arn(
+        &home
+            .aws(&["sts", "get-caller-identity", "--profile", &profile])
+            .await,
+    );
+    assert!(
+        arn.ends_with(&format!("assumed-role/LanyardAccess/support.{case}.alice")),
+        "{arn}"
+    );
+    // Later calls are served by the CLI cache: still one credential request at the broker.
+    for _ in 0..3 {
+        home.aws(&["sts", "get-caller-identity", "--profile", &profile])
+            .await
+            .ok();
+    }
+    assert_eq!(credential_requests(&app.db, &case).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_parallel_aws_calls_on_a_cold_cache_make_one_credential_request() {
+    let (app, home, customer, _) = logged_in_support().await;
+    let case = unique("CS");
+    let profile = support_access(&home, &customer, &case).await;
+    let args = ["sts", "get-caller-identity", "--profile", profile.as_str()];
+    let calls = (0..50).map(|_| home.aws(&args));
+    let runs = futures::future::join_all(calls).await;
+    for run in &runs {
+        assert!(caller_arn(run).contains(&format!("support.{case}.alice")));
+    }
+    assert_eq!(credential_requests(&app.db, &case).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_revocation_cached_credentials_work_until_the_cache_asks_again_then_aws_fails_clearly()
+ {
+    let (app, home, customer, _) = logged_in_support().await;
+    let case = unique("CS");
+    let profile = support_access(&home, &customer, &case).await;
+    home.aws(&["sts", "get-caller-identity", "--profile", &profile])
+        .await
+        .ok();
+    let (_, sessions) = app
+        .admin(Method::GET, &format!("/v1/sessions?case_id={case}"), None)
+        .await;
+    let id = sessions["sessions"][0]["id"].as_str().unwrap().to_owned();
+    let (status, _) = app
+        .admin(Method::DELETE, &format!("/v1/sessions/{id}"), None)
+        .await;
+    assert_eq!(status, 200);
+
+    // STS cannot recall credentials: the cached ones keep working until they need a refresh.
+    home.aws(&["sts", "get-caller-identity", "--profile", &profile])
+        .await
+        .ok();
+    // Asking the broker shows the revocation as one clear line...
+    let no_cache = home
+        .lanyard(&["credential-process", "--profile", &profile, "--no-cache"])
+        .await;
+    assert_one_clear_line(&no_cache);
+    assert!(no_cache.stderr.contains("was revoked"), "{no_cache:?}");
+    let refresh = home.lanyard(&["refresh", "--profile", &profile]).await;
+    assert_one_clear_line(&refresh);
+    assert!(refresh.stderr.contains("HTTP 410"), "{refresh:?}");
+    // ...and the cache no longer holds the ended session's credentials: aws fails, showing
+    // the CLI's message.
+    let aws = home
+        .aws(&["sts", "get-caller-identity", "--profile", &profile])
+        .await;
+    assert_ne!(aws.code, 0, "{aws:?}");
+    assert!(
+        aws.stderr.contains(&format!(
+            "lanyard: profile {profile}: session {id} was revoked"
+        )),
+        "{aws:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_through_the_cli_drops_the_cached_credentials_at_once() {
+    let (_app, home, customer, _) = logged_in_support().await;
+    let case = unique("CS");
+    let profile = support_access(&home, &customer, &case).await;
+    home.aws(&["sts", "get-caller-identity", "--profile", &profile])
+        .await
+        .ok();
+    let revoked = home
+        .lanyard(&["sessions", "revoke", "--profile", &profile])
+        .await;
+    assert!(revoked.ok().contains("keep working until"), "{revoked:?}");
+    let aws = home
+        .aws(&["sts", "get-caller-identity", "--profile", &profile])
+        .await;
+    assert_ne!(aws.code, 0);
+    assert!(aws.stderr.contains("was revoked"), "{aws:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aws_config_with_comments_and_other_profiles_is_unchanged_outside_the_written_profile() {
+    let (_app, home, customer, _) = logged_in_support().await;
+    let case = unique("CS");
+    let profile = format!("support-{customer}-{case}");
+    let before = "# my AWS config\n[default]\nregion = eu-west-1\noutput = json\n\n\
+                  ; another comment style\n[profile work]\nrole_arn = arn:aws:iam::123456789012:role/Dev\n\
+                  source_profile = default   # trailing comment\n\n[sso-session corp]\nsso_region = us-east-1";
+    std::fs::create_dir_all(home.aws_config().parent().unwrap()).unwrap();
+    std::fs::write(home.aws_config(), before).unwrap();
+
+    support_access(&home, &customer, &case).await;
+    let after = std::fs::read_to_string(home.aws_config()).unwrap();
+    assert!(after.starts_with(before), "{after}");
+    let added = &after[before.len()..];
+    let exe = lanyard_tests::binary("lanyard").canonicalize().unwrap();
+    assert_eq!(
+        added,
+        format!(
+            "\n\n[profile {profile}]\ncredential_process = {} credential-process --profile {profile}\nregion = us-east-1\n",
+            exe.display()
+        )
+    );
+
+    // A profile in the middle of the file, with a comment and a setting of its own: only
+    // the two lines lanyard owns change.
+    let middle = format!(
+        "# top\n[profile {profile}]\n# keep me\ncredential_process = /old/lanyard credential-process --profile {profile}\n\
+         cli_pager =\nregion = eu-central-1\n\n[profile after]\nregion = ap-south-1\n"
+    );
+    std::fs::write(home.aws_config(), &middle).unwrap();
+    home.lanyard(&[
+        "support-access",
+        "--customer",
+        &customer,
+        "--case",
+        &case,
+        "--region",
+        "us-west-2",
+    ])
+    .await
+    .ok();
+    let rewritten = std::fs::read_to_string(home.aws_config()).unwrap();
+    assert_eq!(
+        rewritten,
+        middle
+            .replace("/old/lanyard", &exe.display().to_string())
+            .replace("eu-central-1", "us-west-2")
+    );
+    home.aws(&["sts", "get-caller-identity", "--profile", &profile])
+        .await
+        .ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_give_one_clear_line_and_change_nothing() {
+    let (app, home, customer, _) = logged_in_support().await;
+    let case = unique("CS");
+    let files = home.files();
+    let sessions = app.count("session").await;
+
+    let unknown = home
+        .lanyard(&["credential-process", "--profile", "support-nobody-CS-1"])
+        .await;
+    assert_one_clear_line(&unknown);
+    assert!(
+        unknown
+            .stderr
+            .contains("unknown profile 'support-nobody-CS-1'")
+    );
+
+    let duration = home
+        .lanyard(&[
+            "support-access",
+            "--customer",
+            &customer,
+            "--case",
+            &case,
+            "--duration",
+            "30",
+        ])
+        .await;
+    assert_one_clear_line(&duration);
+    assert!(
+        duration.stderr.contains("bad duration '30'"),
+        "{duration:?}"
+    );
+
+    let no_customer = home
+        .lanyard(&[
+            "support-access",
+            "--customer",
+            "no-such-customer",
+            "--case",
+            &case,
+            "--role",
+            "readonly",
+        ])
+        .await;
+    assert_one_clear_line(&no_customer);
+    assert!(no_customer.stderr.contains("HTTP 404"), "{no_customer:?}");
+
+    let bad_case = home
+        .lanyard(&[
+            "support-access",
+            "--customer",
+            &customer,
+            "--case",
+            "no spaces!",
+            "--role",
+            "readonly",
+        ])
+        .await;
+    assert_one_clear_line(&bad_case);
+    assert!(bad_case.stderr.contains("case_id"), "{bad_case:?}");
+
+    // Command lines clap rejects: one line too (exit 2).
+    for args in [
+        vec!["credential-process"],
+        vec!["export", "--profile", "p", "--format", "yaml"],
+        vec!["no-such-command"],
+    ] {
+        let run = home.lanyard(&args).await;
+        assert_one_clear_line(&run);
+        assert_eq!(run.code, 2, "{run:?}");
+    }
+
+    // Nobody logged in on this machine.
+    let fresh = CliHome::new();
+    let missing = fresh
+        .lanyard(&["support-access", "--customer", &customer, "--case", &case])
+        .await;
+    assert_one_clear_line(&missing);
+    assert!(missing.stderr.contains("lanyard login"), "{missing:?}");
+    let unreachable = fresh
+        .lanyard_env(
+            &["customers", "list"],
+            &[
+                ("LANYARD_SERVER", "http://127.0.0.1:9"),
+                ("LANYARD_TOKEN", "x"),
+            ],
+            None,
+        )
+        .await;
+    assert_one_clear_line(&unreachable);
+    assert!(
+        unreachable.stderr.contains("cannot reach the broker"),
+        "{unreachable:?}"
+    );
+
+    assert_eq!(home.files(), files);
+    assert!(fresh.files().is_empty(), "{:?}", fresh.files().keys());
+    assert_eq!(app.count("session").await, sessions);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_prints_the_shapes_of_aws_configure_export_credentials() {
+    let (_app, home, customer, _) = logged_in_support().await;
+    let case = unique("CS");
+    let profile = support_access(&home, &customer, &case).await;
+    let process = home
+        .lanyard(&["credential-process", "--profile", &profile])
+        .await;
+    let doc: Value = serde_json::from_str(process.ok()).unwrap();
+    assert_eq!(process.stdout.lines().count(), 1);
+    assert_eq!(
+        doc.as_object().unwrap().keys().collect::<Vec<_>>().len(),
+        5,
+        "{doc}"
+    );
+    let (key, secret, token, exp) = (
+        doc["AccessKeyId"].as_str().unwrap(),
+        doc["SecretAccessKey"].as_str().unwrap(),
+        doc["SessionToken"].as_str().unwrap(),
+        doc["Expiration"].as_str().unwrap(),
+    );
+    let vars = [
+        ("AWS_ACCESS_KEY_ID", key),
+        ("AWS_SECRET_ACCESS_KEY", secret),
+        ("AWS_SESSION_TOKEN", token),
+        ("AWS_CREDENTIAL_EXPIRATION", exp),
+    ];
+    let shape = |line: fn(&str, &str) -> String| -> String {
+        vars.iter().map(|(k, v)| line(k, v)).collect()
+    };
+    for (format, expected) in [
+        ("env", shape(|k, v| format!("export {k}={v}\n"))),
+        ("env-no-export", shape(|k, v| format!("{k}={v}\n"))),
+        ("powershell", shape(|k, v| format!("$Env:{k}=\"{v}\"\n"))),
+        ("windows-cmd", shape(|k, v| format!("set {k}={v}\n"))),
+        ("fish", shape(|k, v| format!("set -gx {k} \"{v}\"\n"))),
+    ] {
+        let run = home
+            .lanyard(&["export", "--profile", &profile, "--format", format])
+            .await;
+        assert_eq!(run.ok(), expected, "{format}");
+    }
+    let run = home
+        .lanyard(&["export", "--profile", &profile, "--format", "process"])
+        .await;
+    assert_eq!(
+        run.ok(),
+        format!(
+            "{{\n  \"Version\": 1,\n  \"AccessKeyId\": \"{key}\",\n  \"SecretAccessKey\": \"{secret}\",\n  \"SessionToken\": \"{token}\",\n  \"Expiration\": \"{exp}\"\n}}\n"
+        )
+    );
+    // The env shape works as users use it: eval'd into a shell that then runs aws.
+    let mut cmd = home.command("bash");
+    cmd.arg("-c").arg(format!(
+        "eval \"$('{}' export --profile {profile})\" && aws sts get-caller-identity",
+        lanyard_tests::binary("lanyard").display()
+    ));
+    let run = CliHome::run(cmd, None).await;
+    assert!(caller_arn(&run).contains(&format!("support.{case}.alice")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_or_truncated_cache_is_ignored_and_refetched() {
+    let (app, home, customer, _) = logged_in_support().await;
+    let case = unique("CS");
+    let profile = support_access(&home, &customer, &case).await;
+    home.lanyard(&["credential-process", "--profile", &profile])
+        .await
+        .ok();
+    assert_eq!(credential_requests(&app.db, &case).await, 1);
+    // Flipped first and last bytes (a header or nonce, and the authentication tag of an
+    // encrypted file), a truncated file and an empty one.
+    let damage: [fn(&mut Vec<u8>); 4] = [
+        |b| b[0] ^= 0x55,
+        |b| {
+            let last = b.len() - 1;
+            b[last] ^= 0x55;
+        },
+        |b| b.truncate(b.len() / 3),
+        |b| b.clear(),
+    ];
+    for (n, damage) in damage.iter().enumerate() {
+        for entry in std::fs::read_dir(home.cache_dir()).unwrap().flatten() {
+            let path = entry.path();
+            // The cache entries, not the lock files or the cache's key file.
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if path.is_file() && !name.ends_with(".lock") && !name.contains("key") {
+                let mut bytes = std::fs::read(&path).unwrap();
+                damage(&mut bytes);
+                std::fs::write(&path, bytes).unwrap();
+            }
+        }
+        let run = home
+            .lanyard(&["credential-process", "--profile", &profile])
+            .await;
+        let doc: Value = serde_json::from_str(run.ok()).unwrap();
+        assert_eq!(doc["Version"], 1);
+        assert_eq!(credential_requests(&app.db, &case).await, 2 + n as i64);
+    }
+    // The refetched entry serves the next call again.
+    home.aws(&["sts", "get-caller-identity", "--profile", &profile])
+        .await
+        .ok();
+    assert_eq!(credential_requests(&app.db, &case).await, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_cache_never_reads_or_writes_the_cache() {
+    let (app, home, customer, _) = logged_in_support().await;
+    let case = unique("CS");
+    let profile = support_access(&home, &customer, &case).await;
+    let cache_files = |home: &CliHome| -> Vec<_> {
+        home.files()
+            .into_iter()
+            .filter(|(p, _)| p.starts_with(home.cache_dir()))
+            .collect()
+    };
+    let before = cache_files(&home);
+    for n in 1..=2 {
+        home.lanyard(&["credential-process", "--profile", &profile, "--no-cache"])
+            .await
+            .ok();
+        assert_eq!(credential_requests(&app.db, &case).await, n);
+    }
+    assert_eq!(cache_files(&home), before, "nothing written");
+    // With a warm cache, --no-cache still asks the broker and leaves the cache as it was.
+    home.lanyard(&["credential-process", "--profile", &profile])
+        .await
+        .ok();
+    let warm = cache_files(&home);
+    home.lanyard(&["export", "--profile", &profile, "--no-cache"])
+        .await
+        .ok();
+    assert_eq!(credential_requests(&app.db, &case).await, 4);
+    assert_eq!(cache_files(&home), warm);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_output_redacts_the_token_and_the_secret() {
+    let (_app, home, customer, token) = logged_in_support().await;
+    let case = unique("CS");
+    let profile = support_access(&home, &customer, &case).await;
+    let run = home
+        .lanyard(&["--debug", "credential-process", "--profile", &profile])
+        .await;
+    let doc: Value = serde_json::from_str(run.ok()).unwrap();
+    assert!(run.stderr.contains("[redacted]"), "{run:?}");
+    assert!(!run.stderr.contains(&token));
+    assert!(
+        !run.stderr
+            .contains(doc["SecretAccessKey"].as_str().unwrap())
+    );
+    assert!(!run.stderr.contains(doc["SessionToken"].as_str().unwrap()));
+    let refused = home
+        .lanyard_env(
+            &[
+                "--debug",
+                "credential-process",
+                "--profile",
+                &profile,
+                "--no-cache",
+            ],
+            &[("LANYARD_TOKEN", "not-a-valid-token")],
+            None,
+        )
+        .await;
+    assert_ne!(refused.code, 0);
+    assert!(!refused.stderr.contains("not-a-valid-token"), "{refused:?}");
+    assert!(refused.stderr.contains("HTTP 401"), "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_customer_writes_a_customer_profile_for_a_service() {
+    let app = TestApp::spawn().await;
+    let customer = unique("acme");
+    app.create_customer(&customer).await;
+    app.register_role(&customer, "readonly").await;
+    let token = app
+        .token_for("batch-job", Role::Service, None, Duration::from_secs(3600))
+        .await;
+    let home = CliHome::new();
+    home.login(&app.base, &token).await.ok();
+    let run = home
+        .lanyard(&["setup-customer", "--customer", &customer])
+        .await;
+    let profile = format!("customer-{customer}");
+    assert!(
+        run.ok().contains(&format!("--profile {profile}")),
+        "{run:?}"
+    );
+    let arn = caller_arn(
+        &home
+            .aws(&["sts", "get-caller-identity", "--profile", &profile])
+            .await,
+    );
+    assert!(arn.contains("assumed-role/LanyardAccess/"), "{arn}");
+    // setup-customer fetched once (and warmed the cache); aws was served from it.
+    assert_eq!(credential_requests(&app.db, &profile).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_refresh_queries_and_the_usage_report_tree() {
+    let (app, home, customer, _) = logged_in_support().await;
+    let case = unique("CS");
+    let profile = support_access(&home, &customer, &case).await;
+    let check = home.lanyard(&["check", "--profile", &profile]).await;
+    assert!(check.ok().contains("Cache: empty"), "{check:?}");
+    home.aws(&["sts", "get-caller-identity", "--profile", &profile])
+        .await
+        .ok();
+    let check = home.lanyard(&["check", "--profile", &profile]).await;
+    assert!(check.ok().contains("served from the cache"), "{check:?}");
+    let refresh = home.lanyard(&["refresh", "--profile", &profile]).await;
+    assert!(refresh.ok().starts_with(&format!("Refreshed {profile}")));
+    assert_eq!(credential_requests(&app.db, &case).await, 2);
+
+    let customers = home.lanyard(&["customers", "list"]).await;
+    assert!(
+        customers.ok().lines().any(|l| l.starts_with(&customer)),
+        "{customers:?}"
+    );
+    let sessions = home
+        .lanyard(&["--output", "json", "sessions", "list", "--case", &case])
+        .await;
+    let list: Value = serde_json::from_str(sessions.ok()).unwrap();
+    assert_eq!(list["sessions"][0]["profile_name"], profile.as_str());
+
+    let auditor = app
+        .token_for("carol", Role::Auditor, None, Duration::from_secs(600))
+        .await;
+    let tree = home
+        .lanyard_env(
+            &["usage-report", "--days", "1"],
+            &[("LANYARD_TOKEN", &auditor)],
+            None,
+        )
+        .await;
+    let expected = format!("Profile: {profile}\n├─ Total requests: 2\n├─ Success rate: 100%\n");
+    assert!(tree.ok().contains(&expected), "{tree:?}");
+    assert!(
+        tree.stdout.contains("└─ Users: alice (1 total)"),
+        "{tree:?}"
+    );
+    let json = home
+        .lanyard_env(
+            &["usage-report", "--days", "1", "--json"],
+            &[("LANYARD_TOKEN", &auditor)],
+            None,
+        )
+        .await;
+    let report: Value = serde_json::from_str(json.ok()).unwrap();
+    assert!(
+        report["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["profile"] == profile.as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_every_link_of_the_chain() {
+    let (_app, home, customer, _) = logged_in_support().await;
+    let case = unique("CS");
+    let profile = support_access(&home, &customer, &case).await;
+    let run = home.lanyard(&["doctor", "--profile", &profile]).await;
+    let out = run.ok();
+    for check in [
+        "config",
+        "broker",
+        "token",
+        "credentials",
+        "aws profile",
+        "clock",
+    ] {
+        assert!(out.contains(&format!("✔ {check}: ")), "{check}: {out}");
+    }
+    // Unwired: the AWS profile is gone.
+    std::fs::write(home.aws_config(), "").unwrap();
+    let run = home.lanyard(&["doctor", "--profile", &profile]).await;
+    assert_ne!(run.code, 0);
+    assert!(run.stdout.contains("✘ aws profile"), "{run:?}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_has_help_and_completions_are_generated() {
+    let home = CliHome::new();
+    for command in [
+        vec![],
+        vec!["login"],
+        vec!["credential-process"],
+        vec!["export"],
+        vec!["support-access"],
+        vec!["setup-customer"],
+        vec!["check"],
+        vec!["refresh"],
+        vec!["customers"],
+        vec!["customers", "list"],
+        vec!["sessions"],
+        vec!["sessions", "list"],
+        vec!["sessions", "revoke"],
+        vec!["usage-report"],
+        vec!["doctor"],
+        vec!["completions"],
+        vec!["ping"],
+    ] {
+        let mut args = command.clone();
+        args.push("--help");
+        let run = home.lanyard(&args).await;
+        let usage = format!("Usage: lanyard {}", command.join(" "));
+        assert!(run.ok().contains(usage.trim_end()), "{command:?}: {run:?}");
+    }
+    for shell in ["bash", "zsh", "fish", "powershell"] {
+        let run = home.lanyard(&["completions", shell]).await;
+        assert!(run.ok().contains("credential-process"), "{shell}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ending_within_the_sdk_refresh_window_is_served_from_the_cache_until_its_end() {
+    let (app, home, customer, _) = logged_in_support().await;
+    let case = unique("CS");
+    home.lanyard(&[
+        "support-access",
+        "--customer",
+        &customer,
+        "--case",
+        &case,
+        "--duration",
+        "10m",
+    ])
+    .await
+    .ok();
+    let profile = format!("support-{customer}-{case}");
+    // The credentials end with the session, inside botocore's 15-minute window: no longer
+    // ones exist, so the cache keeps serving them instead of asking on every call.
+    let doc: Value = serde_json::from_str(
+        home.lanyard(&["credential-process", "--profile", &profile])
+            .await
+            .ok(),
+    )
+    .unwrap();
+    let expiration =
+        chrono::DateTime::parse_from_rfc3339(doc["Expiration"].as_str().unwrap()).unwrap();
+    let left = expiration.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    assert!(left <= chrono::Duration::minutes(10), "{left}");
+    for _ in 0..3 {
+        home.aws(&["sts", "get-caller-identity", "--profile", &profile])
+            .await
+            .ok();
+    }
+    assert_eq!(credential_requests(&app.db, &case).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_takes_the_token_from_a_file_or_the_environment_and_refuses_bad_ones() {
+    let app = TestApp::spawn().await;
+    let token = app.token(Role::Support, None).await;
+    let home = CliHome::new();
+    let file = home.dir.path().join("token.txt");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let run = home
+        .lanyard(&[
+            "login",
+            "--server",
+            &app.base,
+            "--token-file",
+            file.to_str().unwrap(),
+        ])
+        .await;
+    assert!(
+        run.ok()
+            .starts_with(&format!("Logged in to {} as tester (support)", app.base))
+    );
+    assert!(!run.stdout.contains(&token) && !run.stderr.contains(&token));
+    assert_eq!(
+        std::fs::read_to_string(home.config_dir().join("token")).unwrap(),
+        format!("{token}\n")
+    );
+
+    let other = CliHome::new();
+    other
+        .lanyard_env(
+            &["login", "--server", &app.base],
+            &[("LANYARD_TOKEN", &token)],
+            None,
+        )
+        .await
+        .ok();
+    assert!(other.config_dir().join("token").exists());
+
+    // Refused: an expired token, an empty one, an unreachable broker. Nothing is stored.
+    let expired = app
+        .token_for("old", Role::Support, None, Duration::from_secs(1))
+        .await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let fresh = CliHome::new();
+    for (stdin, server) in [
+        (expired.as_str(), app.base.as_str()),
+        ("", app.base.as_str()),
+        (token.as_str(), "http://127.0.0.1:9"),
+    ] {
+        let run = fresh
+            .lanyard_env(&["login", "--server", server], &[], Some(stdin))
+            .await;
+        assert_one_clear_line(&run);
+    }
+    assert!(fresh.files().is_empty(), "{:?}", fresh.files().keys());
+}
