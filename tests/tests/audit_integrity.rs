@@ -445,3 +445,72 @@ async fn retention_removes_old_rows_and_the_chains_still_verify() {
     assert!(out.contains(&format!("(chain {chain}")), "{out}");
     assert!(out.contains("the rows between were removed"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_verify_passes_while_requests_keep_writing_and_flags_rows_inserted_around_the_broker()
+{
+    let app = TestApp::spawn().await;
+    generate_traffic(&app).await;
+    let customer = unique("live");
+    app.create_customer(&customer).await;
+    app.register_role(&customer, "readonly").await;
+    let service = token(&app, "live-job", Role::Service).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for _ in 0..8 {
+        let (http, url, service, stop) = (
+            app.http.clone(),
+            app.url(&format!("/v1/customers/{customer}/credentials")),
+            service.clone(),
+            stop.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            let mut ok = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = http.post(&url).bearer_auth(&service).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                ok += 1;
+            }
+            ok
+        }));
+    }
+    // Verify several times while batches keep committing.
+    for _ in 0..3 {
+        let (code, out) = tokio::task::spawn_blocking({
+            let url = app.database_url.clone();
+            let dir = app.data_dir.path().to_owned();
+            move || {
+                let out = std::process::Command::new(binary("lanyard-server"))
+                    .args(["audit", "verify"])
+                    .env("LANYARD_DATABASE_URL", url)
+                    .env("LANYARD_DATA_DIR", dir)
+                    .output()
+                    .unwrap();
+                (
+                    out.status.code().unwrap_or(-1),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                )
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 0, "{out}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for w in writers {
+        total += w.await.unwrap();
+    }
+    assert!(total > 0);
+
+    // A row written around the broker (no chain) after the chains began is reported.
+    sqlx::query(
+        "INSERT INTO audit_event (actor, action, outcome) VALUES ('mallory', 'customer.create', 'success')",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let (code, out) = verify(&app);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("BROKEN: 1 rows without a chain"), "{out}");
+}

@@ -149,6 +149,13 @@ pub struct Verification {
     pub rows: u64,
     /// Rows written before chains existed.
     pub unchained: i64,
+    /// Rows without a chain dated after the chains began: the broker never writes such
+    /// rows, so someone inserted them around it.
+    pub unchained_since_chains: i64,
+    /// Rows at or below their chain's prune point: retention left them behind (a writer's
+    /// clock was ahead when they were written); the next pass removes them. Their hashes
+    /// cannot be checked.
+    pub below_prune_point: u64,
     /// Every break found, at most one per chain, in chain order.
     pub breaks: Vec<Break>,
 }
@@ -217,10 +224,16 @@ struct ChainHead {
 /// was changed (or, when its `seq` skips, follows rows that were removed); a chain whose
 /// last row is not its recorded head lost rows at its end.
 pub async fn verify(pool: &PgPool) -> Result<Verification, sqlx::Error> {
+    // One snapshot for every read: writers and retention keep committing meanwhile, and a
+    // head read before a batch committed must not meet the batch's rows.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
     let mut heads: BTreeMap<Uuid, ChainHead> = BTreeMap::new();
     let rows: Vec<(Uuid, String, i64, Vec<u8>)> =
         sqlx::query_as("SELECT id, writer, head_seq, head_hash FROM audit_chain")
-            .fetch_all(pool)
+            .fetch_all(&mut *tx)
             .await?;
     for (id, writer, head_seq, head_hash) in rows {
         heads.insert(
@@ -235,8 +248,15 @@ pub async fn verify(pool: &PgPool) -> Result<Verification, sqlx::Error> {
     let mut result = Verification {
         chains: heads.len(),
         unchained: sqlx::query_scalar("SELECT count(*) FROM audit_event WHERE chain_id IS NULL")
-            .fetch_one(pool)
+            .fetch_one(&mut *tx)
             .await?,
+        unchained_since_chains: sqlx::query_scalar(
+            "SELECT count(*) FROM audit_event
+             WHERE chain_id IS NULL
+               AND occurred_at > (SELECT min(started_at) FROM audit_chain)",
+        )
+        .fetch_one(&mut *tx)
+        .await?,
         ..Verification::default()
     };
 
@@ -250,9 +270,11 @@ pub async fn verify(pool: &PgPool) -> Result<Verification, sqlx::Error> {
     // Chains cut by retention go on from their prune point.
     let anchors: Vec<(Uuid, i64, Vec<u8>)> =
         sqlx::query_as("SELECT chain_id, pruned_seq, pruned_hash FROM audit_chain_prune")
-            .fetch_all(pool)
+            .fetch_all(&mut *tx)
             .await?;
+    let mut pruned_at: BTreeMap<Uuid, i64> = BTreeMap::new();
     for (chain, seq, hash) in anchors {
+        pruned_at.insert(chain, seq);
         let hash: Hash = hash.try_into().unwrap_or(GENESIS);
         walks.insert(
             chain,
@@ -269,7 +291,7 @@ pub async fn verify(pool: &PgPool) -> Result<Verification, sqlx::Error> {
                 user_agent, outcome, error_code, duration_ms, cache_hit, detail
          FROM audit_event WHERE chain_id IS NOT NULL ORDER BY chain_id, seq, id",
     )
-    .fetch(pool);
+    .fetch(&mut *tx);
     while let Some(row) = stream.try_next().await? {
         result.rows += 1;
         let walk = walks.entry(row.chain_id).or_insert(Walk {
@@ -278,6 +300,10 @@ pub async fn verify(pool: &PgPool) -> Result<Verification, sqlx::Error> {
             broken: false,
         });
         if walk.broken {
+            continue;
+        }
+        if pruned_at.get(&row.chain_id).is_some_and(|&p| row.seq <= p) {
+            result.below_prune_point += 1;
             continue;
         }
         let writer = || {

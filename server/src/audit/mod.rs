@@ -38,12 +38,16 @@ use sqlx::{PgPool, Postgres};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::db::audit::NewEvent;
-use crate::db::usage::{self, DURATION_BOUNDS};
+use crate::db::usage;
 use crate::metrics::Metrics;
 
 pub mod chain;
 pub mod retention;
 
+/// What a batch's Bind message holds besides its events' values: 19 array headers (20
+/// bytes each), 3 scalar parameters with their lengths, the statement name and the
+/// message framing (Bind, Execute, Sync).
+const FIXED_BYTES: usize = 19 * 20 + 3 * 4 + 8 + 32 + 32 + 128;
 /// Largest number of events in one INSERT.
 const MAX_BATCH: usize = 512;
 /// Largest estimated size of one batch's parameters (see [`encoded_size`]): with the rest of
@@ -70,8 +74,6 @@ struct Pending {
     occurred_at: chrono::DateTime<chrono::Utc>,
     /// [`encoded_size`] of the event.
     size: usize,
-    /// [`rollup_size`] of the event.
-    rollup: Option<(u64, usize)>,
     done: oneshot::Sender<Result<(), AuditError>>,
 }
 
@@ -118,13 +120,11 @@ impl AuditWriter {
         let (done, committed) = oneshot::channel();
         let size = encoded_size(&event);
         let occurred_at = chain::now();
-        let rollup = rollup_size(&event, occurred_at);
         self.queue
             .send(Pending {
                 event,
                 occurred_at,
                 size,
-                rollup,
                 done,
             })
             .await
@@ -237,53 +237,20 @@ async fn gather(intake: &mut Intake, batch: &mut Vec<Pending>) -> bool {
             None => return false,
         },
     };
-    // Rollup rows the batch will carry, by key fingerprint: each costs its size once.
-    let mut keys: Vec<u64> = Vec::new();
-    let cost = |p: &Pending, keys: &mut Vec<u64>| match p.rollup {
-        Some((key, size)) if !keys.contains(&key) => (p.size + size, Some(key)),
-        _ => (p.size, None),
-    };
-    let (mut bytes, key) = cost(&first, &mut keys);
-    keys.extend(key);
+    let mut bytes = FIXED_BYTES + first.size;
     batch.push(first);
     while batch.len() < MAX_BATCH {
         let Ok(next) = intake.receiver.try_recv() else {
             break;
         };
-        let (size, key) = cost(&next, &mut keys);
-        if bytes + size > MAX_BATCH_BYTES {
+        if bytes + next.size > MAX_BATCH_BYTES {
             intake.carried = Some(next);
             break;
         }
-        bytes += size;
-        keys.extend(key);
+        bytes += next.size;
         batch.push(next);
     }
     true
-}
-
-/// The fingerprint and estimated encoded size of the rollup row an event adds to, if it
-/// counts in the usage rollups.
-fn rollup_size(e: &NewEvent, occurred_at: chrono::DateTime<chrono::Utc>) -> Option<(u64, usize)> {
-    use std::hash::{Hash, Hasher};
-    let (customer, profile) = (e.customer_id.as_ref()?, e.profile.as_ref()?);
-    if e.action != usage::CREDENTIAL_ACTION {
-        return None;
-    }
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (
-        occurred_at.date_naive(),
-        customer,
-        profile,
-        &e.case_id,
-        &e.actor,
-    )
-        .hash(&mut h);
-    let texts = customer.len() + profile.len() + e.case_id.as_ref().map_or(0, String::len);
-    // The counts row (five texts, a date, six counters) and the two histogram rows (a date,
-    // texts, a counter per bucket), each value with its length.
-    let size = 3 * (8 + texts + e.actor.len()) + 6 * 12 + 2 * DURATION_BOUNDS.len() * 12;
-    Some((h.finish(), size))
 }
 
 /// An upper estimate of the bytes an event adds to the INSERT's parameters: each column's
@@ -366,7 +333,6 @@ async fn insert_batch(
         seqs.push(next.seq);
         hashes.push(next.hash.to_vec());
     }
-    let rollups = usage::fold(batch.iter().map(|p| (p.occurred_at, &p.event)));
     let sql = STATEMENT.get_or_init(|| {
         format!(
             "WITH ev AS (
@@ -381,9 +347,11 @@ async fn insert_batch(
                              $11::text[], $12::text[], $13::text[], $14::text[], $15::int4[],
                              $16::bool[], $17::jsonb[], $19::int8[], $20::bytea[])
                       AS t(ts, r, a, ar, ac, c, rn, s, ca, p, ip, ua, o, ec, d, ch, dt, sq, h)
+                 RETURNING occurred_at, customer_id, profile, case_id, actor, action, outcome,
+                           cache_hit, duration_ms
              ), {}
              UPDATE audit_chain SET head_seq = $21, head_hash = $22 WHERE id = $18",
-            usage::upsert_ctes(23)
+            usage::upsert_ctes()
         )
     });
     let query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
@@ -409,6 +377,6 @@ async fn insert_batch(
         .bind(hashes)
         .bind(next.seq)
         .bind(next.hash.to_vec());
-    rollups.bind(query).execute(&mut **conn).await?;
+    query.execute(&mut **conn).await?;
     Ok(next)
 }

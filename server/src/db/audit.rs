@@ -65,12 +65,19 @@ impl NewEvent {
 /// (see `crate::audit::chain`): the chain's head row stays locked until the transaction ends,
 /// which serialises the (rare) administrative events of every instance.
 #[tracing::instrument(skip_all, fields(action = event.action))]
-pub async fn insert(conn: &mut PgConnection, event: &NewEvent) -> Result<(), sqlx::Error> {
-    let (head_seq, head_hash): (i64, Vec<u8>) =
-        sqlx::query_as("SELECT head_seq, head_hash FROM audit_chain WHERE id = $1 FOR UPDATE")
-            .bind(chain::ADMIN_CHAIN)
-            .fetch_one(&mut *conn)
-            .await?;
+pub async fn insert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    event: &NewEvent,
+) -> Result<(), sqlx::Error> {
+    // A transaction, never a bare connection: outside one the head's lock would end with
+    // the SELECT, and two writers could read the same head and fork the chain.
+    let conn: &mut PgConnection = tx;
+    let (head_seq, head_hash): (i64, Vec<u8>) = sqlx::query_as(
+        "SELECT head_seq, head_hash FROM audit_chain WHERE id = $1 FOR NO KEY UPDATE",
+    )
+    .bind(chain::ADMIN_CHAIN)
+    .fetch_one(&mut *conn)
+    .await?;
     let prev: chain::Hash = head_hash
         .try_into()
         .map_err(|_| sqlx::Error::Protocol("audit chain head is not 32 bytes".into()))?;

@@ -53,6 +53,28 @@ pub async fn connect_and_migrate(
     Ok(pool)
 }
 
+/// Connects to an existing, fully migrated database without changing it (for read-only
+/// tools such as `audit verify`, which may point at a replica or a read-only account).
+pub async fn connect_existing(url: &SecretString) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = url
+        .expose_secret()
+        .parse()
+        .context("LANYARD_DATABASE_URL is not a valid Postgres URL")?;
+    let name = options.get_database().unwrap_or("(default)").to_owned();
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_with(options)
+        .await
+        .with_context(|| format!("connecting to database {name}"))?;
+    if !is_ready(&pool).await.unwrap_or(false) {
+        anyhow::bail!(
+            "database {name} is not a migrated Lanyard database (or is behind this version)"
+        );
+    }
+    Ok(pool)
+}
+
 /// Whether the database answers and every embedded migration has been applied.
 pub async fn is_ready(pool: &PgPool) -> Result<bool, sqlx::Error> {
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")

@@ -1,16 +1,11 @@
 //! Usage rollups (`usage_rollup`) and the usage report read from them.
 //!
-//! The group-commit audit writer folds every batch's credential requests into per-day
-//! rollup rows in the same statement that inserts the audit rows (see `crate::audit`), so
-//! the report reads a few thousand rollup rows instead of millions of audit rows and never
-//! disagrees with them.
-
-use std::collections::BTreeMap;
+//! The group-commit audit writer's statement folds the rows it inserts into per-day rollup
+//! rows (see [`upsert_ctes`] and `crate::audit`), so the report reads a few thousand rollup
+//! rows instead of millions of audit rows and never disagrees with them.
 
 use chrono::NaiveDate;
 use sqlx::PgPool;
-
-use crate::db::audit::NewEvent;
 
 /// Upper bounds (ms) of the duration buckets; the same list as the SQL function
 /// `lanyard_duration_bounds()` (a test checks that they agree).
@@ -78,113 +73,46 @@ pub fn bucket(ms: i32) -> usize {
     DURATION_BOUNDS.partition_point(|&bound| bound < ms)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct RollupKey {
-    pub day: NaiveDate,
-    pub customer_id: String,
-    pub profile: String,
-    pub case_id: String,
-    pub actor: String,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct Counts {
-    pub requests: i64,
-    pub successes: i64,
-    pub cache_hits: i64,
-    pub cache_lookups: i64,
-    pub duration_count: i64,
-    pub duration_sum: i64,
-}
-
-/// Requests per duration bucket.
-pub type Hist = [i64; DURATION_BOUNDS.len()];
-
-/// A batch's changes to the three rollup tables, each in key order (so that concurrent
-/// writers lock rollup rows in the same order).
-#[derive(Debug, Default)]
-pub struct Rollups {
-    pub counts: BTreeMap<RollupKey, Counts>,
-    /// By (day, customer, profile, case).
-    pub by_profile: BTreeMap<(NaiveDate, String, String, String), Hist>,
-    /// By (day, customer, actor).
-    pub by_actor: BTreeMap<(NaiveDate, String, String), Hist>,
-}
-
-/// Folds a batch's events into rollup changes.
-pub fn fold<'a>(
-    events: impl IntoIterator<Item = (chrono::DateTime<chrono::Utc>, &'a NewEvent)>,
-) -> Rollups {
-    let mut out = Rollups::default();
-    for (at, e) in events {
-        let (Some(customer), Some(profile)) = (&e.customer_id, &e.profile) else {
-            continue;
-        };
-        if e.action != CREDENTIAL_ACTION {
-            continue;
-        }
-        let day = at.date_naive();
-        let case_id = e.case_id.clone().unwrap_or_default();
-        let key = RollupKey {
-            day,
-            customer_id: customer.clone(),
-            profile: profile.clone(),
-            case_id: case_id.clone(),
-            actor: e.actor.clone(),
-        };
-        let d = out.counts.entry(key).or_default();
-        d.requests += 1;
-        d.successes += i64::from(e.outcome == "success");
-        if let Some(hit) = e.cache_hit {
-            d.cache_lookups += 1;
-            d.cache_hits += i64::from(hit);
-        }
-        if let Some(ms) = e.duration_ms {
-            d.duration_count += 1;
-            d.duration_sum += i64::from(ms);
-            let b = bucket(ms);
-            out.by_profile
-                .entry((day, customer.clone(), profile.clone(), case_id))
-                .or_insert([0; DURATION_BOUNDS.len()])[b] += 1;
-            out.by_actor
-                .entry((day, customer.clone(), e.actor.clone()))
-                .or_insert([0; DURATION_BOUNDS.len()])[b] += 1;
-        }
-    }
-    out
-}
-
 /// The histogram columns, `h00, h01, ...`.
 fn hist_columns() -> impl Iterator<Item = String> {
     (0..DURATION_BOUNDS.len()).map(|j| format!("h{j:02}"))
 }
 
-/// The common table expressions that apply a batch's [`Rollups`], for the audit writer's
-/// statement; their parameters start at `$first` and are bound by [`Rollups::bind`].
-pub fn upsert_ctes(first: usize) -> String {
-    let p = |i: usize| format!("${}", first + i);
-    let k = DURATION_BOUNDS.len();
+/// The common table expressions that fold a batch into the rollups, for the audit writer's
+/// statement: they aggregate the rows its `ev` expression inserted (`RETURNING` their
+/// `occurred_at, customer_id, profile, case_id, actor, action, outcome, cache_hit,
+/// duration_ms`), so the rollups are computed from exactly those rows and cost no
+/// parameters. Groups are applied in key order, so concurrent writers lock rollup rows in
+/// the same order.
+pub fn upsert_ctes() -> String {
     let columns: Vec<String> = hist_columns().collect();
-    let insert_hist = |param: String| -> String {
-        (0..k)
-            .map(|j| format!("({param}::int8[])[(i - 1) * {k} + {}]", j + 1))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let cols = columns.join(", ");
+    let counts = (0..DURATION_BOUNDS.len())
+        .map(|j| format!("count(*) FILTER (WHERE b = {j})"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let add_hist = columns
         .iter()
         .map(|c| format!("{c} = t.{c} + EXCLUDED.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let cols = columns.join(", ");
     format!(
-        "counts AS (
+        "used AS (
+             SELECT (occurred_at AT TIME ZONE 'UTC')::date AS day, customer_id, profile,
+                    coalesce(case_id, '') AS case_id, actor, outcome, cache_hit, duration_ms,
+                    width_bucket(duration_ms - 1, lanyard_duration_bounds()) AS b
+             FROM ev
+             WHERE action = '{CREDENTIAL_ACTION}' AND customer_id IS NOT NULL
+               AND profile IS NOT NULL
+         ), counts AS (
              INSERT INTO usage_rollup AS t (day, customer_id, profile, case_id, actor, requests,
                                             successes, cache_hits, cache_lookups,
                                             duration_count, duration_sum)
-             SELECT * FROM UNNEST({}::date[], {}::text[], {}::text[], {}::text[], {}::text[],
-                                  {}::int8[], {}::int8[], {}::int8[], {}::int8[], {}::int8[],
-                                  {}::int8[])
+             SELECT day, customer_id, profile, case_id, actor, count(*),
+                    count(*) FILTER (WHERE outcome = 'success'),
+                    count(*) FILTER (WHERE cache_hit), count(cache_hit), count(duration_ms),
+                    coalesce(sum(duration_ms), 0)
+             FROM used GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
              ON CONFLICT (day, customer_id, profile, case_id, actor) DO UPDATE SET
                  requests = t.requests + EXCLUDED.requests,
                  successes = t.successes + EXCLUDED.successes,
@@ -194,111 +122,18 @@ pub fn upsert_ctes(first: usize) -> String {
                  duration_sum = t.duration_sum + EXCLUDED.duration_sum
          ), by_profile AS (
              INSERT INTO usage_profile_duration AS t (day, customer_id, profile, case_id, {cols})
-             SELECT day, c, p, ca, {}
-             FROM UNNEST({}::date[], {}::text[], {}::text[], {}::text[])
-                  WITH ORDINALITY AS r(day, c, p, ca, i)
+             SELECT day, customer_id, profile, case_id, {counts}
+             FROM used WHERE duration_ms IS NOT NULL
+             GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
              ON CONFLICT (day, customer_id, profile, case_id) DO UPDATE SET {add_hist}
          ), by_actor AS (
              INSERT INTO usage_actor_duration AS t (day, customer_id, actor, {cols})
-             SELECT day, c, a, {}
-             FROM UNNEST({}::date[], {}::text[], {}::text[]) WITH ORDINALITY AS r(day, c, a, i)
+             SELECT day, customer_id, actor, {counts}
+             FROM used WHERE duration_ms IS NOT NULL
+             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
              ON CONFLICT (day, customer_id, actor) DO UPDATE SET {add_hist}
-         )",
-        p(0),
-        p(1),
-        p(2),
-        p(3),
-        p(4),
-        p(5),
-        p(6),
-        p(7),
-        p(8),
-        p(9),
-        p(10),
-        insert_hist(p(15)),
-        p(11),
-        p(12),
-        p(13),
-        p(14),
-        insert_hist(p(19)),
-        p(16),
-        p(17),
-        p(18),
+         )"
     )
-}
-
-impl Rollups {
-    /// Binds the parameters of [`upsert_ctes`], in order.
-    pub fn bind<'q>(
-        self,
-        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        let n = self.counts.len();
-        let (mut days, mut customers, mut profiles, mut cases, mut actors) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let mut figures: [Vec<i64>; 6] = Default::default();
-        for (key, c) in self.counts {
-            days.push(key.day);
-            customers.push(key.customer_id);
-            profiles.push(key.profile);
-            cases.push(key.case_id);
-            actors.push(key.actor);
-            for (column, value) in figures.iter_mut().zip([
-                c.requests,
-                c.successes,
-                c.cache_hits,
-                c.cache_lookups,
-                c.duration_count,
-                c.duration_sum,
-            ]) {
-                column.push(value);
-            }
-        }
-        let [requests, successes, hits, lookups, dcount, dsum] = figures;
-        let (mut p_days, mut p_customers, mut p_profiles, mut p_cases, mut p_hist) =
-            (vec![], vec![], vec![], vec![], vec![]);
-        for ((day, customer, profile, case), hist) in self.by_profile {
-            p_days.push(day);
-            p_customers.push(customer);
-            p_profiles.push(profile);
-            p_cases.push(case);
-            p_hist.extend_from_slice(&hist);
-        }
-        let (mut a_days, mut a_customers, mut a_actors, mut a_hist) =
-            (vec![], vec![], vec![], vec![]);
-        for ((day, customer, actor), hist) in self.by_actor {
-            a_days.push(day);
-            a_customers.push(customer);
-            a_actors.push(actor);
-            a_hist.extend_from_slice(&hist);
-        }
-        query
-            .bind(days)
-            .bind(customers)
-            .bind(profiles)
-            .bind(cases)
-            .bind(actors)
-            .bind(requests)
-            .bind(successes)
-            .bind(hits)
-            .bind(lookups)
-            .bind(dcount)
-            .bind(dsum)
-            .bind(p_days)
-            .bind(p_customers)
-            .bind(p_profiles)
-            .bind(p_cases)
-            .bind(p_hist)
-            .bind(a_days)
-            .bind(a_customers)
-            .bind(a_actors)
-            .bind(a_hist)
-    }
 }
 
 /// How report rows are grouped.
