@@ -98,7 +98,12 @@ impl AuditWriter {
             receiver,
             carried: None,
         }));
-        let host = std::env::var("HOSTNAME").unwrap_or_default();
+        // The host name names the chain's writer (HOSTNAME is often not exported).
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
         for n in 0..WORKERS {
             let writer = format!("{host}/{}/{n}", std::process::id());
             tokio::spawn(work(
