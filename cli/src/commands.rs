@@ -64,21 +64,34 @@ impl Ctx {
             .context("not logged in: run `lanyard login --server URL` (or set LANYARD_SERVER and LANYARD_TOKEN)")
     }
 
-    /// The token: --token / LANYARD_TOKEN, else the stored one.
-    pub fn token(&self) -> anyhow::Result<Option<String>> {
-        match &self.token {
-            Some(t) => Ok(Some(t.trim().to_owned())),
-            None => self.store.token(),
+    /// The token for `server`: --token / LANYARD_TOKEN (the user's explicit choice, for
+    /// whatever server is in effect), else the stored login's token, which is only ever sent
+    /// to the broker it was stored for (the same origin as the login's server).
+    pub fn token_for(&self, config: &Config, server: &str) -> anyhow::Result<String> {
+        if let Some(t) = &self.token {
+            return Ok(t.trim().to_owned());
+        }
+        let origin = config::origin(server)?;
+        let login = config.server.as_deref().map(config::origin).transpose()?;
+        match (login, self.store.token()?) {
+            (Some(login), Some(token)) if login == origin => Ok(token),
+            (Some(login), Some(_)) => bail!(
+                "the stored token is for {login}, not {origin}: run `lanyard login --server {origin}` (or set LANYARD_TOKEN)"
+            ),
+            _ => {
+                bail!("no API token: run `lanyard login --server {origin}` (or set LANYARD_TOKEN)")
+            }
         }
     }
 
     /// A client for an authenticated request.
     pub fn client(&self, config: &Config, profile: Option<&Profile>) -> anyhow::Result<Client> {
         let server = self.server(config, profile)?;
-        let token = self
-            .token()?
-            .context("no API token: run `lanyard login --server URL` (or set LANYARD_TOKEN)")?;
-        self.note(&format!("broker {server}, token [redacted]"));
+        let token = self.token_for(config, &server)?;
+        self.note(&format!(
+            "broker {}, token [redacted]",
+            config::origin(&server)?
+        ));
         Client::new(&server, Some(token), self.debug)
     }
 
@@ -109,10 +122,22 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// The cache entry of a profile: bound to the broker it is fetched from and to the session,
+/// so that credentials are never served for another broker (`--server`, LANYARD_SERVER) or
+/// for an older session under the same profile name.
+pub fn cache_key(name: &str, profile: &Profile, server: &str) -> anyhow::Result<String> {
+    Ok(format!(
+        "{name}@{}#{}",
+        config::origin(server)?,
+        profile.session.as_deref().unwrap_or("-")
+    ))
+}
+
 /// The profile's credentials, by the cache rules of `credentials::obtain`.
 fn obtain(ctx: &Ctx, name: &str, mode: Mode) -> anyhow::Result<(Cached, Source)> {
     let config = ctx.config()?;
     let profile = ctx.store.profile(&config, name)?;
+    let key = cache_key(name, profile, &ctx.server(&config, Some(profile))?)?;
     let cache = match mode {
         Mode::NoCache => None,
         _ => Some(ctx.cache()?),
@@ -120,6 +145,7 @@ fn obtain(ctx: &Ctx, name: &str, mode: Mode) -> anyhow::Result<(Cached, Source)>
     credentials::obtain(
         &Obtain {
             name,
+            key: &key,
             profile,
             cache: cache.as_ref(),
             mode,
@@ -185,7 +211,8 @@ fn left(t: DateTime<Utc>) -> String {
 pub fn check(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
     let config = ctx.config()?;
     let profile = ctx.store.profile(&config, name)?;
-    let cached = ctx.cache()?.read(name);
+    let key = cache_key(name, profile, &ctx.server(&config, Some(profile))?)?;
+    let cached = ctx.cache()?.read(&key);
     let fresh = cached
         .as_ref()
         .is_some_and(|c| credentials::is_fresh(c, profile, Utc::now()));
@@ -460,21 +487,24 @@ pub fn support_access(ctx: &Ctx, args: &SupportAccessArgs) -> anyhow::Result<()>
         .map(|t| t.with_timezone(&Utc))
         .ok();
     let server = ctx.server(&config, None)?;
-    config.profiles.insert(
-        name.clone(),
-        Profile {
-            server: (config.server.as_deref() != Some(server.as_str())).then_some(server),
-            kind: Kind::Support,
-            customer: text("customer"),
-            session: Some(text("id")),
-            case: Some(text("case_id")),
-            role: Some(text("role")),
-            session_expires_at: expires,
-        },
-    );
-    ctx.store.save(&config)?;
+    // The profile keeps its broker: a later login elsewhere must not move it.
+    let profile = Profile {
+        server: Some(server.clone()),
+        kind: Kind::Support,
+        customer: text("customer"),
+        session: Some(text("id")),
+        case: Some(text("case_id")),
+        role: Some(text("role")),
+        session_expires_at: expires,
+    };
+    let cache = ctx.cache()?;
     // A case reopened: what the cache holds belongs to the old session.
-    ctx.cache()?.remove(&name)?;
+    if let Some(old) = config.profiles.get(&name) {
+        let old_server = ctx.server(&config, Some(old))?;
+        cache.remove(&cache_key(&name, old, &old_server)?)?;
+    }
+    config.profiles.insert(name.clone(), profile);
+    ctx.store.save(&config)?;
     let path = write_aws_profile(&name, &region)?;
     if ctx.json_output() {
         return print_json(&json!({
@@ -503,7 +533,7 @@ pub fn setup_customer(ctx: &Ctx, args: &SetupCustomerArgs) -> anyhow::Result<()>
     let mut config = ctx.config()?;
     let server = ctx.server(&config, None)?;
     let profile = Profile {
-        server: (config.server.as_deref() != Some(server.as_str())).then_some(server),
+        server: Some(server.clone()),
         kind: Kind::Customer,
         customer: args.customer.clone(),
         session: None,
@@ -512,11 +542,13 @@ pub fn setup_customer(ctx: &Ctx, args: &SetupCustomerArgs) -> anyhow::Result<()>
         session_expires_at: None,
     };
     // Prove the profile works (and warm the cache) before writing anything.
+    let key = cache_key(&name, &profile, &server)?;
     let cache = ctx.cache()?;
-    cache.remove(&name)?;
+    cache.remove(&key)?;
     let (cached, _) = credentials::obtain(
         &Obtain {
             name: &name,
+            key: &key,
             profile: &profile,
             cache: Some(&cache),
             mode: Mode::Refresh,
@@ -664,7 +696,7 @@ pub fn sessions_revoke(ctx: &Ctx, id: Option<&str>, profile: Option<&str>) -> an
     let cache = ctx.cache()?;
     for (name, p) in &config.profiles {
         if p.session.as_deref() == Some(id.as_str()) {
-            cache.remove(name)?;
+            cache.remove(&cache_key(name, p, &ctx.server(&config, Some(p))?)?)?;
         }
     }
     if ctx.json_output() {

@@ -35,6 +35,34 @@ fn xdg_dir(own: &str, xdg: &str, fallback: &str) -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(fallback).join("lanyard"))
 }
 
+/// The origin of a broker URL (`scheme://host[:port]`, without user info or path): what a
+/// stored token and cached credentials are bound to.
+pub fn origin(server: &str) -> anyhow::Result<String> {
+    let url = reqwest::Url::parse(server)
+        .map_err(|e| anyhow::anyhow!("invalid server URL '{}': {e}", redact_url(server)))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        bail!("server URL must be http:// or https:// with a host");
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
+/// A URL for messages: any `user:password@` removed.
+pub fn redact_url(server: &str) -> String {
+    match reqwest::Url::parse(server) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        Ok(_) => server.to_owned(),
+        // Unparseable: drop everything between the scheme and the last '@' of the authority.
+        Err(_) => match (server.find("://"), server.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}{}", &server[..s + 3], &server[at + 1..]),
+            _ => server.to_owned(),
+        },
+    }
+}
+
 /// Which kind of session a profile's credentials come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -125,6 +125,8 @@ pub fn parse_document(document: Value) -> anyhow::Result<Cached> {
 /// Everything `obtain` needs besides the profile.
 pub struct Obtain<'a> {
     pub name: &'a str,
+    /// The profile's cache entry (see `commands::cache_key`).
+    pub key: &'a str,
     pub profile: &'a Profile,
     pub cache: Option<&'a CredentialCache>,
     pub mode: Mode,
@@ -150,7 +152,7 @@ pub fn obtain(
     if req.mode == Mode::Normal
         && let Some(cache) = cache
     {
-        match cache.read(req.name) {
+        match cache.read(req.key) {
             Some(cached) if fresh(&cached) => {
                 debug(&cached_note(&cached));
                 return Ok((cached, Source::Cache));
@@ -164,12 +166,12 @@ pub fn obtain(
     let _lock = match cache {
         Some(cache) => {
             debug(&format!("waiting for the lock of profile {}", req.name));
-            Some(cache.lock(req.name)?)
+            Some(cache.lock(req.key)?)
         }
         None => None,
     };
     if req.mode == Mode::Normal
-        && let Some(cached) = cache.and_then(|c| c.read(req.name)).filter(fresh)
+        && let Some(cached) = cache.and_then(|c| c.read(req.key)).filter(fresh)
     {
         debug(&format!(
             "filled by another process; {}",
@@ -188,7 +190,7 @@ pub fn obtain(
                 fetched.expiration.to_rfc3339()
             ));
             if let Some(cache) = cache {
-                cache.write(req.name, &fetched)?;
+                cache.write(req.key, &fetched)?;
             }
             Ok((fetched, Source::Broker))
         }
@@ -198,7 +200,7 @@ pub fn obtain(
             if client::status_of(&err) == Some(410)
                 && let Some(cache) = cache
             {
-                let _ = cache.remove(req.name);
+                let _ = cache.remove(req.key);
             }
             Err(err.context(format!("profile {}", req.name)))
         }

@@ -96,7 +96,11 @@ fn diagnose(ctx: &Ctx, name: &str, checks: &mut Checks) {
         .and_then(|client| credentials::runtime()?.block_on(client.probe()));
     let broker_date = match probe {
         Ok((status, date)) => {
-            checks.add(Pass, "broker", format!("{server} answers ({status})"));
+            checks.add(
+                Pass,
+                "broker",
+                format!("{} answers ({status})", crate::config::redact_url(&server)),
+            );
             date
         }
         Err(e) => {
@@ -105,50 +109,49 @@ fn diagnose(ctx: &Ctx, name: &str, checks: &mut Checks) {
         }
     };
 
-    match ctx.token() {
-        Ok(Some(token)) => {
-            match commands::token_info(&token).and_then(|i| i.expires.map(|e| (i, e))) {
-                Some((_, expires)) if expires <= Utc::now() => checks.add(
-                    Fail,
-                    "token",
-                    format!("expired at {}: run `lanyard login`", expires.to_rfc3339()),
-                ),
-                Some((info2, expires)) => {
-                    let who = format!(
-                        "{} ({})",
-                        info2.subject.unwrap_or_else(|| "?".into()),
-                        info2.role.unwrap_or_else(|| "?".into())
+    match ctx.token_for(&config, &server) {
+        Ok(token) => match commands::token_info(&token).and_then(|i| i.expires.map(|e| (i, e))) {
+            Some((_, expires)) if expires <= Utc::now() => checks.add(
+                Fail,
+                "token",
+                format!("expired at {}: run `lanyard login`", expires.to_rfc3339()),
+            ),
+            Some((info2, expires)) => {
+                let who = format!(
+                    "{} ({})",
+                    info2.subject.unwrap_or_else(|| "?".into()),
+                    info2.role.unwrap_or_else(|| "?".into())
+                );
+                if expires - Utc::now() < TOKEN_WARN {
+                    checks.add(
+                        Warn,
+                        "token",
+                        format!("{who}, expires soon: {}", expires.to_rfc3339()),
                     );
-                    if expires - Utc::now() < TOKEN_WARN {
-                        checks.add(
-                            Warn,
-                            "token",
-                            format!("{who}, expires soon: {}", expires.to_rfc3339()),
-                        );
-                    } else {
-                        checks.add(
-                            Pass,
-                            "token",
-                            format!("{who}, valid until {}", expires.to_rfc3339()),
-                        );
-                    }
+                } else {
+                    checks.add(
+                        Pass,
+                        "token",
+                        format!("{who}, valid until {}", expires.to_rfc3339()),
+                    );
                 }
-                None => checks.add(
-                    Warn,
-                    "token",
-                    "present, but not a JWT whose expiry can be read",
-                ),
             }
-        }
-        Ok(None) => checks.add(Fail, "token", "none: run `lanyard login --server URL`"),
+            None => checks.add(
+                Warn,
+                "token",
+                "present, but not a JWT whose expiry can be read",
+            ),
+        },
         Err(e) => checks.add(Fail, "token", format!("{e:#}")),
     }
 
     let cache = ctx.cache();
     let obtained = cache.and_then(|cache| {
+        let key = commands::cache_key(name, &profile, &server)?;
         credentials::obtain(
             &Obtain {
                 name,
+                key: &key,
                 profile: &profile,
                 cache: Some(&cache),
                 mode: Mode::Normal,

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use lanyard_server::auth::Role;
-use lanyard_tests::{CliHome, Run, TestApp, credential_requests};
+use lanyard_tests::{CliHome, FakeBroker, Run, TestApp, credential_requests};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -748,4 +748,75 @@ async fn login_takes_the_token_from_a_file_or_the_environment_and_refuses_bad_on
         assert_one_clear_line(&run);
     }
     assert!(fresh.files().is_empty(), "{:?}", fresh.files().keys());
+}
+
+/// Adds a profile to the CLI's config.toml by hand, as a user (or a login elsewhere) could.
+fn add_profile(home: &CliHome, name: &str, body: &str) {
+    let path = home.config_dir().join("config.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!("\n[profiles.{name}]\n{body}\n"));
+    std::fs::write(&path, text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stored_token_is_never_sent_to_another_broker_nor_its_cache_served_for_one() {
+    let (app, home, customer, token) = logged_in_support().await;
+    let case = unique("CS");
+    let profile = support_access(&home, &customer, &case).await;
+    home.lanyard(&["credential-process", "--profile", &profile])
+        .await
+        .ok();
+    let other = FakeBroker::start(500, "{}").await;
+
+    // A profile of another broker: refused before anything is sent, naming the fix.
+    add_profile(
+        &home,
+        "customer-elsewhere",
+        &format!(
+            "server = \"{}\"\nkind = \"customer\"\ncustomer = \"elsewhere\"",
+            other.url
+        ),
+    );
+    let run = home
+        .lanyard(&["credential-process", "--profile", "customer-elsewhere"])
+        .await;
+    assert_one_clear_line(&run);
+    assert!(
+        run.stderr
+            .contains(&format!("run `lanyard login --server {}`", other.url)),
+        "{run:?}"
+    );
+    // LANYARD_SERVER pointing elsewhere: the same, and the login broker's cached
+    // credentials are not served for it.
+    let run = home
+        .lanyard_env(
+            &["credential-process", "--profile", &profile],
+            &[("LANYARD_SERVER", &other.url)],
+            None,
+        )
+        .await;
+    assert_one_clear_line(&run);
+    assert!(other.requests().is_empty(), "{:?}", other.requests());
+
+    // LANYARD_TOKEN is the user's explicit choice for the server in effect: that one is sent.
+    let run = home
+        .lanyard_env(
+            &["credential-process", "--profile", &profile],
+            &[
+                ("LANYARD_SERVER", &other.url),
+                ("LANYARD_TOKEN", "explicit-token"),
+            ],
+            None,
+        )
+        .await;
+    assert_one_clear_line(&run);
+    let seen = other.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].contains("Bearer explicit-token"), "{seen:?}");
+    assert!(!seen[0].contains(&token), "{seen:?}");
+    // The login's broker still serves its profile, from the cache.
+    home.lanyard(&["credential-process", "--profile", &profile])
+        .await
+        .ok();
+    assert_eq!(credential_requests(&app.db, &case).await, 1);
 }
