@@ -22,6 +22,9 @@ use crate::config::{Kind, Profile};
 pub const REFRESH_WINDOW: Duration = Duration::minutes(15);
 /// Credentials that end with their session are served until this close to their expiry.
 pub const END_MARGIN: Duration = Duration::seconds(10);
+/// Credentials fetched this recently are served even inside the refresh window: asking again
+/// at once would only return the broker's same short-lived credentials.
+pub const HOLD_DOWN: Duration = Duration::seconds(30);
 /// Credentials expiring this close to the session's end end with it.
 const SESSION_END_SLACK: Duration = Duration::minutes(2);
 
@@ -149,6 +152,9 @@ pub fn obtain(
         (_, Some(cache)) => Some(cache),
     };
     let fresh = |cached: &Cached| is_fresh(cached, req.profile, Utc::now());
+    // The key id the cache held before this process waited for the lock: a different one
+    // found under the lock was fetched by another process meanwhile.
+    let mut before: Option<String> = None;
     if req.mode == Mode::Normal
         && let Some(cache) = cache
     {
@@ -157,7 +163,18 @@ pub fn obtain(
                 debug(&cached_note(&cached));
                 return Ok((cached, Source::Cache));
             }
-            Some(cached) => debug(&format!("{}: refreshing", cached_note(&cached))),
+            Some(cached) if just_fetched(cache, req.key, &cached) => {
+                debug(&format!(
+                    "{}: fetched less than {} s ago, not asking again",
+                    cached_note(&cached),
+                    HOLD_DOWN.num_seconds()
+                ));
+                return Ok((cached, Source::Cache));
+            }
+            Some(cached) => {
+                debug(&format!("{}: refreshing", cached_note(&cached)));
+                before = Some(access_key_id(&cached).to_owned());
+            }
             None => debug(&format!("no usable cache entry for profile {}", req.name)),
         }
     }
@@ -171,13 +188,20 @@ pub fn obtain(
         None => None,
     };
     if req.mode == Mode::Normal
-        && let Some(cached) = cache.and_then(|c| c.read(req.key)).filter(fresh)
+        && let Some(cached) = cache.and_then(|c| c.read(req.key))
     {
-        debug(&format!(
-            "filled by another process; {}",
-            cached_note(&cached)
-        ));
-        return Ok((cached, Source::Cache));
+        // Filled while this process waited: the broker's answer of a moment ago, even when
+        // it is short-lived (a role whose maximum is 15 minutes), is what asking again
+        // would give; N waiting processes must not make N requests.
+        let filled = before.as_deref() != Some(access_key_id(&cached))
+            && cached.expiration - Utc::now() > END_MARGIN;
+        if fresh(&cached) || filled {
+            debug(&format!(
+                "filled by another process; {}",
+                cached_note(&cached)
+            ));
+            return Ok((cached, Source::Cache));
+        }
     }
     debug(&format!("asking the broker for {}", describe(req.profile)));
     let client = connect()?;
@@ -205,6 +229,21 @@ pub fn obtain(
             Err(err.context(format!("profile {}", req.name)))
         }
     }
+}
+
+fn access_key_id(cached: &Cached) -> &str {
+    cached.document["AccessKeyId"].as_str().unwrap_or_default()
+}
+
+/// Whether an entry that is no longer fresh was written so recently (its file's mtime) that
+/// the broker would only hand out the same short-lived credentials again: then it is served
+/// for [`HOLD_DOWN`] rather than asked for on every call.
+fn just_fetched(cache: &CredentialCache, key: &str, cached: &Cached) -> bool {
+    let now = Utc::now();
+    let written = std::fs::metadata(cache.path(key))
+        .and_then(|m| m.modified())
+        .map(DateTime::<Utc>::from);
+    cached.expiration - now > END_MARGIN && written.is_ok_and(|t| (now - t).abs() < HOLD_DOWN)
 }
 
 fn cached_note(cached: &Cached) -> String {

@@ -820,3 +820,61 @@ async fn the_stored_token_is_never_sent_to_another_broker_nor_its_cache_served_f
         .ok();
     assert_eq!(credential_requests(&app.db, &case).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_parallel_calls_for_fifteen_minute_credentials_make_one_credential_request() {
+    let app = TestApp::spawn().await;
+    let customer = unique("acme");
+    app.create_customer(&customer).await;
+    // The role's maximum is 15 minutes: every credential the broker issues is already
+    // inside botocore's refresh window.
+    let (status, body) = app
+        .admin(
+            Method::PUT,
+            &format!("/v1/customers/{customer}/roles/short"),
+            Some(serde_json::json!({
+                "role_arn": "arn:aws:iam::111122223333:role/LanyardAccess",
+                "max_session_seconds": 900,
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let token = app
+        .token_for("batch-job", Role::Service, None, Duration::from_secs(3600))
+        .await;
+    let home = CliHome::new();
+    home.login(&app.base, &token).await.ok();
+    home.lanyard(&["setup-customer", "--customer", &customer])
+        .await
+        .ok();
+    let profile = format!("customer-{customer}");
+    assert_eq!(credential_requests(&app.db, &profile).await, 1);
+    // A cold cache, then 20 parallel invocations: one asks, the others take its answer.
+    for entry in std::fs::read_dir(home.cache_dir()).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "cred") {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    let args = ["credential-process", "--profile", profile.as_str()];
+    let calls = (0..20).map(|_| home.lanyard(&args));
+    let runs = futures::future::join_all(calls).await;
+    let mut keys = std::collections::BTreeSet::new();
+    for run in &runs {
+        let doc: Value = serde_json::from_str(run.ok()).unwrap();
+        let expiration =
+            chrono::DateTime::parse_from_rfc3339(doc["Expiration"].as_str().unwrap()).unwrap();
+        assert!(
+            expiration.with_timezone(&chrono::Utc) - chrono::Utc::now()
+                <= chrono::Duration::minutes(15),
+            "{doc}"
+        );
+        keys.insert(doc["AccessKeyId"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(credential_requests(&app.db, &profile).await, 2);
+    // A call right after is served from the cache too, not sent to the broker again.
+    home.lanyard(&["credential-process", "--profile", &profile])
+        .await
+        .ok();
+    assert_eq!(credential_requests(&app.db, &profile).await, 2);
+}
