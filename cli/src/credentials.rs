@@ -113,9 +113,24 @@ pub fn parse_document(document: Value) -> anyhow::Result<Cached> {
     if document.get("Version").and_then(Value::as_u64) != Some(1) {
         bail!("the broker's credentials are not a Version 1 credential_process document");
     }
-    text("AccessKeyId")?;
-    text("SecretAccessKey")?;
-    text("SessionToken")?;
+    // These values end up in shell code (`eval "$(lanyard export)"`) and in files: only the
+    // characters AWS uses are accepted, and a refused value is never echoed.
+    let key = text("AccessKeyId")?;
+    if !(16..=128).contains(&key.len())
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    {
+        bail!("the broker's AccessKeyId is not 16-128 uppercase letters and digits; refusing it");
+    }
+    for field in ["SecretAccessKey", "SessionToken"] {
+        if !text(field)?
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+        {
+            bail!("the broker's {field} holds characters outside base64; refusing it");
+        }
+    }
     let expiration = DateTime::parse_from_rfc3339(text("Expiration")?)
         .context("the broker's credentials have an unreadable Expiration")?
         .with_timezone(&Utc);
@@ -308,6 +323,8 @@ pub enum ExportFormat {
 
 /// The credentials in `format`, as `aws configure export-credentials` prints them.
 pub fn export(cached: &Cached, format: ExportFormat) -> anyhow::Result<String> {
+    // What is printed for a shell to run is checked again, whatever its source.
+    parse_document(cached.document.clone())?;
     let d = document(cached);
     if format == ExportFormat::Process {
         return Ok(format!("{}\n", serde_json::to_string_pretty(&d)?));
@@ -338,7 +355,7 @@ mod tests {
     fn cached(left: Duration) -> Cached {
         let expiration = Utc::now() + left;
         Cached {
-            document: json!({"Version": 1, "AccessKeyId": "ASIAEXAMPLE", "SecretAccessKey": "s3cr3t",
+            document: json!({"Version": 1, "AccessKeyId": "ASIAEXAMPLE12345", "SecretAccessKey": "s3cr3t/+=",
                 "SessionToken": "tok", "Expiration": expiration.to_rfc3339()}),
             expiration,
         }
@@ -392,27 +409,27 @@ mod tests {
         assert_eq!(
             export(&c, ExportFormat::Env).unwrap(),
             format!(
-                "export AWS_ACCESS_KEY_ID=ASIAEXAMPLE\nexport AWS_SECRET_ACCESS_KEY=s3cr3t\nexport AWS_SESSION_TOKEN=tok\nexport AWS_CREDENTIAL_EXPIRATION={exp}\n"
+                "export AWS_ACCESS_KEY_ID=ASIAEXAMPLE12345\nexport AWS_SECRET_ACCESS_KEY=s3cr3t/+=\nexport AWS_SESSION_TOKEN=tok\nexport AWS_CREDENTIAL_EXPIRATION={exp}\n"
             )
         );
         assert!(
             export(&c, ExportFormat::Powershell)
                 .unwrap()
-                .starts_with("$Env:AWS_ACCESS_KEY_ID=\"ASIAEXAMPLE\"\n")
+                .starts_with("$Env:AWS_ACCESS_KEY_ID=\"ASIAEXAMPLE12345\"\n")
         );
         assert!(
             export(&c, ExportFormat::Fish)
                 .unwrap()
-                .starts_with("set -gx AWS_ACCESS_KEY_ID \"ASIAEXAMPLE\"\n")
+                .starts_with("set -gx AWS_ACCESS_KEY_ID \"ASIAEXAMPLE12345\"\n")
         );
         assert!(
             export(&c, ExportFormat::WindowsCmd)
                 .unwrap()
-                .starts_with("set AWS_ACCESS_KEY_ID=ASIAEXAMPLE\n")
+                .starts_with("set AWS_ACCESS_KEY_ID=ASIAEXAMPLE12345\n")
         );
         let process = export(&c, ExportFormat::Process).unwrap();
         assert!(
-            process.starts_with("{\n  \"Version\": 1,\n  \"AccessKeyId\": \"ASIAEXAMPLE\",\n"),
+            process.starts_with("{\n  \"Version\": 1,\n  \"AccessKeyId\": \"ASIAEXAMPLE12345\",\n"),
             "{process}"
         );
     }
@@ -426,5 +443,34 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn documents_that_could_break_out_of_a_shell_are_refused_without_echoing_them() {
+        let good = || {
+            json!({"Version": 1, "AccessKeyId": "ASIAEXAMPLE12345", "SecretAccessKey": "abc+/=",
+                "SessionToken": "dG9r", "Expiration": "2030-01-01T00:00:00Z"})
+        };
+        assert!(parse_document(good()).is_ok());
+        for (field, evil) in [
+            ("AccessKeyId", "ASIA$(touch /tmp/pwned)"),
+            ("AccessKeyId", "asiaexample12345"),
+            ("AccessKeyId", "ASIA"),
+            ("SecretAccessKey", "abc; rm -rf ~"),
+            ("SecretAccessKey", "abc`id`"),
+            ("SessionToken", "tok\nexport PATH=/evil"),
+            ("SessionToken", "tok\"; id; \""),
+        ] {
+            let mut doc = good();
+            doc[field] = json!(evil);
+            let err = format!("{:#}", parse_document(doc.clone()).unwrap_err());
+            assert!(err.contains(field), "{err}");
+            assert!(!err.contains(evil), "{err}");
+            let cached = Cached {
+                document: doc,
+                expiration: Utc::now() + Duration::hours(1),
+            };
+            assert!(export(&cached, ExportFormat::Env).is_err());
+        }
     }
 }

@@ -878,3 +878,37 @@ async fn twenty_parallel_calls_for_fifteen_minute_credentials_make_one_credentia
         .ok();
     assert_eq!(credential_requests(&app.db, &profile).await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_answer_that_would_run_shell_code_under_eval_is_refused() {
+    let payload = "x; touch pwned #";
+    let document = serde_json::json!({
+        "Version": 1, "AccessKeyId": "ASIAEXAMPLE12345", "SecretAccessKey": payload,
+        "SessionToken": "dG9r", "Expiration": "2099-01-01T00:00:00Z",
+    });
+    let broker = FakeBroker::start(200, &document.to_string()).await;
+    let home = CliHome::new();
+    std::fs::create_dir_all(home.config_dir()).unwrap();
+    std::fs::write(home.config_dir().join("config.toml"), "").unwrap();
+    add_profile(
+        &home,
+        "customer-evil",
+        &format!(
+            "server = \"{}\"\nkind = \"customer\"\ncustomer = \"evil\"",
+            broker.url
+        ),
+    );
+    for format in ["env", "fish", "process"] {
+        let run = home
+            .lanyard_env(
+                &["export", "--profile", "customer-evil", "--format", format],
+                &[("LANYARD_TOKEN", "explicit-token")],
+                None,
+            )
+            .await;
+        assert_one_clear_line(&run);
+        assert!(run.stderr.contains("SecretAccessKey"), "{run:?}");
+        assert!(!run.stderr.contains(payload), "{run:?}");
+    }
+    assert_eq!(broker.requests().len(), 3);
+}
