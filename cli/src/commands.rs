@@ -326,10 +326,10 @@ pub fn login(ctx: &Ctx, token_file: Option<&Path>, no_verify: bool) -> anyhow::R
     if !no_verify {
         credentials::runtime()?.block_on(client.readiness())?;
     }
-    let mut config = ctx.config()?;
-    config.server = Some(server.clone());
-    ctx.store.save_token(&token)?;
-    ctx.store.save(&config)?;
+    ctx.store.update(|config| {
+        config.server = Some(server.clone());
+        ctx.store.save_token(&token)
+    })?;
     let who = info
         .as_ref()
         .and_then(|i| i.subject.clone())
@@ -456,7 +456,7 @@ pub fn support_access(ctx: &Ctx, args: &SupportAccessArgs) -> anyhow::Result<()>
     let duration = parse_duration(&args.duration)?;
     let region = region(args.region.as_deref());
     aws_config::config_path()?;
-    let mut config = ctx.config()?;
+    let config = ctx.config()?;
     let client = ctx.client(&config, None)?;
     let reason = args
         .reason
@@ -498,13 +498,16 @@ pub fn support_access(ctx: &Ctx, args: &SupportAccessArgs) -> anyhow::Result<()>
         session_expires_at: expires,
     };
     let cache = ctx.cache()?;
-    // A case reopened: what the cache holds belongs to the old session.
-    if let Some(old) = config.profiles.get(&name) {
-        let old_server = ctx.server(&config, Some(old))?;
-        cache.remove(&cache_key(&name, old, &old_server)?)?;
-    }
-    config.profiles.insert(name.clone(), profile);
-    ctx.store.save(&config)?;
+    // Re-read under the config lock: other runs may have added profiles meanwhile.
+    ctx.store.update(|config| {
+        // A case reopened: what the cache holds belongs to the old session.
+        if let Some(old) = config.profiles.get(&name) {
+            let old_server = ctx.server(config, Some(old))?;
+            cache.remove(&cache_key(&name, old, &old_server)?)?;
+        }
+        config.profiles.insert(name.clone(), profile);
+        Ok(())
+    })?;
     let path = write_aws_profile(&name, &region)?;
     if ctx.json_output() {
         return print_json(&json!({
@@ -530,7 +533,7 @@ pub fn setup_customer(ctx: &Ctx, args: &SetupCustomerArgs) -> anyhow::Result<()>
     let region = region(args.region.as_deref());
     aws_config::config_path()?;
     let name = format!("customer-{}", args.customer);
-    let mut config = ctx.config()?;
+    let config = ctx.config()?;
     let server = ctx.server(&config, None)?;
     let profile = Profile {
         server: Some(server.clone()),
@@ -556,8 +559,11 @@ pub fn setup_customer(ctx: &Ctx, args: &SetupCustomerArgs) -> anyhow::Result<()>
         },
         || ctx.client(&config, Some(&profile)),
     )?;
-    config.profiles.insert(name.clone(), profile);
-    ctx.store.save(&config)?;
+    // Re-read under the config lock: other runs may have added profiles meanwhile.
+    ctx.store.update(|config| {
+        config.profiles.insert(name.clone(), profile);
+        Ok(())
+    })?;
     let path = write_aws_profile(&name, &region)?;
     if ctx.json_output() {
         return print_json(&json!({

@@ -912,3 +912,52 @@ async fn a_broker_answer_that_would_run_shell_code_under_eval_is_refused() {
     }
     assert_eq!(broker.requests().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_setup_customer_runs_keep_every_profile() {
+    let app = TestApp::spawn().await;
+    let customers: Vec<String> = (0..3).map(|_| unique("acme")).collect();
+    for customer in &customers {
+        app.create_customer(customer).await;
+        app.register_role(customer, "readonly").await;
+    }
+    let token = app
+        .token_for("batch-job", Role::Service, None, Duration::from_secs(3600))
+        .await;
+    let home = CliHome::new();
+    home.login(&app.base, &token).await.ok();
+    let args: Vec<[&str; 3]> = customers
+        .iter()
+        .map(|c| ["setup-customer", "--customer", c.as_str()])
+        .collect();
+    let runs = futures::future::join_all(args.iter().map(|a| home.lanyard(a))).await;
+    for run in &runs {
+        run.ok();
+    }
+    let config = std::fs::read_to_string(home.config_dir().join("config.toml")).unwrap();
+    let aws = std::fs::read_to_string(home.aws_config()).unwrap();
+    for customer in &customers {
+        assert!(
+            config.contains(&format!("[profiles.customer-{customer}]")),
+            "{customer}: {config}"
+        );
+        assert!(
+            aws.contains(&format!("[profile customer-{customer}]")),
+            "{aws}"
+        );
+        home.lanyard(&[
+            "credential-process",
+            "--profile",
+            &format!("customer-{customer}"),
+        ])
+        .await
+        .ok();
+    }
+    // No temp files left behind beside the config.
+    let names: Vec<String> = std::fs::read_dir(home.config_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains("tmp")), "{names:?}");
+}
