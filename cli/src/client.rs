@@ -39,6 +39,24 @@ impl std::fmt::Display for ApiFailure {
 
 impl std::error::Error for ApiFailure {}
 
+/// The broker did not answer (connection refused, DNS, TLS, timeout).
+#[derive(Debug)]
+pub struct Unreachable(pub String);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+/// Whether `err` says the broker is down or failing (no answer, or a 5xx), as opposed to a
+/// refusal (401, 403, 404, 410, ...) or an answer the CLI rejects.
+pub fn is_unavailable(err: &anyhow::Error) -> bool {
+    status_of(err).is_some_and(|s| s >= 500) || err.chain().any(|e| e.is::<Unreachable>())
+}
+
 /// The HTTP status of a broker refusal inside `err`, if that is what it is.
 pub fn status_of(err: &anyhow::Error) -> Option<u16> {
     err.chain()
@@ -102,11 +120,11 @@ impl Client {
         }
         let started = std::time::Instant::now();
         let response = request.send().await.map_err(|e| {
-            anyhow::anyhow!(
+            Unreachable(format!(
                 "cannot reach the broker at {}: {}",
                 self.base,
                 root_cause(&e)
-            )
+            ))
         })?;
         if self.debug {
             eprintln!(

@@ -140,7 +140,12 @@ fn obtain(ctx: &Ctx, name: &str, mode: Mode) -> anyhow::Result<(Cached, Source)>
     let key = cache_key(name, profile, &ctx.server(&config, Some(profile))?)?;
     let cache = match mode {
         Mode::NoCache => None,
-        _ => Some(ctx.cache()?),
+        // An unusable cache (key file refused, directory not writable) costs requests, not
+        // the credentials: `lanyard doctor` and --debug say why.
+        _ => ctx
+            .cache()
+            .inspect_err(|e| ctx.note(&format!("warning: credential cache unusable: {e:#}")))
+            .ok(),
     };
     credentials::obtain(
         &Obtain {

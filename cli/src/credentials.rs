@@ -202,6 +202,8 @@ pub fn obtain(
         }
         None => None,
     };
+    // What the cache holds under the lock: served should the broker be down.
+    let mut standby: Option<Cached> = None;
     if req.mode == Mode::Normal
         && let Some(cached) = cache.and_then(|c| c.read(req.key))
     {
@@ -217,6 +219,7 @@ pub fn obtain(
             ));
             return Ok((cached, Source::Cache));
         }
+        standby = Some(cached);
     }
     debug(&format!("asking the broker for {}", describe(req.profile)));
     let client = connect()?;
@@ -228,12 +231,26 @@ pub fn obtain(
                 fetched.document["AccessKeyId"].as_str().unwrap_or("?"),
                 fetched.expiration.to_rfc3339()
             ));
-            if let Some(cache) = cache {
-                cache.write(req.key, &fetched)?;
+            // A cache that cannot be written costs the next call a request, not this one
+            // its credentials.
+            if let Some(cache) = cache
+                && let Err(e) = cache.write(req.key, &fetched)
+            {
+                debug(&format!("warning: credentials not cached: {e:#}"));
             }
             Ok((fetched, Source::Broker))
         }
         Err(err) => {
+            // The broker is down or failing: credentials still valid beyond the end margin
+            // are better than none (the SDK asks again on its next call). Refusals fail.
+            if client::is_unavailable(&err)
+                && let Some(cached) = standby.filter(|c| c.expiration - Utc::now() > END_MARGIN)
+            {
+                debug(&format!(
+                    "{err:#}; serving the cached credentials meanwhile"
+                ));
+                return Ok((cached, Source::Cache));
+            }
             // The session is over (revoked or expired): what the cache holds belongs to it,
             // so it goes; the next call says so again instead of handing those out.
             if client::status_of(&err) == Some(410)

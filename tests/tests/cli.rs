@@ -823,31 +823,7 @@ async fn the_stored_token_is_never_sent_to_another_broker_nor_its_cache_served_f
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_parallel_calls_for_fifteen_minute_credentials_make_one_credential_request() {
-    let app = TestApp::spawn().await;
-    let customer = unique("acme");
-    app.create_customer(&customer).await;
-    // The role's maximum is 15 minutes: every credential the broker issues is already
-    // inside botocore's refresh window.
-    let (status, body) = app
-        .admin(
-            Method::PUT,
-            &format!("/v1/customers/{customer}/roles/short"),
-            Some(serde_json::json!({
-                "role_arn": "arn:aws:iam::111122223333:role/LanyardAccess",
-                "max_session_seconds": 900,
-            })),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let token = app
-        .token_for("batch-job", Role::Service, None, Duration::from_secs(3600))
-        .await;
-    let home = CliHome::new();
-    home.login(&app.base, &token).await.ok();
-    home.lanyard(&["setup-customer", "--customer", &customer])
-        .await
-        .ok();
-    let profile = format!("customer-{customer}");
+    let (app, home, profile) = short_lived_customer().await;
     assert_eq!(credential_requests(&app.db, &profile).await, 1);
     // A cold cache, then 20 parallel invocations: one asks, the others take its answer.
     for entry in std::fs::read_dir(home.cache_dir()).unwrap().flatten() {
@@ -960,4 +936,77 @@ async fn parallel_setup_customer_runs_keep_every_profile() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert!(names.iter().all(|n| !n.contains("tmp")), "{names:?}");
+}
+
+/// A customer whose only role has a 15-minute maximum: every credential the broker issues is
+/// already inside botocore's refresh window. Returns (app, home, profile).
+async fn short_lived_customer() -> (TestApp, CliHome, String) {
+    let app = TestApp::spawn().await;
+    let customer = unique("acme");
+    app.create_customer(&customer).await;
+    let (status, body) = app
+        .admin(
+            Method::PUT,
+            &format!("/v1/customers/{customer}/roles/short"),
+            Some(serde_json::json!({
+                "role_arn": "arn:aws:iam::111122223333:role/LanyardAccess",
+                "max_session_seconds": 900,
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let token = app
+        .token_for("batch-job", Role::Service, None, Duration::from_secs(3600))
+        .await;
+    let home = CliHome::new();
+    home.login(&app.base, &token).await.ok();
+    home.lanyard(&["setup-customer", "--customer", &customer])
+        .await
+        .ok();
+    (app, home, format!("customer-{customer}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_is_down_does_not_stop_credentials_the_cache_still_holds() {
+    let (app, home, profile) = short_lived_customer().await;
+    let first: Value = serde_json::from_str(
+        home.lanyard(&["credential-process", "--profile", &profile])
+            .await
+            .ok(),
+    )
+    .unwrap();
+    // Written a minute ago: past the hold-down, so the next call asks the broker.
+    for entry in std::fs::read_dir(home.cache_dir()).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "cred") {
+            let status = std::process::Command::new("touch")
+                .args(["-d", "1 minute ago"])
+                .arg(entry.path())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+    app.stop();
+    let base = app.base.clone();
+    assert!(
+        lanyard_tests::eventually(Duration::from_secs(10), || {
+            let base = base.clone();
+            async move { reqwest::get(format!("{base}/healthz")).await.is_err() }
+        })
+        .await,
+        "the broker still answers"
+    );
+    let run = home
+        .lanyard(&["--debug", "credential-process", "--profile", &profile])
+        .await;
+    let served: Value = serde_json::from_str(run.ok()).unwrap();
+    assert_eq!(served, first);
+    assert!(run.stderr.contains("cannot reach the broker"), "{run:?}");
+    // Asking for new credentials explicitly still says the broker is down.
+    let refresh = home.lanyard(&["refresh", "--profile", &profile]).await;
+    assert_one_clear_line(&refresh);
+    assert!(
+        refresh.stderr.contains("cannot reach the broker"),
+        "{refresh:?}"
+    );
 }
