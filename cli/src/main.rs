@@ -71,7 +71,9 @@ enum Command {
     SetupCustomer(SetupCustomerArgs),
     /// Show the profile's cached credentials and when they expire (no broker request).
     Check(ProfileOnly),
-    /// Fetch new credentials for the profile now, whatever the cache holds.
+    /// Ask the broker for the profile's credentials now, bypassing and replacing the local
+    /// cache. The broker may return its own still-valid credentials (the same access key);
+    /// it issues new ones only when its copy is near expiry.
     Refresh(ProfileOnly),
     /// Customers the token may see.
     Customers {

@@ -551,8 +551,22 @@ async fn check_refresh_queries_and_the_usage_report_tree() {
         .ok();
     let check = home.lanyard(&["check", "--profile", &profile]).await;
     assert!(check.ok().contains("served from the cache"), "{check:?}");
+    let cached: Value = serde_json::from_str(
+        home.lanyard(&["credential-process", "--profile", &profile])
+            .await
+            .ok(),
+    )
+    .unwrap();
+    // refresh bypasses the local cache (one more request at the broker) and replaces it
+    // with the broker's answer, which is the broker's own still-valid copy: the same key.
     let refresh = home.lanyard(&["refresh", "--profile", &profile]).await;
-    assert!(refresh.ok().starts_with(&format!("Refreshed {profile}")));
+    let key = cached["AccessKeyId"].as_str().unwrap();
+    assert!(
+        refresh
+            .ok()
+            .starts_with(&format!("Refreshed {profile}: access key {key}, expires ")),
+        "{refresh:?}"
+    );
     assert_eq!(credential_requests(&app.db, &case).await, 2);
 
     let customers = home.lanyard(&["customers", "list"]).await;
