@@ -71,7 +71,7 @@ pub fn validate(profile: &str, settings: &[(&str, &str)]) -> anyhow::Result<()> 
 }
 
 /// Pure: `content` with section `[profile <profile>]` (or `[default]` when profile is
-/// "default") holding `settings` (key, value): keys already in the section are replaced
+/// "default"; the last such section when several name it) holding `settings` (key, value): keys already in the section are replaced
 /// in place (value only, keeping the line's indentation and the key's spelling), missing
 /// keys are appended after the section's last key line; every other byte of the file is
 /// unchanged. A new section is appended at the end, separated from the previous content by
@@ -84,9 +84,11 @@ pub fn upsert_profile(content: &str, profile: &str, settings: &[(&str, &str)]) -
     } else {
         "\n"
     };
+    // botocore reads every section naming the profile (`[profile x]`, `[profile "x"]`) and
+    // the last one wins: that is the one to edit.
     let Some(header) = lines
         .iter()
-        .position(|l| matches!(&l.kind, Kind::Section(name) if section_profile(name).as_deref() == Some(profile)))
+        .rposition(|l| matches!(&l.kind, Kind::Section(name) if section_profile(name).as_deref() == Some(profile)))
     else {
         return append_section(content, &lines, eol, profile, settings);
     };
