@@ -401,17 +401,43 @@ fn region(flag: Option<&str>) -> String {
         .unwrap_or_else(|| "us-east-1".into())
 }
 
-/// `credential_process` value: this binary's absolute path (quoted when it has spaces).
+/// `credential_process` value: this binary's absolute path, quoted as needed.
 fn credential_process_line(profile: &str) -> anyhow::Result<String> {
     let exe = std::env::current_exe().context("finding the path of the lanyard binary")?;
     let exe = exe.canonicalize().unwrap_or(exe);
-    let exe = exe.to_string_lossy();
-    let exe = if exe.chars().any(char::is_whitespace) {
-        format!("\"{exe}\"")
+    Ok(process_command(&exe.to_string_lossy(), profile))
+}
+
+/// The command line botocore splits (with POSIX `shlex.split`, outside Windows) back into
+/// `exe credential-process --profile PROFILE`.
+fn process_command(exe: &str, profile: &str) -> String {
+    format!(
+        "{} credential-process --profile {}",
+        shell_quote(exe),
+        shell_quote(profile)
+    )
+}
+
+/// One word for POSIX `shlex.split`: as it is when made only of `[A-Za-z0-9/._+-]`, else in
+/// single quotes, each `'` written as `'"'"'` (close, a double-quoted quote, reopen).
+#[cfg(not(windows))]
+fn shell_quote(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._+-".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        return word.to_owned();
+    }
+    format!("'{}'", word.replace('\'', "'\"'\"'"))
+}
+
+/// On Windows botocore splits the way the C runtime does: double quotes around a path with
+/// spaces (a Windows path holds no `"`).
+#[cfg(windows)]
+fn shell_quote(word: &str) -> String {
+    if word.chars().any(char::is_whitespace) {
+        format!("\"{word}\"")
     } else {
-        exe.into_owned()
-    };
-    Ok(format!("{exe} credential-process --profile {profile}"))
+        word.to_owned()
+    }
 }
 
 fn write_aws_profile(profile: &str, region: &str) -> anyhow::Result<std::path::PathBuf> {
@@ -755,6 +781,48 @@ pub fn ping(ctx: &Ctx) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(not(windows))]
+    #[test]
+    fn the_credential_process_line_splits_back_into_the_same_words_with_shlex() {
+        assert_eq!(
+            process_command("/usr/local/bin/lanyard", "support-acme-CS-1.2_x"),
+            "/usr/local/bin/lanyard credential-process --profile support-acme-CS-1.2_x"
+        );
+        let paths = [
+            "/opt/my tools/lanyard",
+            "/home/o'brien/bin/lanyard",
+            "/tmp/$HOME/`id`/\"q\"/back\\slash/lanyard",
+            "/tmp/tab\there;&|<>*?~#!/lanyard",
+            "/tmp/ünïcode/lanyard",
+        ];
+        let lines: Vec<String> = paths
+            .iter()
+            .map(|p| process_command(p, "customer-acme"))
+            .collect();
+        let script = "import json, shlex, sys\nprint(json.dumps([shlex.split(l) for l in json.load(sys.stdin)]))";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 is needed for the shlex check");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&serde_json::to_vec(&lines).unwrap())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let split: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).unwrap();
+        for (path, words) in paths.iter().zip(split) {
+            assert_eq!(
+                words,
+                [*path, "credential-process", "--profile", "customer-acme"],
+                "{path}"
+            );
+        }
+    }
 
     #[test]
     fn durations_take_units() {
