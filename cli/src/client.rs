@@ -66,8 +66,9 @@ pub fn status_of(err: &anyhow::Error) -> Option<u16> {
 
 impl Client {
     pub fn new(server: &str, token: Option<String>, debug: bool) -> anyhow::Result<Self> {
-        let base = reqwest::Url::parse(server)
-            .with_context(|| format!("invalid server URL '{server}'"))?;
+        let base = reqwest::Url::parse(server).with_context(|| {
+            format!("invalid server URL '{}'", crate::config::redact_url(server))
+        })?;
         if !matches!(base.scheme(), "http" | "https") {
             bail!("server URL must be http:// or https://");
         }
@@ -100,7 +101,8 @@ impl Client {
         let url = self.url(path)?;
         if self.debug {
             eprintln!(
-                "debug: {method} {url} (token {})",
+                "debug: {method} {} (token {})",
+                redact(&url),
                 if self.token.is_some() {
                     "[redacted]"
                 } else {
@@ -122,7 +124,7 @@ impl Client {
         let response = request.send().await.map_err(|e| {
             Unreachable(format!(
                 "cannot reach the broker at {}: {}",
-                self.base,
+                redact(&self.base),
                 root_cause(&e)
             ))
         })?;
@@ -169,12 +171,12 @@ impl Client {
     pub async fn probe(&self) -> anyhow::Result<(String, Option<chrono::DateTime<chrono::Utc>>)> {
         let url = self.url("/readyz")?;
         if self.debug {
-            eprintln!("debug: GET {url}");
+            eprintln!("debug: GET {}", redact(&url));
         }
         let response = self.http.get(url.clone()).send().await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot reach the broker at {}: {}",
-                self.base,
+                redact(&self.base),
                 root_cause(&e)
             )
         })?;
@@ -223,6 +225,11 @@ impl Client {
             message: format!("{}{hint} (HTTP {code}{request_id})", one_line(&what)),
         }
     }
+}
+
+/// A URL for messages and debug lines: without `user:password@`.
+fn redact(url: &reqwest::Url) -> String {
+    crate::config::redact_url(url.as_str())
 }
 
 /// The innermost cause of a transport error (e.g. "Connection refused"), on one line.

@@ -344,6 +344,7 @@ pub fn login(ctx: &Ctx, token_file: Option<&Path>, no_verify: bool) -> anyhow::R
         .and_then(|i| i.role.clone())
         .unwrap_or_else(|| "?".into());
     let expires = info.as_ref().and_then(|i| i.expires).map(rfc3339);
+    let server = config::redact_url(&server);
     if ctx.json_output() {
         return print_json(&json!({
             "server": server, "subject": who, "role": role, "token_expires": expires,
@@ -772,6 +773,7 @@ pub fn ping(ctx: &Ctx) -> anyhow::Result<()> {
     let server = ctx.server(&config, None)?;
     let client = Client::new(&server, None, ctx.debug)?;
     let status = credentials::runtime()?.block_on(client.readiness())?;
+    let server = config::redact_url(&server);
     if ctx.json_output() {
         return print_json(&json!({ "server": server, "status": status }));
     }

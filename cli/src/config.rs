@@ -236,3 +236,24 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .create(dir)
         .with_context(|| format!("creating {}", dir.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls_lose_their_user_info_in_messages_and_origins() {
+        assert_eq!(
+            redact_url("https://alice:hunter2@lanyard.example.com:8443/x"),
+            "https://lanyard.example.com:8443/x"
+        );
+        assert_eq!(redact_url("http://127.0.0.1:9"), "http://127.0.0.1:9");
+        assert_eq!(redact_url("http://u:p@[::1:9"), "http://[::1:9");
+        assert_eq!(
+            origin("https://alice:hunter2@lanyard.example.com:443/api").unwrap(),
+            "https://lanyard.example.com"
+        );
+        let err = format!("{:#}", origin("https://alice:hunter2@").unwrap_err());
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}

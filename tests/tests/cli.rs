@@ -1024,3 +1024,26 @@ async fn a_broker_that_is_down_does_not_stop_credentials_the_cache_still_holds()
         "{refresh:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_the_server_url_never_shows_in_messages_or_debug_output() {
+    let home = CliHome::new();
+    let server = "http://alice:hunter2@127.0.0.1:9";
+    for args in [
+        vec!["--debug", "customers", "list"],
+        vec!["--debug", "ping"],
+        vec!["--debug", "login", "--server", server],
+    ] {
+        let run = home
+            .lanyard_env(
+                &args,
+                &[("LANYARD_SERVER", server), ("LANYARD_TOKEN", "x")],
+                None,
+            )
+            .await;
+        assert_ne!(run.code, 0, "{run:?}");
+        assert!(run.stderr.contains("127.0.0.1:9"), "{run:?}");
+        assert!(!run.stderr.contains("hunter2"), "{args:?}: {run:?}");
+        assert!(!run.stdout.contains("hunter2"), "{args:?}: {run:?}");
+    }
+}
