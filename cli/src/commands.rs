@@ -13,6 +13,7 @@ use crate::cache::{Cached, CredentialCache};
 use crate::client::Client;
 use crate::config::{self, Config, Kind, Profile, Store};
 use crate::credentials::{self, Mode, Obtain, Source};
+use crate::ids;
 use crate::{
     Output, SessionsListArgs, SetupCustomerArgs, SupportAccessArgs, UsageArgs, aws_config,
 };
@@ -485,6 +486,8 @@ async fn pick_role(client: &Client, customer: &str, kind: &str) -> anyhow::Resul
 
 pub fn support_access(ctx: &Ctx, args: &SupportAccessArgs) -> anyhow::Result<()> {
     // Everything that can be checked here is, before the broker opens anything.
+    ids::customer(&args.customer)?;
+    ids::case(&args.case)?;
     let duration = parse_duration(&args.duration)?;
     let region = region(args.region.as_deref());
     aws_config::config_path()?;
@@ -562,6 +565,7 @@ pub fn support_access(ctx: &Ctx, args: &SupportAccessArgs) -> anyhow::Result<()>
 }
 
 pub fn setup_customer(ctx: &Ctx, args: &SetupCustomerArgs) -> anyhow::Result<()> {
+    ids::customer(&args.customer)?;
     let region = region(args.region.as_deref());
     aws_config::config_path()?;
     let name = format!("customer-{}", args.customer);
@@ -666,10 +670,10 @@ pub fn customers_list(ctx: &Ctx) -> anyhow::Result<()> {
 pub fn sessions_list(ctx: &Ctx, args: &SessionsListArgs) -> anyhow::Result<()> {
     let mut query = Vec::new();
     if let Some(c) = &args.customer {
-        query.push(format!("customer={c}"));
+        query.push(format!("customer={}", ids::customer(c)?));
     }
     if let Some(c) = &args.case {
-        query.push(format!("case_id={c}"));
+        query.push(format!("case_id={}", ids::case(c)?));
     }
     if args.active {
         query.push("active=true".into());
@@ -713,13 +717,14 @@ pub fn sessions_list(ctx: &Ctx, args: &SessionsListArgs) -> anyhow::Result<()> {
 pub fn sessions_revoke(ctx: &Ctx, id: Option<&str>, profile: Option<&str>) -> anyhow::Result<()> {
     let config = ctx.config()?;
     let (id, profile) = match (id, profile) {
-        (Some(id), _) => (id.to_owned(), None),
+        (Some(id), _) => (ids::session(id)?.to_owned(), None),
         (None, Some(name)) => {
             let p = ctx.store.profile(&config, name)?;
             let id = p
                 .session
                 .clone()
                 .with_context(|| format!("profile {name} has no session to revoke (customer profiles open theirs on demand)"))?;
+            ids::session(&id)?;
             (id, Some(p))
         }
         (None, None) => bail!("name the session: lanyard sessions revoke ID, or --profile P"),
@@ -755,7 +760,7 @@ pub fn usage_report(ctx: &Ctx, args: &UsageArgs) -> anyhow::Result<()> {
     }
     let mut path = format!("/v1/reports/usage?days={}", args.days);
     if let Some(c) = &args.customer {
-        path.push_str(&format!("&customer={c}"));
+        path.push_str(&format!("&customer={}", ids::customer(c)?));
     }
     let config = ctx.config()?;
     let client = ctx.client(&config, None)?;

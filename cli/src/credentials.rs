@@ -79,6 +79,7 @@ pub async fn fetch(client: &Client, profile: &Profile) -> anyhow::Result<Cached>
                 .session
                 .as_deref()
                 .context("the profile is a support profile without a session id")?;
+            let session = crate::ids::session(session)?;
             client
                 .json(
                     reqwest::Method::POST,
@@ -92,7 +93,10 @@ pub async fn fetch(client: &Client, profile: &Profile) -> anyhow::Result<Cached>
             client
                 .json(
                     reqwest::Method::POST,
-                    &format!("/v1/customers/{}/credentials", profile.customer),
+                    &format!(
+                        "/v1/customers/{}/credentials",
+                        crate::ids::customer(&profile.customer)?
+                    ),
                     body.as_ref(),
                 )
                 .await?

@@ -13,6 +13,7 @@ mod commands;
 mod config;
 mod credentials;
 mod doctor;
+mod ids;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 

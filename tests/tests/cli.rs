@@ -1047,3 +1047,73 @@ async fn a_password_in_the_server_url_never_shows_in_messages_or_debug_output() 
         assert!(!run.stdout.contains("hunter2"), "{args:?}: {run:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_that_would_change_the_request_path_are_refused_before_any_request() {
+    let broker = FakeBroker::start(200, "{}").await;
+    let home = CliHome::new();
+    std::fs::create_dir_all(home.config_dir()).unwrap();
+    std::fs::write(home.config_dir().join("config.toml"), "").unwrap();
+    add_profile(
+        &home,
+        "support-x",
+        "kind = \"support\"\ncustomer = \"acme\"\nsession = \"../../customers/acme\"",
+    );
+    add_profile(
+        &home,
+        "customer-x",
+        "kind = \"customer\"\ncustomer = \"acme/../../v1/sessions\"",
+    );
+    let env = [
+        ("LANYARD_SERVER", broker.url.as_str()),
+        ("LANYARD_TOKEN", "t"),
+    ];
+    for (args, what) in [
+        (
+            vec!["credential-process", "--profile", "support-x"],
+            "session id",
+        ),
+        (
+            vec!["credential-process", "--profile", "customer-x"],
+            "customer id",
+        ),
+        (vec!["sessions", "revoke", "../customers"], "session id"),
+        (
+            vec!["sessions", "revoke", "--profile", "support-x"],
+            "session id",
+        ),
+        (
+            vec!["sessions", "list", "--customer", "a&active=false"],
+            "customer id",
+        ),
+        (vec!["sessions", "list", "--case", "CS-1#x"], "case id"),
+        (
+            vec!["usage-report", "--customer", "acme/../x"],
+            "customer id",
+        ),
+        (
+            vec!["setup-customer", "--customer", "acme?x"],
+            "customer id",
+        ),
+        (
+            vec![
+                "support-access",
+                "--customer",
+                "acme/../x",
+                "--case",
+                "CS-1",
+                "--role",
+                "r",
+            ],
+            "customer id",
+        ),
+    ] {
+        let run = home.lanyard_env(&args, &env, None).await;
+        assert_one_clear_line(&run);
+        assert!(
+            run.stderr.contains(&format!("bad {what}")),
+            "{args:?}: {run:?}"
+        );
+    }
+    assert!(broker.requests().is_empty(), "{:?}", broker.requests());
+}
