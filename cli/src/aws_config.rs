@@ -189,6 +189,25 @@ pub fn upsert_profile(content: &str, profile: &str, settings: &[(&str, &str)]) -
     out.concat()
 }
 
+/// The value of `key` in the profile's section as the AWS CLI reads it (the last section
+/// naming the profile; keys case-insensitive), on one line; None when there is none.
+pub fn profile_setting(content: &str, profile: &str, key: &str) -> Option<String> {
+    let lines = parse(content);
+    let header = lines.iter().rposition(
+        |l| matches!(&l.kind, Kind::Section(name) if section_profile(name).as_deref() == Some(profile)),
+    )?;
+    let key = key.to_ascii_lowercase();
+    lines[header + 1..]
+        .iter()
+        .take_while(|l| !matches!(l.kind, Kind::Section(_)))
+        .find_map(|l| match &l.kind {
+            Kind::Key { name, value_at } if *name == key => {
+                Some(l.text[*value_at..].trim_end().to_owned())
+            }
+            _ => None,
+        })
+}
+
 fn append_section(
     content: &str,
     lines: &[Line<'_>],
@@ -396,7 +415,7 @@ fn section_profile(section: &str) -> Option<String> {
 
 /// POSIX `shlex.split`: whitespace-separated words, with '…' and "…" quoting and `\`
 /// escapes. None for an unterminated quote (botocore then ignores the section).
-fn shell_words(s: &str) -> Option<Vec<String>> {
+pub fn shell_words(s: &str) -> Option<Vec<String>> {
     let mut words = Vec::new();
     let mut word: Option<String> = None;
     let mut chars = s.chars();

@@ -180,19 +180,27 @@ fn diagnose(ctx: &Ctx, name: &str, checks: &mut Checks) {
     match aws_config::config_path() {
         Ok(path) => {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
-            match wired(&text, name) {
-                Some(line) if line.contains("credential-process") && line.contains(&format!("--profile {name}")) => {
-                    checks.add(Pass, "aws profile", format!("[profile {name}] in {} runs {line}", path.display()))
-                }
+            match aws_config::profile_setting(&text, name, "credential_process") {
+                Some(line) if runs_lanyard_for(&line, name) => checks.add(
+                    Pass,
+                    "aws profile",
+                    format!("[profile {name}] in {} runs {line}", path.display()),
+                ),
                 Some(line) => checks.add(
                     Fail,
                     "aws profile",
-                    format!("[profile {name}] in {} has credential_process = {line}, not lanyard's", path.display()),
+                    format!(
+                        "[profile {name}] in {} has credential_process = {line}, not lanyard's for this profile",
+                        path.display()
+                    ),
                 ),
                 None => checks.add(
                     Fail,
                     "aws profile",
-                    format!("no [profile {name}] with credential_process in {}: run `lanyard support-access` or `lanyard setup-customer`", path.display()),
+                    format!(
+                        "no [profile {name}] with credential_process in {}: run `lanyard support-access` or `lanyard setup-customer`",
+                        path.display()
+                    ),
                 ),
             }
         }
@@ -218,23 +226,40 @@ fn diagnose(ctx: &Ctx, name: &str, checks: &mut Checks) {
     }
 }
 
-/// The `credential_process` value of `[profile NAME]` in an AWS config file.
-fn wired(text: &str, name: &str) -> Option<String> {
-    let mut inside = false;
-    for line in text.lines() {
-        let t = line.trim();
-        if t.starts_with('[') {
-            let section = t.trim_start_matches('[').trim_end_matches(']').trim();
-            inside = section.strip_prefix("profile ").map(str::trim) == Some(name)
-                || (name == "default" && section == "default");
-            continue;
-        }
-        if inside
-            && let Some((key, value)) = t.split_once('=')
-            && key.trim() == "credential_process"
-        {
-            return Some(value.trim().to_owned());
-        }
+/// Whether a credential_process command line, split as botocore splits it, is
+/// `<lanyard> credential-process --profile NAME` for exactly this profile.
+fn runs_lanyard_for(line: &str, name: &str) -> bool {
+    let Some(words) = aws_config::shell_words(line) else {
+        return false;
+    };
+    let profile_flag = words
+        .windows(2)
+        .any(|w| w[0] == "--profile" && w[1] == name)
+        || words.iter().any(|w| *w == format!("--profile={name}"));
+    words.get(1).is_some_and(|w| w == "credential-process") && profile_flag
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wiring_check_matches_the_exact_profile_only() {
+        let config = "[profile CS-12]\ncredential_process = /bin/lanyard credential-process --profile CS-12\n";
+        let line = aws_config::profile_setting(config, "CS-12", "credential_process").unwrap();
+        assert!(runs_lanyard_for(&line, "CS-12"));
+        assert!(!runs_lanyard_for(&line, "CS-1"));
+        assert_eq!(
+            aws_config::profile_setting(config, "CS-1", "credential_process"),
+            None
+        );
+        let quoted = "[profile \"x\"]\ncredential_process = '/opt/my tools/lanyard' credential-process --profile x\n";
+        let line = aws_config::profile_setting(quoted, "x", "credential_process").unwrap();
+        assert!(runs_lanyard_for(&line, "x"));
+        assert!(runs_lanyard_for(
+            "/bin/lanyard credential-process --profile x --no-cache",
+            "x"
+        ));
+        assert!(!runs_lanyard_for("/bin/lanyard export --profile x", "x"));
     }
-    None
 }

@@ -630,6 +630,19 @@ async fn doctor_checks_every_link_of_the_chain() {
     ] {
         assert!(out.contains(&format!("✔ {check}: ")), "{check}: {out}");
     }
+    // Wired to another profile whose name merely starts with this one's.
+    let wired = std::fs::read_to_string(home.aws_config()).unwrap();
+    std::fs::write(
+        home.aws_config(),
+        wired.replace(
+            &format!("--profile {profile}"),
+            &format!("--profile {profile}9"),
+        ),
+    )
+    .unwrap();
+    let run = home.lanyard(&["doctor", "--profile", &profile]).await;
+    assert_ne!(run.code, 0);
+    assert!(run.stdout.contains("✘ aws profile"), "{run:?}");
     // Unwired: the AWS profile is gone.
     std::fs::write(home.aws_config(), "").unwrap();
     let run = home.lanyard(&["doctor", "--profile", &profile]).await;
