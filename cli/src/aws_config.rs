@@ -71,7 +71,7 @@ pub fn validate(profile: &str, settings: &[(&str, &str)]) -> anyhow::Result<()> 
 }
 
 /// Pure: `content` with section `[profile <profile>]` (or `[default]` when profile is
-/// "default") holding `settings` (key, value): keys already in the section are replaced
+/// "default"; the last such section when several name it) holding `settings` (key, value): keys already in the section are replaced
 /// in place (value only, keeping the line's indentation and the key's spelling), missing
 /// keys are appended after the section's last key line; every other byte of the file is
 /// unchanged. A new section is appended at the end, separated from the previous content by
@@ -84,9 +84,11 @@ pub fn upsert_profile(content: &str, profile: &str, settings: &[(&str, &str)]) -
     } else {
         "\n"
     };
+    // botocore reads every section naming the profile (`[profile x]`, `[profile "x"]`) and
+    // the last one wins: that is the one to edit.
     let Some(header) = lines
         .iter()
-        .position(|l| matches!(&l.kind, Kind::Section(name) if section_profile(name).as_deref() == Some(profile)))
+        .rposition(|l| matches!(&l.kind, Kind::Section(name) if section_profile(name).as_deref() == Some(profile)))
     else {
         return append_section(content, &lines, eol, profile, settings);
     };
@@ -185,6 +187,25 @@ pub fn upsert_profile(content: &str, profile: &str, settings: &[(&str, &str)]) -
         }
     }
     out.concat()
+}
+
+/// The value of `key` in the profile's section as the AWS CLI reads it (the last section
+/// naming the profile; keys case-insensitive), on one line; None when there is none.
+pub fn profile_setting(content: &str, profile: &str, key: &str) -> Option<String> {
+    let lines = parse(content);
+    let header = lines.iter().rposition(
+        |l| matches!(&l.kind, Kind::Section(name) if section_profile(name).as_deref() == Some(profile)),
+    )?;
+    let key = key.to_ascii_lowercase();
+    lines[header + 1..]
+        .iter()
+        .take_while(|l| !matches!(l.kind, Kind::Section(_)))
+        .find_map(|l| match &l.kind {
+            Kind::Key { name, value_at } if *name == key => {
+                Some(l.text[*value_at..].trim_end().to_owned())
+            }
+            _ => None,
+        })
 }
 
 fn append_section(
@@ -394,7 +415,7 @@ fn section_profile(section: &str) -> Option<String> {
 
 /// POSIX `shlex.split`: whitespace-separated words, with '…' and "…" quoting and `\`
 /// escapes. None for an unterminated quote (botocore then ignores the section).
-fn shell_words(s: &str) -> Option<Vec<String>> {
+pub fn shell_words(s: &str) -> Option<Vec<String>> {
     let mut words = Vec::new();
     let mut word: Option<String> = None;
     let mut chars = s.chars();

@@ -39,6 +39,24 @@ impl std::fmt::Display for ApiFailure {
 
 impl std::error::Error for ApiFailure {}
 
+/// The broker did not answer (connection refused, DNS, TLS, timeout).
+#[derive(Debug)]
+pub struct Unreachable(pub String);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+/// Whether `err` says the broker is down or failing (no answer, or a 5xx), as opposed to a
+/// refusal (401, 403, 404, 410, ...) or an answer the CLI rejects.
+pub fn is_unavailable(err: &anyhow::Error) -> bool {
+    status_of(err).is_some_and(|s| s >= 500) || err.chain().any(|e| e.is::<Unreachable>())
+}
+
 /// The HTTP status of a broker refusal inside `err`, if that is what it is.
 pub fn status_of(err: &anyhow::Error) -> Option<u16> {
     err.chain()
@@ -48,8 +66,9 @@ pub fn status_of(err: &anyhow::Error) -> Option<u16> {
 
 impl Client {
     pub fn new(server: &str, token: Option<String>, debug: bool) -> anyhow::Result<Self> {
-        let base = reqwest::Url::parse(server)
-            .with_context(|| format!("invalid server URL '{server}'"))?;
+        let base = reqwest::Url::parse(server).with_context(|| {
+            format!("invalid server URL '{}'", crate::config::redact_url(server))
+        })?;
         if !matches!(base.scheme(), "http" | "https") {
             bail!("server URL must be http:// or https://");
         }
@@ -82,7 +101,8 @@ impl Client {
         let url = self.url(path)?;
         if self.debug {
             eprintln!(
-                "debug: {method} {url} (token {})",
+                "debug: {method} {} (token {})",
+                redact(&url),
                 if self.token.is_some() {
                     "[redacted]"
                 } else {
@@ -102,11 +122,11 @@ impl Client {
         }
         let started = std::time::Instant::now();
         let response = request.send().await.map_err(|e| {
-            anyhow::anyhow!(
+            Unreachable(format!(
                 "cannot reach the broker at {}: {}",
-                self.base,
+                redact(&self.base),
                 root_cause(&e)
-            )
+            ))
         })?;
         if self.debug {
             eprintln!(
@@ -151,12 +171,12 @@ impl Client {
     pub async fn probe(&self) -> anyhow::Result<(String, Option<chrono::DateTime<chrono::Utc>>)> {
         let url = self.url("/readyz")?;
         if self.debug {
-            eprintln!("debug: GET {url}");
+            eprintln!("debug: GET {}", redact(&url));
         }
         let response = self.http.get(url.clone()).send().await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot reach the broker at {}: {}",
-                self.base,
+                redact(&self.base),
                 root_cause(&e)
             )
         })?;
@@ -205,6 +225,11 @@ impl Client {
             message: format!("{}{hint} (HTTP {code}{request_id})", one_line(&what)),
         }
     }
+}
+
+/// A URL for messages and debug lines: without `user:password@`.
+fn redact(url: &reqwest::Url) -> String {
+    crate::config::redact_url(url.as_str())
 }
 
 /// The innermost cause of a transport error (e.g. "Connection refused"), on one line.

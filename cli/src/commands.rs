@@ -13,6 +13,7 @@ use crate::cache::{Cached, CredentialCache};
 use crate::client::Client;
 use crate::config::{self, Config, Kind, Profile, Store};
 use crate::credentials::{self, Mode, Obtain, Source};
+use crate::ids;
 use crate::{
     Output, SessionsListArgs, SetupCustomerArgs, SupportAccessArgs, UsageArgs, aws_config,
 };
@@ -64,21 +65,34 @@ impl Ctx {
             .context("not logged in: run `lanyard login --server URL` (or set LANYARD_SERVER and LANYARD_TOKEN)")
     }
 
-    /// The token: --token / LANYARD_TOKEN, else the stored one.
-    pub fn token(&self) -> anyhow::Result<Option<String>> {
-        match &self.token {
-            Some(t) => Ok(Some(t.trim().to_owned())),
-            None => self.store.token(),
+    /// The token for `server`: --token / LANYARD_TOKEN (the user's explicit choice, for
+    /// whatever server is in effect), else the stored login's token, which is only ever sent
+    /// to the broker it was stored for (the same origin as the login's server).
+    pub fn token_for(&self, config: &Config, server: &str) -> anyhow::Result<String> {
+        if let Some(t) = &self.token {
+            return Ok(t.trim().to_owned());
+        }
+        let origin = config::origin(server)?;
+        let login = config.server.as_deref().map(config::origin).transpose()?;
+        match (login, self.store.token()?) {
+            (Some(login), Some(token)) if login == origin => Ok(token),
+            (Some(login), Some(_)) => bail!(
+                "the stored token is for {login}, not {origin}: run `lanyard login --server {origin}` (or set LANYARD_TOKEN)"
+            ),
+            _ => {
+                bail!("no API token: run `lanyard login --server {origin}` (or set LANYARD_TOKEN)")
+            }
         }
     }
 
     /// A client for an authenticated request.
     pub fn client(&self, config: &Config, profile: Option<&Profile>) -> anyhow::Result<Client> {
         let server = self.server(config, profile)?;
-        let token = self
-            .token()?
-            .context("no API token: run `lanyard login --server URL` (or set LANYARD_TOKEN)")?;
-        self.note(&format!("broker {server}, token [redacted]"));
+        let token = self.token_for(config, &server)?;
+        self.note(&format!(
+            "broker {}, token [redacted]",
+            config::origin(&server)?
+        ));
         Client::new(&server, Some(token), self.debug)
     }
 
@@ -109,17 +123,35 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// The cache entry of a profile: bound to the broker it is fetched from and to the session,
+/// so that credentials are never served for another broker (`--server`, LANYARD_SERVER) or
+/// for an older session under the same profile name.
+pub fn cache_key(name: &str, profile: &Profile, server: &str) -> anyhow::Result<String> {
+    Ok(format!(
+        "{name}@{}#{}",
+        config::origin(server)?,
+        profile.session.as_deref().unwrap_or("-")
+    ))
+}
+
 /// The profile's credentials, by the cache rules of `credentials::obtain`.
 fn obtain(ctx: &Ctx, name: &str, mode: Mode) -> anyhow::Result<(Cached, Source)> {
     let config = ctx.config()?;
     let profile = ctx.store.profile(&config, name)?;
+    let key = cache_key(name, profile, &ctx.server(&config, Some(profile))?)?;
     let cache = match mode {
         Mode::NoCache => None,
-        _ => Some(ctx.cache()?),
+        // An unusable cache (key file refused, directory not writable) costs requests, not
+        // the credentials: `lanyard doctor` and --debug say why.
+        _ => ctx
+            .cache()
+            .inspect_err(|e| ctx.note(&format!("warning: credential cache unusable: {e:#}")))
+            .ok(),
     };
     credentials::obtain(
         &Obtain {
             name,
+            key: &key,
             profile,
             cache: cache.as_ref(),
             mode,
@@ -185,7 +217,8 @@ fn left(t: DateTime<Utc>) -> String {
 pub fn check(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
     let config = ctx.config()?;
     let profile = ctx.store.profile(&config, name)?;
-    let cached = ctx.cache()?.read(name);
+    let key = cache_key(name, profile, &ctx.server(&config, Some(profile))?)?;
+    let cached = ctx.cache()?.read(&key);
     let fresh = cached
         .as_ref()
         .is_some_and(|c| credentials::is_fresh(c, profile, Utc::now()));
@@ -299,10 +332,10 @@ pub fn login(ctx: &Ctx, token_file: Option<&Path>, no_verify: bool) -> anyhow::R
     if !no_verify {
         credentials::runtime()?.block_on(client.readiness())?;
     }
-    let mut config = ctx.config()?;
-    config.server = Some(server.clone());
-    ctx.store.save_token(&token)?;
-    ctx.store.save(&config)?;
+    ctx.store.update(|config| {
+        config.server = Some(server.clone());
+        ctx.store.save_token(&token)
+    })?;
     let who = info
         .as_ref()
         .and_then(|i| i.subject.clone())
@@ -312,6 +345,7 @@ pub fn login(ctx: &Ctx, token_file: Option<&Path>, no_verify: bool) -> anyhow::R
         .and_then(|i| i.role.clone())
         .unwrap_or_else(|| "?".into());
     let expires = info.as_ref().and_then(|i| i.expires).map(rfc3339);
+    let server = config::redact_url(&server);
     if ctx.json_output() {
         return print_json(&json!({
             "server": server, "subject": who, "role": role, "token_expires": expires,
@@ -369,17 +403,43 @@ fn region(flag: Option<&str>) -> String {
         .unwrap_or_else(|| "us-east-1".into())
 }
 
-/// `credential_process` value: this binary's absolute path (quoted when it has spaces).
+/// `credential_process` value: this binary's absolute path, quoted as needed.
 fn credential_process_line(profile: &str) -> anyhow::Result<String> {
     let exe = std::env::current_exe().context("finding the path of the lanyard binary")?;
     let exe = exe.canonicalize().unwrap_or(exe);
-    let exe = exe.to_string_lossy();
-    let exe = if exe.chars().any(char::is_whitespace) {
-        format!("\"{exe}\"")
+    Ok(process_command(&exe.to_string_lossy(), profile))
+}
+
+/// The command line botocore splits (with POSIX `shlex.split`, outside Windows) back into
+/// `exe credential-process --profile PROFILE`.
+fn process_command(exe: &str, profile: &str) -> String {
+    format!(
+        "{} credential-process --profile {}",
+        shell_quote(exe),
+        shell_quote(profile)
+    )
+}
+
+/// One word for POSIX `shlex.split`: as it is when made only of `[A-Za-z0-9/._+-]`, else in
+/// single quotes, each `'` written as `'"'"'` (close, a double-quoted quote, reopen).
+#[cfg(not(windows))]
+fn shell_quote(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._+-".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        return word.to_owned();
+    }
+    format!("'{}'", word.replace('\'', "'\"'\"'"))
+}
+
+/// On Windows botocore splits the way the C runtime does: double quotes around a path with
+/// spaces (a Windows path holds no `"`).
+#[cfg(windows)]
+fn shell_quote(word: &str) -> String {
+    if word.chars().any(char::is_whitespace) {
+        format!("\"{word}\"")
     } else {
-        exe.into_owned()
-    };
-    Ok(format!("{exe} credential-process --profile {profile}"))
+        word.to_owned()
+    }
 }
 
 fn write_aws_profile(profile: &str, region: &str) -> anyhow::Result<std::path::PathBuf> {
@@ -426,10 +486,12 @@ async fn pick_role(client: &Client, customer: &str, kind: &str) -> anyhow::Resul
 
 pub fn support_access(ctx: &Ctx, args: &SupportAccessArgs) -> anyhow::Result<()> {
     // Everything that can be checked here is, before the broker opens anything.
+    ids::customer(&args.customer)?;
+    ids::case(&args.case)?;
     let duration = parse_duration(&args.duration)?;
     let region = region(args.region.as_deref());
     aws_config::config_path()?;
-    let mut config = ctx.config()?;
+    let config = ctx.config()?;
     let client = ctx.client(&config, None)?;
     let reason = args
         .reason
@@ -460,21 +522,27 @@ pub fn support_access(ctx: &Ctx, args: &SupportAccessArgs) -> anyhow::Result<()>
         .map(|t| t.with_timezone(&Utc))
         .ok();
     let server = ctx.server(&config, None)?;
-    config.profiles.insert(
-        name.clone(),
-        Profile {
-            server: (config.server.as_deref() != Some(server.as_str())).then_some(server),
-            kind: Kind::Support,
-            customer: text("customer"),
-            session: Some(text("id")),
-            case: Some(text("case_id")),
-            role: Some(text("role")),
-            session_expires_at: expires,
-        },
-    );
-    ctx.store.save(&config)?;
-    // A case reopened: what the cache holds belongs to the old session.
-    ctx.cache()?.remove(&name)?;
+    // The profile keeps its broker: a later login elsewhere must not move it.
+    let profile = Profile {
+        server: Some(server.clone()),
+        kind: Kind::Support,
+        customer: text("customer"),
+        session: Some(text("id")),
+        case: Some(text("case_id")),
+        role: Some(text("role")),
+        session_expires_at: expires,
+    };
+    let cache = ctx.cache()?;
+    // Re-read under the config lock: other runs may have added profiles meanwhile.
+    ctx.store.update(|config| {
+        // A case reopened: what the cache holds belongs to the old session.
+        if let Some(old) = config.profiles.get(&name) {
+            let old_server = ctx.server(config, Some(old))?;
+            cache.remove(&cache_key(&name, old, &old_server)?)?;
+        }
+        config.profiles.insert(name.clone(), profile);
+        Ok(())
+    })?;
     let path = write_aws_profile(&name, &region)?;
     if ctx.json_output() {
         return print_json(&json!({
@@ -497,13 +565,14 @@ pub fn support_access(ctx: &Ctx, args: &SupportAccessArgs) -> anyhow::Result<()>
 }
 
 pub fn setup_customer(ctx: &Ctx, args: &SetupCustomerArgs) -> anyhow::Result<()> {
+    ids::customer(&args.customer)?;
     let region = region(args.region.as_deref());
     aws_config::config_path()?;
     let name = format!("customer-{}", args.customer);
-    let mut config = ctx.config()?;
+    let config = ctx.config()?;
     let server = ctx.server(&config, None)?;
     let profile = Profile {
-        server: (config.server.as_deref() != Some(server.as_str())).then_some(server),
+        server: Some(server.clone()),
         kind: Kind::Customer,
         customer: args.customer.clone(),
         session: None,
@@ -512,11 +581,13 @@ pub fn setup_customer(ctx: &Ctx, args: &SetupCustomerArgs) -> anyhow::Result<()>
         session_expires_at: None,
     };
     // Prove the profile works (and warm the cache) before writing anything.
+    let key = cache_key(&name, &profile, &server)?;
     let cache = ctx.cache()?;
-    cache.remove(&name)?;
+    cache.remove(&key)?;
     let (cached, _) = credentials::obtain(
         &Obtain {
             name: &name,
+            key: &key,
             profile: &profile,
             cache: Some(&cache),
             mode: Mode::Refresh,
@@ -524,8 +595,11 @@ pub fn setup_customer(ctx: &Ctx, args: &SetupCustomerArgs) -> anyhow::Result<()>
         },
         || ctx.client(&config, Some(&profile)),
     )?;
-    config.profiles.insert(name.clone(), profile);
-    ctx.store.save(&config)?;
+    // Re-read under the config lock: other runs may have added profiles meanwhile.
+    ctx.store.update(|config| {
+        config.profiles.insert(name.clone(), profile);
+        Ok(())
+    })?;
     let path = write_aws_profile(&name, &region)?;
     if ctx.json_output() {
         return print_json(&json!({
@@ -596,10 +670,10 @@ pub fn customers_list(ctx: &Ctx) -> anyhow::Result<()> {
 pub fn sessions_list(ctx: &Ctx, args: &SessionsListArgs) -> anyhow::Result<()> {
     let mut query = Vec::new();
     if let Some(c) = &args.customer {
-        query.push(format!("customer={c}"));
+        query.push(format!("customer={}", ids::customer(c)?));
     }
     if let Some(c) = &args.case {
-        query.push(format!("case_id={c}"));
+        query.push(format!("case_id={}", ids::case(c)?));
     }
     if args.active {
         query.push("active=true".into());
@@ -643,13 +717,14 @@ pub fn sessions_list(ctx: &Ctx, args: &SessionsListArgs) -> anyhow::Result<()> {
 pub fn sessions_revoke(ctx: &Ctx, id: Option<&str>, profile: Option<&str>) -> anyhow::Result<()> {
     let config = ctx.config()?;
     let (id, profile) = match (id, profile) {
-        (Some(id), _) => (id.to_owned(), None),
+        (Some(id), _) => (ids::session(id)?.to_owned(), None),
         (None, Some(name)) => {
             let p = ctx.store.profile(&config, name)?;
             let id = p
                 .session
                 .clone()
                 .with_context(|| format!("profile {name} has no session to revoke (customer profiles open theirs on demand)"))?;
+            ids::session(&id)?;
             (id, Some(p))
         }
         (None, None) => bail!("name the session: lanyard sessions revoke ID, or --profile P"),
@@ -664,7 +739,7 @@ pub fn sessions_revoke(ctx: &Ctx, id: Option<&str>, profile: Option<&str>) -> an
     let cache = ctx.cache()?;
     for (name, p) in &config.profiles {
         if p.session.as_deref() == Some(id.as_str()) {
-            cache.remove(name)?;
+            cache.remove(&cache_key(name, p, &ctx.server(&config, Some(p))?)?)?;
         }
     }
     if ctx.json_output() {
@@ -685,7 +760,7 @@ pub fn usage_report(ctx: &Ctx, args: &UsageArgs) -> anyhow::Result<()> {
     }
     let mut path = format!("/v1/reports/usage?days={}", args.days);
     if let Some(c) = &args.customer {
-        path.push_str(&format!("&customer={c}"));
+        path.push_str(&format!("&customer={}", ids::customer(c)?));
     }
     let config = ctx.config()?;
     let client = ctx.client(&config, None)?;
@@ -703,6 +778,7 @@ pub fn ping(ctx: &Ctx) -> anyhow::Result<()> {
     let server = ctx.server(&config, None)?;
     let client = Client::new(&server, None, ctx.debug)?;
     let status = credentials::runtime()?.block_on(client.readiness())?;
+    let server = config::redact_url(&server);
     if ctx.json_output() {
         return print_json(&json!({ "server": server, "status": status }));
     }
@@ -712,6 +788,48 @@ pub fn ping(ctx: &Ctx) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(not(windows))]
+    #[test]
+    fn the_credential_process_line_splits_back_into_the_same_words_with_shlex() {
+        assert_eq!(
+            process_command("/usr/local/bin/lanyard", "support-acme-CS-1.2_x"),
+            "/usr/local/bin/lanyard credential-process --profile support-acme-CS-1.2_x"
+        );
+        let paths = [
+            "/opt/my tools/lanyard",
+            "/home/o'brien/bin/lanyard",
+            "/tmp/$HOME/`id`/\"q\"/back\\slash/lanyard",
+            "/tmp/tab\there;&|<>*?~#!/lanyard",
+            "/tmp/ünïcode/lanyard",
+        ];
+        let lines: Vec<String> = paths
+            .iter()
+            .map(|p| process_command(p, "customer-acme"))
+            .collect();
+        let script = "import json, shlex, sys\nprint(json.dumps([shlex.split(l) for l in json.load(sys.stdin)]))";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 is needed for the shlex check");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&serde_json::to_vec(&lines).unwrap())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let split: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).unwrap();
+        for (path, words) in paths.iter().zip(split) {
+            assert_eq!(
+                words,
+                [*path, "credential-process", "--profile", "customer-acme"],
+                "{path}"
+            );
+        }
+    }
 
     #[test]
     fn durations_take_units() {

@@ -35,6 +35,34 @@ fn xdg_dir(own: &str, xdg: &str, fallback: &str) -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(fallback).join("lanyard"))
 }
 
+/// The origin of a broker URL (`scheme://host[:port]`, without user info or path): what a
+/// stored token and cached credentials are bound to.
+pub fn origin(server: &str) -> anyhow::Result<String> {
+    let url = reqwest::Url::parse(server)
+        .map_err(|e| anyhow::anyhow!("invalid server URL '{}': {e}", redact_url(server)))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        bail!("server URL must be http:// or https:// with a host");
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
+/// A URL for messages: any `user:password@` removed.
+pub fn redact_url(server: &str) -> String {
+    match reqwest::Url::parse(server) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        Ok(_) => server.to_owned(),
+        // Unparseable: drop everything between the scheme and the last '@' of the authority.
+        Err(_) => match (server.find("://"), server.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}{}", &server[..s + 3], &server[at + 1..]),
+            _ => server.to_owned(),
+        },
+    }
+}
+
 /// Which kind of session a profile's credentials come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -118,6 +146,30 @@ impl Store {
         write_private(&self.config_path(), text.as_bytes())
     }
 
+    /// Loads the config under an exclusive lock (`config.toml.lock`), applies `edit` and
+    /// saves it before the lock is released: parallel runs each add their profile instead of
+    /// overwriting each other's with what they read before their broker request.
+    pub fn update<T>(
+        &self,
+        edit: impl FnOnce(&mut Config) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        create_private_dir(&self.dir)?;
+        let lock_path = self.dir.join(format!("{CONFIG_FILE}.lock"));
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let lock = options
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        fs4::FileExt::lock(&lock).with_context(|| format!("locking {}", lock_path.display()))?;
+        let mut config = self.load()?;
+        let value = edit(&mut config)?;
+        self.save(&config)?;
+        drop(lock);
+        Ok(value)
+    }
+
     /// The stored token, if any.
     pub fn token(&self) -> anyhow::Result<Option<String>> {
         let path = self.token_path();
@@ -153,31 +205,22 @@ impl Store {
     }
 }
 
-/// Writes `bytes` to `path` atomically (temp file in the same directory, then rename),
-/// readable by the owner only; creates the directory (0700).
+/// Writes `bytes` to `path` atomically (a temp file with an unpredictable name in the same
+/// directory, created 0600 by `tempfile`, then renamed), readable by the owner only; creates
+/// the directory (0700).
 pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().context("path has no directory")?;
     create_private_dir(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let result = (|| -> std::io::Result<()> {
-        let mut file = options.open(&tmp)?;
+        let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
         #[cfg(unix)]
-        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
+        tmp.as_file()
+            .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        tmp.write_all(bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
     result.with_context(|| format!("writing {}", path.display()))
 }
 
@@ -192,4 +235,25 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     builder
         .create(dir)
         .with_context(|| format!("creating {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls_lose_their_user_info_in_messages_and_origins() {
+        assert_eq!(
+            redact_url("https://alice:hunter2@lanyard.example.com:8443/x"),
+            "https://lanyard.example.com:8443/x"
+        );
+        assert_eq!(redact_url("http://127.0.0.1:9"), "http://127.0.0.1:9");
+        assert_eq!(redact_url("http://u:p@[::1:9"), "http://[::1:9");
+        assert_eq!(
+            origin("https://alice:hunter2@lanyard.example.com:443/api").unwrap(),
+            "https://lanyard.example.com"
+        );
+        let err = format!("{:#}", origin("https://alice:hunter2@").unwrap_err());
+        assert!(!err.contains("hunter2"), "{err}");
+    }
 }

@@ -22,6 +22,9 @@ use crate::config::{Kind, Profile};
 pub const REFRESH_WINDOW: Duration = Duration::minutes(15);
 /// Credentials that end with their session are served until this close to their expiry.
 pub const END_MARGIN: Duration = Duration::seconds(10);
+/// Credentials fetched this recently are served even inside the refresh window: asking again
+/// at once would only return the broker's same short-lived credentials.
+pub const HOLD_DOWN: Duration = Duration::seconds(30);
 /// Credentials expiring this close to the session's end end with it.
 const SESSION_END_SLACK: Duration = Duration::minutes(2);
 
@@ -76,6 +79,7 @@ pub async fn fetch(client: &Client, profile: &Profile) -> anyhow::Result<Cached>
                 .session
                 .as_deref()
                 .context("the profile is a support profile without a session id")?;
+            let session = crate::ids::session(session)?;
             client
                 .json(
                     reqwest::Method::POST,
@@ -89,7 +93,10 @@ pub async fn fetch(client: &Client, profile: &Profile) -> anyhow::Result<Cached>
             client
                 .json(
                     reqwest::Method::POST,
-                    &format!("/v1/customers/{}/credentials", profile.customer),
+                    &format!(
+                        "/v1/customers/{}/credentials",
+                        crate::ids::customer(&profile.customer)?
+                    ),
                     body.as_ref(),
                 )
                 .await?
@@ -110,9 +117,24 @@ pub fn parse_document(document: Value) -> anyhow::Result<Cached> {
     if document.get("Version").and_then(Value::as_u64) != Some(1) {
         bail!("the broker's credentials are not a Version 1 credential_process document");
     }
-    text("AccessKeyId")?;
-    text("SecretAccessKey")?;
-    text("SessionToken")?;
+    // These values end up in shell code (`eval "$(lanyard export)"`) and in files: only the
+    // characters AWS uses are accepted, and a refused value is never echoed.
+    let key = text("AccessKeyId")?;
+    if !(16..=128).contains(&key.len())
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    {
+        bail!("the broker's AccessKeyId is not 16-128 uppercase letters and digits; refusing it");
+    }
+    for field in ["SecretAccessKey", "SessionToken"] {
+        if !text(field)?
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+        {
+            bail!("the broker's {field} holds characters outside base64; refusing it");
+        }
+    }
     let expiration = DateTime::parse_from_rfc3339(text("Expiration")?)
         .context("the broker's credentials have an unreadable Expiration")?
         .with_timezone(&Utc);
@@ -125,6 +147,8 @@ pub fn parse_document(document: Value) -> anyhow::Result<Cached> {
 /// Everything `obtain` needs besides the profile.
 pub struct Obtain<'a> {
     pub name: &'a str,
+    /// The profile's cache entry (see `commands::cache_key`).
+    pub key: &'a str,
     pub profile: &'a Profile,
     pub cache: Option<&'a CredentialCache>,
     pub mode: Mode,
@@ -147,15 +171,29 @@ pub fn obtain(
         (_, Some(cache)) => Some(cache),
     };
     let fresh = |cached: &Cached| is_fresh(cached, req.profile, Utc::now());
+    // The key id the cache held before this process waited for the lock: a different one
+    // found under the lock was fetched by another process meanwhile.
+    let mut before: Option<String> = None;
     if req.mode == Mode::Normal
         && let Some(cache) = cache
     {
-        match cache.read(req.name) {
+        match cache.read(req.key) {
             Some(cached) if fresh(&cached) => {
                 debug(&cached_note(&cached));
                 return Ok((cached, Source::Cache));
             }
-            Some(cached) => debug(&format!("{}: refreshing", cached_note(&cached))),
+            Some(cached) if just_fetched(cache, req.key, &cached) => {
+                debug(&format!(
+                    "{}: fetched less than {} s ago, not asking again",
+                    cached_note(&cached),
+                    HOLD_DOWN.num_seconds()
+                ));
+                return Ok((cached, Source::Cache));
+            }
+            Some(cached) => {
+                debug(&format!("{}: refreshing", cached_note(&cached)));
+                before = Some(access_key_id(&cached).to_owned());
+            }
             None => debug(&format!("no usable cache entry for profile {}", req.name)),
         }
     }
@@ -164,18 +202,28 @@ pub fn obtain(
     let _lock = match cache {
         Some(cache) => {
             debug(&format!("waiting for the lock of profile {}", req.name));
-            Some(cache.lock(req.name)?)
+            Some(cache.lock(req.key)?)
         }
         None => None,
     };
+    // What the cache holds under the lock: served should the broker be down.
+    let mut standby: Option<Cached> = None;
     if req.mode == Mode::Normal
-        && let Some(cached) = cache.and_then(|c| c.read(req.name)).filter(fresh)
+        && let Some(cached) = cache.and_then(|c| c.read(req.key))
     {
-        debug(&format!(
-            "filled by another process; {}",
-            cached_note(&cached)
-        ));
-        return Ok((cached, Source::Cache));
+        // Filled while this process waited: the broker's answer of a moment ago, even when
+        // it is short-lived (a role whose maximum is 15 minutes), is what asking again
+        // would give; N waiting processes must not make N requests.
+        let filled = before.as_deref() != Some(access_key_id(&cached))
+            && cached.expiration - Utc::now() > END_MARGIN;
+        if fresh(&cached) || filled {
+            debug(&format!(
+                "filled by another process; {}",
+                cached_note(&cached)
+            ));
+            return Ok((cached, Source::Cache));
+        }
+        standby = Some(cached);
     }
     debug(&format!("asking the broker for {}", describe(req.profile)));
     let client = connect()?;
@@ -187,22 +235,51 @@ pub fn obtain(
                 fetched.document["AccessKeyId"].as_str().unwrap_or("?"),
                 fetched.expiration.to_rfc3339()
             ));
-            if let Some(cache) = cache {
-                cache.write(req.name, &fetched)?;
+            // A cache that cannot be written costs the next call a request, not this one
+            // its credentials.
+            if let Some(cache) = cache
+                && let Err(e) = cache.write(req.key, &fetched)
+            {
+                debug(&format!("warning: credentials not cached: {e:#}"));
             }
             Ok((fetched, Source::Broker))
         }
         Err(err) => {
+            // The broker is down or failing: credentials still valid beyond the end margin
+            // are better than none (the SDK asks again on its next call). Refusals fail.
+            if client::is_unavailable(&err)
+                && let Some(cached) = standby.filter(|c| c.expiration - Utc::now() > END_MARGIN)
+            {
+                debug(&format!(
+                    "{err:#}; serving the cached credentials meanwhile"
+                ));
+                return Ok((cached, Source::Cache));
+            }
             // The session is over (revoked or expired): what the cache holds belongs to it,
             // so it goes; the next call says so again instead of handing those out.
             if client::status_of(&err) == Some(410)
                 && let Some(cache) = cache
             {
-                let _ = cache.remove(req.name);
+                let _ = cache.remove(req.key);
             }
             Err(err.context(format!("profile {}", req.name)))
         }
     }
+}
+
+fn access_key_id(cached: &Cached) -> &str {
+    cached.document["AccessKeyId"].as_str().unwrap_or_default()
+}
+
+/// Whether an entry that is no longer fresh was written so recently (its file's mtime) that
+/// the broker would only hand out the same short-lived credentials again: then it is served
+/// for [`HOLD_DOWN`] rather than asked for on every call.
+fn just_fetched(cache: &CredentialCache, key: &str, cached: &Cached) -> bool {
+    let now = Utc::now();
+    let written = std::fs::metadata(cache.path(key))
+        .and_then(|m| m.modified())
+        .map(DateTime::<Utc>::from);
+    cached.expiration - now > END_MARGIN && written.is_ok_and(|t| (now - t).abs() < HOLD_DOWN)
 }
 
 fn cached_note(cached: &Cached) -> String {
@@ -267,6 +344,8 @@ pub enum ExportFormat {
 
 /// The credentials in `format`, as `aws configure export-credentials` prints them.
 pub fn export(cached: &Cached, format: ExportFormat) -> anyhow::Result<String> {
+    // What is printed for a shell to run is checked again, whatever its source.
+    parse_document(cached.document.clone())?;
     let d = document(cached);
     if format == ExportFormat::Process {
         return Ok(format!("{}\n", serde_json::to_string_pretty(&d)?));
@@ -297,7 +376,7 @@ mod tests {
     fn cached(left: Duration) -> Cached {
         let expiration = Utc::now() + left;
         Cached {
-            document: json!({"Version": 1, "AccessKeyId": "ASIAEXAMPLE", "SecretAccessKey": "s3cr3t",
+            document: json!({"Version": 1, "AccessKeyId": "ASIAEXAMPLE12345", "SecretAccessKey": "s3cr3t/+=",
                 "SessionToken": "tok", "Expiration": expiration.to_rfc3339()}),
             expiration,
         }
@@ -351,27 +430,27 @@ mod tests {
         assert_eq!(
             export(&c, ExportFormat::Env).unwrap(),
             format!(
-                "export AWS_ACCESS_KEY_ID=ASIAEXAMPLE\nexport AWS_SECRET_ACCESS_KEY=s3cr3t\nexport AWS_SESSION_TOKEN=tok\nexport AWS_CREDENTIAL_EXPIRATION={exp}\n"
+                "export AWS_ACCESS_KEY_ID=ASIAEXAMPLE12345\nexport AWS_SECRET_ACCESS_KEY=s3cr3t/+=\nexport AWS_SESSION_TOKEN=tok\nexport AWS_CREDENTIAL_EXPIRATION={exp}\n"
             )
         );
         assert!(
             export(&c, ExportFormat::Powershell)
                 .unwrap()
-                .starts_with("$Env:AWS_ACCESS_KEY_ID=\"ASIAEXAMPLE\"\n")
+                .starts_with("$Env:AWS_ACCESS_KEY_ID=\"ASIAEXAMPLE12345\"\n")
         );
         assert!(
             export(&c, ExportFormat::Fish)
                 .unwrap()
-                .starts_with("set -gx AWS_ACCESS_KEY_ID \"ASIAEXAMPLE\"\n")
+                .starts_with("set -gx AWS_ACCESS_KEY_ID \"ASIAEXAMPLE12345\"\n")
         );
         assert!(
             export(&c, ExportFormat::WindowsCmd)
                 .unwrap()
-                .starts_with("set AWS_ACCESS_KEY_ID=ASIAEXAMPLE\n")
+                .starts_with("set AWS_ACCESS_KEY_ID=ASIAEXAMPLE12345\n")
         );
         let process = export(&c, ExportFormat::Process).unwrap();
         assert!(
-            process.starts_with("{\n  \"Version\": 1,\n  \"AccessKeyId\": \"ASIAEXAMPLE\",\n"),
+            process.starts_with("{\n  \"Version\": 1,\n  \"AccessKeyId\": \"ASIAEXAMPLE12345\",\n"),
             "{process}"
         );
     }
@@ -385,5 +464,34 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn documents_that_could_break_out_of_a_shell_are_refused_without_echoing_them() {
+        let good = || {
+            json!({"Version": 1, "AccessKeyId": "ASIAEXAMPLE12345", "SecretAccessKey": "abc+/=",
+                "SessionToken": "dG9r", "Expiration": "2030-01-01T00:00:00Z"})
+        };
+        assert!(parse_document(good()).is_ok());
+        for (field, evil) in [
+            ("AccessKeyId", "ASIA$(touch /tmp/pwned)"),
+            ("AccessKeyId", "asiaexample12345"),
+            ("AccessKeyId", "ASIA"),
+            ("SecretAccessKey", "abc; rm -rf ~"),
+            ("SecretAccessKey", "abc`id`"),
+            ("SessionToken", "tok\nexport PATH=/evil"),
+            ("SessionToken", "tok\"; id; \""),
+        ] {
+            let mut doc = good();
+            doc[field] = json!(evil);
+            let err = format!("{:#}", parse_document(doc.clone()).unwrap_err());
+            assert!(err.contains(field), "{err}");
+            assert!(!err.contains(evil), "{err}");
+            let cached = Cached {
+                document: doc,
+                expiration: Utc::now() + Duration::hours(1),
+            };
+            assert!(export(&cached, ExportFormat::Env).is_err());
+        }
     }
 }

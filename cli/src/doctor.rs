@@ -96,7 +96,11 @@ fn diagnose(ctx: &Ctx, name: &str, checks: &mut Checks) {
         .and_then(|client| credentials::runtime()?.block_on(client.probe()));
     let broker_date = match probe {
         Ok((status, date)) => {
-            checks.add(Pass, "broker", format!("{server} answers ({status})"));
+            checks.add(
+                Pass,
+                "broker",
+                format!("{} answers ({status})", crate::config::redact_url(&server)),
+            );
             date
         }
         Err(e) => {
@@ -105,50 +109,49 @@ fn diagnose(ctx: &Ctx, name: &str, checks: &mut Checks) {
         }
     };
 
-    match ctx.token() {
-        Ok(Some(token)) => {
-            match commands::token_info(&token).and_then(|i| i.expires.map(|e| (i, e))) {
-                Some((_, expires)) if expires <= Utc::now() => checks.add(
-                    Fail,
-                    "token",
-                    format!("expired at {}: run `lanyard login`", expires.to_rfc3339()),
-                ),
-                Some((info2, expires)) => {
-                    let who = format!(
-                        "{} ({})",
-                        info2.subject.unwrap_or_else(|| "?".into()),
-                        info2.role.unwrap_or_else(|| "?".into())
+    match ctx.token_for(&config, &server) {
+        Ok(token) => match commands::token_info(&token).and_then(|i| i.expires.map(|e| (i, e))) {
+            Some((_, expires)) if expires <= Utc::now() => checks.add(
+                Fail,
+                "token",
+                format!("expired at {}: run `lanyard login`", expires.to_rfc3339()),
+            ),
+            Some((info2, expires)) => {
+                let who = format!(
+                    "{} ({})",
+                    info2.subject.unwrap_or_else(|| "?".into()),
+                    info2.role.unwrap_or_else(|| "?".into())
+                );
+                if expires - Utc::now() < TOKEN_WARN {
+                    checks.add(
+                        Warn,
+                        "token",
+                        format!("{who}, expires soon: {}", expires.to_rfc3339()),
                     );
-                    if expires - Utc::now() < TOKEN_WARN {
-                        checks.add(
-                            Warn,
-                            "token",
-                            format!("{who}, expires soon: {}", expires.to_rfc3339()),
-                        );
-                    } else {
-                        checks.add(
-                            Pass,
-                            "token",
-                            format!("{who}, valid until {}", expires.to_rfc3339()),
-                        );
-                    }
+                } else {
+                    checks.add(
+                        Pass,
+                        "token",
+                        format!("{who}, valid until {}", expires.to_rfc3339()),
+                    );
                 }
-                None => checks.add(
-                    Warn,
-                    "token",
-                    "present, but not a JWT whose expiry can be read",
-                ),
             }
-        }
-        Ok(None) => checks.add(Fail, "token", "none: run `lanyard login --server URL`"),
+            None => checks.add(
+                Warn,
+                "token",
+                "present, but not a JWT whose expiry can be read",
+            ),
+        },
         Err(e) => checks.add(Fail, "token", format!("{e:#}")),
     }
 
     let cache = ctx.cache();
     let obtained = cache.and_then(|cache| {
+        let key = commands::cache_key(name, &profile, &server)?;
         credentials::obtain(
             &Obtain {
                 name,
+                key: &key,
                 profile: &profile,
                 cache: Some(&cache),
                 mode: Mode::Normal,
@@ -177,19 +180,27 @@ fn diagnose(ctx: &Ctx, name: &str, checks: &mut Checks) {
     match aws_config::config_path() {
         Ok(path) => {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
-            match wired(&text, name) {
-                Some(line) if line.contains("credential-process") && line.contains(&format!("--profile {name}")) => {
-                    checks.add(Pass, "aws profile", format!("[profile {name}] in {} runs {line}", path.display()))
-                }
+            match aws_config::profile_setting(&text, name, "credential_process") {
+                Some(line) if runs_lanyard_for(&line, name) => checks.add(
+                    Pass,
+                    "aws profile",
+                    format!("[profile {name}] in {} runs {line}", path.display()),
+                ),
                 Some(line) => checks.add(
                     Fail,
                     "aws profile",
-                    format!("[profile {name}] in {} has credential_process = {line}, not lanyard's", path.display()),
+                    format!(
+                        "[profile {name}] in {} has credential_process = {line}, not lanyard's for this profile",
+                        path.display()
+                    ),
                 ),
                 None => checks.add(
                     Fail,
                     "aws profile",
-                    format!("no [profile {name}] with credential_process in {}: run `lanyard support-access` or `lanyard setup-customer`", path.display()),
+                    format!(
+                        "no [profile {name}] with credential_process in {}: run `lanyard support-access` or `lanyard setup-customer`",
+                        path.display()
+                    ),
                 ),
             }
         }
@@ -215,23 +226,40 @@ fn diagnose(ctx: &Ctx, name: &str, checks: &mut Checks) {
     }
 }
 
-/// The `credential_process` value of `[profile NAME]` in an AWS config file.
-fn wired(text: &str, name: &str) -> Option<String> {
-    let mut inside = false;
-    for line in text.lines() {
-        let t = line.trim();
-        if t.starts_with('[') {
-            let section = t.trim_start_matches('[').trim_end_matches(']').trim();
-            inside = section.strip_prefix("profile ").map(str::trim) == Some(name)
-                || (name == "default" && section == "default");
-            continue;
-        }
-        if inside
-            && let Some((key, value)) = t.split_once('=')
-            && key.trim() == "credential_process"
-        {
-            return Some(value.trim().to_owned());
-        }
+/// Whether a credential_process command line, split as botocore splits it, is
+/// `<lanyard> credential-process --profile NAME` for exactly this profile.
+fn runs_lanyard_for(line: &str, name: &str) -> bool {
+    let Some(words) = aws_config::shell_words(line) else {
+        return false;
+    };
+    let profile_flag = words
+        .windows(2)
+        .any(|w| w[0] == "--profile" && w[1] == name)
+        || words.iter().any(|w| *w == format!("--profile={name}"));
+    words.get(1).is_some_and(|w| w == "credential-process") && profile_flag
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wiring_check_matches_the_exact_profile_only() {
+        let config = "[profile CS-12]\ncredential_process = /bin/lanyard credential-process --profile CS-12\n";
+        let line = aws_config::profile_setting(config, "CS-12", "credential_process").unwrap();
+        assert!(runs_lanyard_for(&line, "CS-12"));
+        assert!(!runs_lanyard_for(&line, "CS-1"));
+        assert_eq!(
+            aws_config::profile_setting(config, "CS-1", "credential_process"),
+            None
+        );
+        let quoted = "[profile \"x\"]\ncredential_process = '/opt/my tools/lanyard' credential-process --profile x\n";
+        let line = aws_config::profile_setting(quoted, "x", "credential_process").unwrap();
+        assert!(runs_lanyard_for(&line, "x"));
+        assert!(runs_lanyard_for(
+            "/bin/lanyard credential-process --profile x --no-cache",
+            "x"
+        ));
+        assert!(!runs_lanyard_for("/bin/lanyard export --profile x", "x"));
     }
-    None
 }

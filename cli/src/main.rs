@@ -13,6 +13,7 @@ mod commands;
 mod config;
 mod credentials;
 mod doctor;
+mod ids;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
@@ -71,7 +72,9 @@ enum Command {
     SetupCustomer(SetupCustomerArgs),
     /// Show the profile's cached credentials and when they expire (no broker request).
     Check(ProfileOnly),
-    /// Fetch new credentials for the profile now, whatever the cache holds.
+    /// Ask the broker for the profile's credentials now, bypassing and replacing the local
+    /// cache. The broker may return its own still-valid credentials (the same access key);
+    /// it issues new ones only when its copy is near expiry.
     Refresh(ProfileOnly),
     /// Customers the token may see.
     Customers {

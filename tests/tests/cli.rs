@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use lanyard_server::auth::Role;
-use lanyard_tests::{CliHome, Run, TestApp, credential_requests};
+use lanyard_tests::{CliHome, FakeBroker, Run, TestApp, credential_requests};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -551,8 +551,22 @@ async fn check_refresh_queries_and_the_usage_report_tree() {
         .ok();
     let check = home.lanyard(&["check", "--profile", &profile]).await;
     assert!(check.ok().contains("served from the cache"), "{check:?}");
+    let cached: Value = serde_json::from_str(
+        home.lanyard(&["credential-process", "--profile", &profile])
+            .await
+            .ok(),
+    )
+    .unwrap();
+    // refresh bypasses the local cache (one more request at the broker) and replaces it
+    // with the broker's answer, which is the broker's own still-valid copy: the same key.
     let refresh = home.lanyard(&["refresh", "--profile", &profile]).await;
-    assert!(refresh.ok().starts_with(&format!("Refreshed {profile}")));
+    let key = cached["AccessKeyId"].as_str().unwrap();
+    assert!(
+        refresh
+            .ok()
+            .starts_with(&format!("Refreshed {profile}: access key {key}, expires ")),
+        "{refresh:?}"
+    );
     assert_eq!(credential_requests(&app.db, &case).await, 2);
 
     let customers = home.lanyard(&["customers", "list"]).await;
@@ -616,6 +630,19 @@ async fn doctor_checks_every_link_of_the_chain() {
     ] {
         assert!(out.contains(&format!("✔ {check}: ")), "{check}: {out}");
     }
+    // Wired to another profile whose name merely starts with this one's.
+    let wired = std::fs::read_to_string(home.aws_config()).unwrap();
+    std::fs::write(
+        home.aws_config(),
+        wired.replace(
+            &format!("--profile {profile}"),
+            &format!("--profile {profile}9"),
+        ),
+    )
+    .unwrap();
+    let run = home.lanyard(&["doctor", "--profile", &profile]).await;
+    assert_ne!(run.code, 0);
+    assert!(run.stdout.contains("✘ aws profile"), "{run:?}");
     // Unwired: the AWS profile is gone.
     std::fs::write(home.aws_config(), "").unwrap();
     let run = home.lanyard(&["doctor", "--profile", &profile]).await;
@@ -748,4 +775,358 @@ async fn login_takes_the_token_from_a_file_or_the_environment_and_refuses_bad_on
         assert_one_clear_line(&run);
     }
     assert!(fresh.files().is_empty(), "{:?}", fresh.files().keys());
+}
+
+/// Adds a profile to the CLI's config.toml by hand, as a user (or a login elsewhere) could.
+fn add_profile(home: &CliHome, name: &str, body: &str) {
+    let path = home.config_dir().join("config.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!("\n[profiles.{name}]\n{body}\n"));
+    std::fs::write(&path, text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stored_token_is_never_sent_to_another_broker_nor_its_cache_served_for_one() {
+    let (app, home, customer, token) = logged_in_support().await;
+    let case = unique("CS");
+    let profile = support_access(&home, &customer, &case).await;
+    home.lanyard(&["credential-process", "--profile", &profile])
+        .await
+        .ok();
+    let other = FakeBroker::start(500, "{}").await;
+
+    // A profile of another broker: refused before anything is sent, naming the fix.
+    add_profile(
+        &home,
+        "customer-elsewhere",
+        &format!(
+            "server = \"{}\"\nkind = \"customer\"\ncustomer = \"elsewhere\"",
+            other.url
+        ),
+    );
+    let run = home
+        .lanyard(&["credential-process", "--profile", "customer-elsewhere"])
+        .await;
+    assert_one_clear_line(&run);
+    assert!(
+        run.stderr
+            .contains(&format!("run `lanyard login --server {}`", other.url)),
+        "{run:?}"
+    );
+    // LANYARD_SERVER pointing elsewhere: the same, and the login broker's cached
+    // credentials are not served for it.
+    let run = home
+        .lanyard_env(
+            &["credential-process", "--profile", &profile],
+            &[("LANYARD_SERVER", &other.url)],
+            None,
+        )
+        .await;
+    assert_one_clear_line(&run);
+    assert!(other.requests().is_empty(), "{:?}", other.requests());
+
+    // LANYARD_TOKEN is the user's explicit choice for the server in effect: that one is sent.
+    let run = home
+        .lanyard_env(
+            &["credential-process", "--profile", &profile],
+            &[
+                ("LANYARD_SERVER", &other.url),
+                ("LANYARD_TOKEN", "explicit-token"),
+            ],
+            None,
+        )
+        .await;
+    assert_one_clear_line(&run);
+    let seen = other.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].contains("Bearer explicit-token"), "{seen:?}");
+    assert!(!seen[0].contains(&token), "{seen:?}");
+    // The login's broker still serves its profile, from the cache.
+    home.lanyard(&["credential-process", "--profile", &profile])
+        .await
+        .ok();
+    assert_eq!(credential_requests(&app.db, &case).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_parallel_calls_for_fifteen_minute_credentials_make_one_credential_request() {
+    let (app, home, profile) = short_lived_customer().await;
+    assert_eq!(credential_requests(&app.db, &profile).await, 1);
+    // A cold cache, then 20 parallel invocations: one asks, the others take its answer.
+    for entry in std::fs::read_dir(home.cache_dir()).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "cred") {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    let args = ["credential-process", "--profile", profile.as_str()];
+    let calls = (0..20).map(|_| home.lanyard(&args));
+    let runs = futures::future::join_all(calls).await;
+    let mut keys = std::collections::BTreeSet::new();
+    for run in &runs {
+        let doc: Value = serde_json::from_str(run.ok()).unwrap();
+        let expiration =
+            chrono::DateTime::parse_from_rfc3339(doc["Expiration"].as_str().unwrap()).unwrap();
+        assert!(
+            expiration.with_timezone(&chrono::Utc) - chrono::Utc::now()
+                <= chrono::Duration::minutes(15),
+            "{doc}"
+        );
+        keys.insert(doc["AccessKeyId"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(credential_requests(&app.db, &profile).await, 2);
+    // A call right after is served from the cache too, not sent to the broker again.
+    home.lanyard(&["credential-process", "--profile", &profile])
+        .await
+        .ok();
+    assert_eq!(credential_requests(&app.db, &profile).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_answer_that_would_run_shell_code_under_eval_is_refused() {
+    let payload = "x; touch pwned #";
+    let document = serde_json::json!({
+        "Version": 1, "AccessKeyId": "ASIAEXAMPLE12345", "SecretAccessKey": payload,
+        "SessionToken": "dG9r", "Expiration": "2099-01-01T00:00:00Z",
+    });
+    let broker = FakeBroker::start(200, &document.to_string()).await;
+    let home = CliHome::new();
+    std::fs::create_dir_all(home.config_dir()).unwrap();
+    std::fs::write(home.config_dir().join("config.toml"), "").unwrap();
+    add_profile(
+        &home,
+        "customer-evil",
+        &format!(
+            "server = \"{}\"\nkind = \"customer\"\ncustomer = \"evil\"",
+            broker.url
+        ),
+    );
+    for format in ["env", "fish", "process"] {
+        let run = home
+            .lanyard_env(
+                &["export", "--profile", "customer-evil", "--format", format],
+                &[("LANYARD_TOKEN", "explicit-token")],
+                None,
+            )
+            .await;
+        assert_one_clear_line(&run);
+        assert!(run.stderr.contains("SecretAccessKey"), "{run:?}");
+        assert!(!run.stderr.contains(payload), "{run:?}");
+    }
+    assert_eq!(broker.requests().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_setup_customer_runs_keep_every_profile() {
+    let app = TestApp::spawn().await;
+    let customers: Vec<String> = (0..3).map(|_| unique("acme")).collect();
+    for customer in &customers {
+        app.create_customer(customer).await;
+        app.register_role(customer, "readonly").await;
+    }
+    let token = app
+        .token_for("batch-job", Role::Service, None, Duration::from_secs(3600))
+        .await;
+    let home = CliHome::new();
+    home.login(&app.base, &token).await.ok();
+    let args: Vec<[&str; 3]> = customers
+        .iter()
+        .map(|c| ["setup-customer", "--customer", c.as_str()])
+        .collect();
+    let runs = futures::future::join_all(args.iter().map(|a| home.lanyard(a))).await;
+    for run in &runs {
+        run.ok();
+    }
+    let config = std::fs::read_to_string(home.config_dir().join("config.toml")).unwrap();
+    let aws = std::fs::read_to_string(home.aws_config()).unwrap();
+    for customer in &customers {
+        assert!(
+            config.contains(&format!("[profiles.customer-{customer}]")),
+            "{customer}: {config}"
+        );
+        assert!(
+            aws.contains(&format!("[profile customer-{customer}]")),
+            "{aws}"
+        );
+        home.lanyard(&[
+            "credential-process",
+            "--profile",
+            &format!("customer-{customer}"),
+        ])
+        .await
+        .ok();
+    }
+    // No temp files left behind beside the config.
+    let names: Vec<String> = std::fs::read_dir(home.config_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains("tmp")), "{names:?}");
+}
+
+/// A customer whose only role has a 15-minute maximum: every credential the broker issues is
+/// already inside botocore's refresh window. Returns (app, home, profile).
+async fn short_lived_customer() -> (TestApp, CliHome, String) {
+    let app = TestApp::spawn().await;
+    let customer = unique("acme");
+    app.create_customer(&customer).await;
+    let (status, body) = app
+        .admin(
+            Method::PUT,
+            &format!("/v1/customers/{customer}/roles/short"),
+            Some(serde_json::json!({
+                "role_arn": "arn:aws:iam::111122223333:role/LanyardAccess",
+                "max_session_seconds": 900,
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let token = app
+        .token_for("batch-job", Role::Service, None, Duration::from_secs(3600))
+        .await;
+    let home = CliHome::new();
+    home.login(&app.base, &token).await.ok();
+    home.lanyard(&["setup-customer", "--customer", &customer])
+        .await
+        .ok();
+    (app, home, format!("customer-{customer}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_is_down_does_not_stop_credentials_the_cache_still_holds() {
+    let (app, home, profile) = short_lived_customer().await;
+    let first: Value = serde_json::from_str(
+        home.lanyard(&["credential-process", "--profile", &profile])
+            .await
+            .ok(),
+    )
+    .unwrap();
+    // Written a minute ago: past the hold-down, so the next call asks the broker.
+    for entry in std::fs::read_dir(home.cache_dir()).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "cred") {
+            let status = std::process::Command::new("touch")
+                .args(["-d", "1 minute ago"])
+                .arg(entry.path())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+    app.stop();
+    let base = app.base.clone();
+    assert!(
+        lanyard_tests::eventually(Duration::from_secs(10), || {
+            let base = base.clone();
+            async move { reqwest::get(format!("{base}/healthz")).await.is_err() }
+        })
+        .await,
+        "the broker still answers"
+    );
+    let run = home
+        .lanyard(&["--debug", "credential-process", "--profile", &profile])
+        .await;
+    let served: Value = serde_json::from_str(run.ok()).unwrap();
+    assert_eq!(served, first);
+    assert!(run.stderr.contains("cannot reach the broker"), "{run:?}");
+    // Asking for new credentials explicitly still says the broker is down.
+    let refresh = home.lanyard(&["refresh", "--profile", &profile]).await;
+    assert_one_clear_line(&refresh);
+    assert!(
+        refresh.stderr.contains("cannot reach the broker"),
+        "{refresh:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_the_server_url_never_shows_in_messages_or_debug_output() {
+    let home = CliHome::new();
+    let server = "http://alice:hunter2@127.0.0.1:9";
+    for args in [
+        vec!["--debug", "customers", "list"],
+        vec!["--debug", "ping"],
+        vec!["--debug", "login", "--server", server],
+    ] {
+        let run = home
+            .lanyard_env(
+                &args,
+                &[("LANYARD_SERVER", server), ("LANYARD_TOKEN", "x")],
+                None,
+            )
+            .await;
+        assert_ne!(run.code, 0, "{run:?}");
+        assert!(run.stderr.contains("127.0.0.1:9"), "{run:?}");
+        assert!(!run.stderr.contains("hunter2"), "{args:?}: {run:?}");
+        assert!(!run.stdout.contains("hunter2"), "{args:?}: {run:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_that_would_change_the_request_path_are_refused_before_any_request() {
+    let broker = FakeBroker::start(200, "{}").await;
+    let home = CliHome::new();
+    std::fs::create_dir_all(home.config_dir()).unwrap();
+    std::fs::write(home.config_dir().join("config.toml"), "").unwrap();
+    add_profile(
+        &home,
+        "support-x",
+        "kind = \"support\"\ncustomer = \"acme\"\nsession = \"../../customers/acme\"",
+    );
+    add_profile(
+        &home,
+        "customer-x",
+        "kind = \"customer\"\ncustomer = \"acme/../../v1/sessions\"",
+    );
+    let env = [
+        ("LANYARD_SERVER", broker.url.as_str()),
+        ("LANYARD_TOKEN", "t"),
+    ];
+    for (args, what) in [
+        (
+            vec!["credential-process", "--profile", "support-x"],
+            "session id",
+        ),
+        (
+            vec!["credential-process", "--profile", "customer-x"],
+            "customer id",
+        ),
+        (vec!["sessions", "revoke", "../customers"], "session id"),
+        (
+            vec!["sessions", "revoke", "--profile", "support-x"],
+            "session id",
+        ),
+        (
+            vec!["sessions", "list", "--customer", "a&active=false"],
+            "customer id",
+        ),
+        (vec!["sessions", "list", "--case", "CS-1#x"], "case id"),
+        (
+            vec!["usage-report", "--customer", "acme/../x"],
+            "customer id",
+        ),
+        (
+            vec!["setup-customer", "--customer", "acme?x"],
+            "customer id",
+        ),
+        (
+            vec![
+                "support-access",
+                "--customer",
+                "acme/../x",
+                "--case",
+                "CS-1",
+                "--role",
+                "r",
+            ],
+            "customer id",
+        ),
+    ] {
+        let run = home.lanyard_env(&args, &env, None).await;
+        assert_one_clear_line(&run);
+        assert!(
+            run.stderr.contains(&format!("bad {what}")),
+            "{args:?}: {run:?}"
+        );
+    }
+    assert!(broker.requests().is_empty(), "{:?}", broker.requests());
 }

@@ -114,6 +114,10 @@ async fn warm_credential_process_beside_cat() {
     );
     // Warm means warm: the broker saw only the one request that filled the cache.
     assert_eq!(credential_requests(&app.db, "CS-BENCH").await, 1);
+    assert!(
+        ratio <= 3.0,
+        "warm credential-process median is {ratio:.2}x cat's; the goal is at most 3x"
+    );
 }
 
 fn which(name: &str) -> std::path::PathBuf {

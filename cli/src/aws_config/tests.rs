@@ -120,6 +120,19 @@ fn section_names_match_the_way_the_aws_cli_reads_them() {
 }
 
 #[test]
+fn of_several_sections_naming_the_profile_the_last_one_is_edited_as_botocore_reads_it() {
+    let original = format!(
+        "[profile {TARGET}]\nregion = a\n\n[profile \"{TARGET}\"]\nregion = b\n\n[profile y]\nregion = c\n"
+    );
+    let updated = upsert_profile(&original, TARGET, &[("region", "new")]);
+    assert_eq!(updated, original.replace("region = b", "region = new"));
+    check_with_configparser(
+        &[serde_json::json!({ "original": original, "updated": updated })],
+        &[("region", "new")],
+    );
+}
+
+#[test]
 fn nested_values_are_neither_mistaken_for_keys_nor_left_half_replaced() {
     let original = "\
 [profile x]
