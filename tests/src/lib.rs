@@ -524,12 +524,11 @@ impl Drop for PrivateMoto {
     }
 }
 
-/// The AssumeRole requests moto recorded whose form body contains `needle`, each decoded into
-/// its form fields.
-pub async fn recorded_assume_roles(
-    needle: &str,
-) -> Vec<std::collections::BTreeMap<String, String>> {
+/// Every form-encoded (Query protocol) request moto recorded: its body, decoded from the
+/// recording's base64 and from gzip, and its form fields.
+pub async fn recorded_form_requests() -> Vec<(String, std::collections::BTreeMap<String, String>)> {
     use base64::Engine;
+    use std::io::Read;
     let text = reqwest::get(format!(
         "{}/moto-api/recorder/download-recording",
         moto_url()
@@ -545,17 +544,27 @@ pub async fn recorded_assume_roles(
             continue;
         };
         let raw = entry["body"].as_str().unwrap_or_default();
-        let body = if entry["body_encoded"] == true {
-            String::from_utf8(
-                base64::engine::general_purpose::STANDARD
-                    .decode(raw)
-                    .unwrap_or_default(),
-            )
-            .unwrap_or_default()
+        let mut body = if entry["body_encoded"] == true {
+            base64::engine::general_purpose::STANDARD
+                .decode(raw)
+                .unwrap_or_default()
         } else {
-            raw.to_owned()
+            raw.as_bytes().to_vec()
         };
-        let fields: std::collections::BTreeMap<String, String> = body
+        let gzip = entry["headers"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .any(|(k, v)| k.eq_ignore_ascii_case("content-encoding") && v == "gzip");
+        if gzip {
+            let mut plain = Vec::new();
+            flate2::read::GzDecoder::new(body.as_slice())
+                .read_to_end(&mut plain)
+                .unwrap();
+            body = plain;
+        }
+        let body = String::from_utf8_lossy(&body).into_owned();
+        let fields = body
             .split('&')
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| {
@@ -567,11 +576,24 @@ pub async fn recorded_assume_roles(
                 )
             })
             .collect();
-        if fields.get("Action").map(String::as_str) == Some("AssumeRole") && body.contains(needle) {
-            out.push(fields);
-        }
+        out.push((body, fields));
     }
     out
+}
+
+/// The AssumeRole requests moto recorded whose form body contains `needle`, each decoded into
+/// its form fields.
+pub async fn recorded_assume_roles(
+    needle: &str,
+) -> Vec<std::collections::BTreeMap<String, String>> {
+    recorded_form_requests()
+        .await
+        .into_iter()
+        .filter(|(body, fields)| {
+            fields.get("Action").map(String::as_str) == Some("AssumeRole") && body.contains(needle)
+        })
+        .map(|(_, fields)| fields)
+        .collect()
 }
 
 /// Polls `check` until it returns true or `deadline` passes; returns whether it did. For

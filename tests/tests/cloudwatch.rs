@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Statistic};
-use lanyard_tests::{FaultProxy, ServerProcess, TestApp, eventually, moto_url};
+use lanyard_tests::{
+    FaultProxy, ServerProcess, TestApp, eventually, moto_url, recorded_form_requests,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -122,70 +124,20 @@ async fn statistics(
 
 /// The PutMetricData calls moto recorded for `namespace`, and the datums of each.
 async fn recorded_put_metric_data(namespace: &str) -> Vec<usize> {
-    use base64::Engine;
-    use std::io::Read;
-    let text = reqwest::get(format!(
-        "{}/moto-api/recorder/download-recording",
-        moto_url()
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
-    let mut calls = Vec::new();
-    for line in text.lines() {
-        let Ok(entry) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        let raw = entry["body"].as_str().unwrap_or_default();
-        let mut body = if entry["body_encoded"] == true {
-            base64::engine::general_purpose::STANDARD
-                .decode(raw)
-                .unwrap_or_default()
-        } else {
-            raw.as_bytes().to_vec()
-        };
-        let gzip = entry["headers"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .any(|(k, v)| k.eq_ignore_ascii_case("content-encoding") && v == "gzip");
-        if gzip {
-            let mut plain = Vec::new();
-            flate2::read::GzDecoder::new(body.as_slice())
-                .read_to_end(&mut plain)
-                .unwrap();
-            body = plain;
-        }
-        let body = String::from_utf8_lossy(&body);
-        let fields: Vec<(String, String)> = body
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| {
-                (
-                    k.to_owned(),
-                    urlencoding::decode(&v.replace('+', " "))
-                        .unwrap()
-                        .into_owned(),
-                )
-            })
-            .collect();
-        let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
-        if field("Action").map(String::as_str) == Some("PutMetricData")
-            && field("Namespace").map(String::as_str) == Some(namespace)
-        {
-            calls.push(
-                fields
-                    .iter()
-                    .filter(|(k, _)| {
-                        k.starts_with("MetricData.member.") && k.ends_with(".MetricName")
-                    })
-                    .count(),
-            );
-        }
-    }
-    calls
+    recorded_form_requests()
+        .await
+        .into_iter()
+        .filter(|(_, fields)| {
+            fields.get("Action").map(String::as_str) == Some("PutMetricData")
+                && fields.get("Namespace").map(String::as_str) == Some(namespace)
+        })
+        .map(|(_, fields)| {
+            fields
+                .keys()
+                .filter(|k| k.starts_with("MetricData.member.") && k.ends_with(".MetricName"))
+                .count()
+        })
+        .collect()
 }
 
 async fn scrape(app: &TestApp) -> String {
