@@ -94,6 +94,18 @@ impl ApiError {
         }
     }
 
+    /// Parses an optional parameter; a value `parse` refuses is an invalid `field`.
+    pub fn parse_optional<T, E: std::fmt::Display>(
+        field: &str,
+        value: Option<&str>,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Result<Option<T>, Self> {
+        value
+            .map(parse)
+            .transpose()
+            .map_err(|e| ApiError::invalid(field, e))
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidField { .. } => StatusCode::BAD_REQUEST,

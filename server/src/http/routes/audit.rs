@@ -258,18 +258,9 @@ fn filter(query: &AuditQuery) -> Result<Filter, ApiError> {
             ));
         }
     }
-    let customer = query
-        .customer
-        .as_deref()
-        .map(CustomerId::parse)
-        .transpose()
-        .map_err(|e| ApiError::invalid("customer", e))?;
-    let case = query
-        .case_id
-        .as_deref()
-        .map(CaseId::parse)
-        .transpose()
-        .map_err(|e| ApiError::invalid("case_id", e))?;
+    let customer =
+        ApiError::parse_optional("customer", query.customer.as_deref(), CustomerId::parse)?;
+    let case = ApiError::parse_optional("case_id", query.case_id.as_deref(), CaseId::parse)?;
     let session = query
         .session
         .as_deref()

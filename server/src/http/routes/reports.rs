@@ -125,12 +125,8 @@ async fn usage_report(
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<UsageQuery>,
 ) -> Result<Response, ApiError> {
-    let customer = query
-        .customer
-        .as_deref()
-        .map(CustomerId::parse)
-        .transpose()
-        .map_err(|e| ApiError::invalid("customer", e))?;
+    let customer =
+        ApiError::parse_optional("customer", query.customer.as_deref(), CustomerId::parse)?;
     principal.authorize(Action::ReadAudit, customer.as_ref())?;
     let days = query.days.unwrap_or(30);
     if !(1..=366).contains(&days) {

@@ -400,18 +400,9 @@ async fn list_sessions(
     ApiQuery(query): ApiQuery<ListSessionsQuery>,
 ) -> Result<Json<SessionList>, ApiError> {
     principal.authorize(Action::ReadSessions, None)?;
-    let customer = query
-        .customer
-        .as_deref()
-        .map(CustomerId::parse)
-        .transpose()
-        .map_err(|e| ApiError::invalid("customer", e))?;
-    let case = query
-        .case_id
-        .as_deref()
-        .map(CaseId::parse)
-        .transpose()
-        .map_err(|e| ApiError::invalid("case_id", e))?;
+    let customer =
+        ApiError::parse_optional("customer", query.customer.as_deref(), CustomerId::parse)?;
+    let case = ApiError::parse_optional("case_id", query.case_id.as_deref(), CaseId::parse)?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
