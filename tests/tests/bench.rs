@@ -3,7 +3,8 @@
 //! generator (64 concurrent keep-alive connections).
 //!
 //! Run it with `tests/run --release --test bench -- --ignored --nocapture`
-//! (`BENCH_SECS` sets the measured seconds per target, default 10).
+//! (`BENCH_SECS` sets the measured seconds per target and round, default 5; `BENCH_ROUNDS`
+//! the number of alternating baseline / credential-path rounds, default 3).
 //!
 //! Goals (issue "Sessions and credential brokering"): at least half the bare handler's
 //! requests per second, p99 at most 5 ms, server RSS at most 64 MB.
@@ -28,9 +29,18 @@ fn connections() -> usize {
         .and_then(|s| s.parse().ok())
         .unwrap_or(64)
 }
+/// Alternating rounds of baseline and credential path (`BENCH_ROUNDS`, default 3).
+fn rounds_wanted() -> usize {
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+}
 const WARMUP: Duration = Duration::from_secs(2);
 
 struct Figures {
+    /// CPU seconds each meter counted during the measured seconds.
+    cpu: Vec<f64>,
     requests: usize,
     errors: usize,
     rps: f64,
@@ -39,8 +49,18 @@ struct Figures {
     max_ms: f64,
 }
 
-/// Drives `connections()` concurrent loops of POST `url` for `secs`, after a warm-up.
-async fn load(method: reqwest::Method, url: String, token: Option<String>, secs: u64) -> Figures {
+/// Reads a component's CPU time so far, in seconds.
+type Meter = Box<dyn Fn() -> f64 + Send + Sync>;
+
+/// Drives `connections()` concurrent loops of `method` `url` for `secs`, after a warm-up;
+/// `meters` are read when the measured seconds start and end.
+async fn load(
+    method: reqwest::Method,
+    url: String,
+    token: Option<String>,
+    secs: u64,
+    meters: &[Meter],
+) -> Figures {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(connections())
         .build()
@@ -82,9 +102,15 @@ async fn load(method: reqwest::Method, url: String, token: Option<String>, secs:
     tokio::time::sleep(WARMUP).await;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
+    let cpu_before: Vec<f64> = meters.iter().map(|m| m()).collect();
     tokio::time::sleep(Duration::from_secs(secs)).await;
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
+    let cpu = meters
+        .iter()
+        .zip(cpu_before)
+        .map(|(m, before)| m() - before)
+        .collect();
     stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
     let mut errors = 0;
@@ -99,6 +125,7 @@ async fn load(method: reqwest::Method, url: String, token: Option<String>, secs:
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     Figures {
+        cpu,
         requests: all.len(),
         errors,
         rps: all.len() as f64 / elapsed.as_secs_f64(),
@@ -116,6 +143,7 @@ fn start_bare_handler() -> String {
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name(BARE_THREADS)
             .enable_all()
             .build()
             .unwrap();
@@ -139,6 +167,88 @@ fn start_bare_handler() -> String {
     format!("http://{addr}/bare")
 }
 
+/// The audit writer's totals from the server's Prometheus metrics.
+#[derive(Clone, Copy)]
+struct AuditBatches {
+    batches: f64,
+    events: f64,
+    seconds: f64,
+}
+
+impl std::ops::Sub for AuditBatches {
+    type Output = AuditBatches;
+    fn sub(self, before: AuditBatches) -> AuditBatches {
+        AuditBatches {
+            batches: self.batches - before.batches,
+            events: self.events - before.events,
+            seconds: self.seconds - before.seconds,
+        }
+    }
+}
+
+async fn audit_batches(metrics_addr: &str) -> AuditBatches {
+    let text = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    AuditBatches {
+        batches: value("lanyard_audit_batch_events_count"),
+        events: value("lanyard_audit_batch_events_sum"),
+        seconds: value("lanyard_audit_commit_duration_seconds_sum"),
+    }
+}
+
+/// The bare handler's runtime threads are named so, to tell their CPU time apart.
+const BARE_THREADS: &str = "bare-handler";
+
+/// User and system CPU seconds in a `/proc/.../stat` file.
+fn stat_cpu(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return 0.0; // the process or thread has gone
+    };
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0 // USER_HZ
+}
+
+/// CPU seconds of this process's threads: the bare handler's (`bare`) or all the others
+/// (the load generator).
+fn own_threads_cpu(bare: bool) -> f64 {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|task| {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            comm.trim() == BARE_THREADS && bare || comm.trim() != BARE_THREADS && !bare
+        })
+        .map(|task| stat_cpu(&task.path().join("stat").to_string_lossy()))
+        .sum()
+}
+
+/// CPU seconds of the Postgres backends connected to `database` (found by their process
+/// titles, `postgres: ... <user> <database> ...`).
+fn postgres_cpu(database: &str) -> f64 {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| {
+            let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.starts_with("postgres:") && cmdline.split(' ').any(|w| w == database)
+        })
+        .map(|p| stat_cpu(&p.path().join("stat").to_string_lossy()))
+        .sum()
+}
+
 fn rss_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
@@ -154,11 +264,16 @@ async fn cached_credential_path_beside_a_bare_handler() {
     let secs: u64 = std::env::var("BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+        .unwrap_or(5);
     let data_dir = tempfile::tempdir().unwrap();
     let db_url = fresh_database_url();
     let moto = moto_url();
+    let metrics_addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    };
     let server = ServerProcess::start(&[
+        ("LANYARD_METRICS_ADDR", &metrics_addr),
         ("LANYARD_DATABASE_URL", &db_url),
         ("LANYARD_DATA_DIR", data_dir.path().to_str().unwrap()),
         ("LANYARD_AWS_ENDPOINT_URL", &moto),
@@ -213,9 +328,16 @@ async fn cached_credential_path_beside_a_bare_handler() {
     assert_eq!(first.status(), 200, "{:?}", first.text().await);
 
     use reqwest::Method;
-    let bare = load(Method::POST, start_bare_handler(), None, secs).await;
+    let bare_url = start_bare_handler();
     let pid = server.child.id();
-    let health = load(Method::GET, server.url("/healthz"), None, secs).await;
+    let database = db_url.rsplit('/').next().unwrap().to_owned();
+    let meters: Vec<Meter> = vec![
+        Box::new(|| own_threads_cpu(false)),
+        Box::new(|| own_threads_cpu(true)),
+        Box::new(move || stat_cpu(&format!("/proc/{pid}/stat"))),
+        Box::new(move || postgres_cpu(&database)),
+    ];
+    let health = load(Method::GET, server.url("/healthz"), None, secs, &meters).await;
     let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
     let commits = || async {
         sqlx::query_scalar::<_, i64>(
@@ -225,11 +347,32 @@ async fn cached_credential_path_beside_a_bare_handler() {
         .await
         .unwrap()
     };
+    // The baseline and the credential path alternate, round after round, so that a change
+    // in the machine's speed during the run (other tenants, CPU frequency) weighs on both
+    // alike; each round's ratio is of two neighbouring measurements.
+    let mut rounds = Vec::new();
+    let mut lanyard_requests = 0;
+    let mut lanyard_errors = 0;
+    let audit_before = audit_batches(&metrics_addr).await;
     let commits_before = commits().await;
-    let lanyard = load(Method::POST, server.url(&path), Some(alice.clone()), secs).await;
+    for _ in 0..rounds_wanted() {
+        let bare = load(Method::POST, bare_url.clone(), None, secs, &meters).await;
+        let lanyard = load(
+            Method::POST,
+            server.url(&path),
+            Some(alice.clone()),
+            secs,
+            &meters,
+        )
+        .await;
+        lanyard_requests += lanyard.requests;
+        lanyard_errors += lanyard.errors;
+        rounds.push((bare, lanyard));
+    }
     // The statistics collector reports with a delay of up to a second or so.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let commits_during = commits().await - commits_before;
+    let audit_during = audit_batches(&metrics_addr).await - audit_before;
     let rss = rss_kb(pid, "VmRSS:");
     let peak = rss_kb(pid, "VmHWM:");
 
@@ -242,42 +385,88 @@ async fn cached_credential_path_beside_a_bare_handler() {
 
     println!();
     println!(
-        "{} connections, {secs} s measured after {WARMUP:?} warm-up, {} CPUs",
+        "{} connections, {} rounds of {secs} s per target, each after {WARMUP:?} warm-up, {} CPUs",
         connections(),
+        rounds.len(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:<32} {:>10} {:>8} {:>10} {:>10} {:>10}",
-        "target", "req/s", "errors", "p50 ms", "p99 ms", "max ms"
+        "{:<32} {:>10} {:>8} {:>10} {:>10} {:>10} {:>8}",
+        "target", "req/s", "errors", "p50 ms", "p99 ms", "max ms", "ratio"
     );
-    for (name, f) in [
-        ("bare axum handler", &bare),
-        ("lanyard /healthz (HTTP stack)", &health),
-        ("lanyard cached credentials", &lanyard),
-    ] {
+    let row = |name: &str, f: &Figures, ratio: Option<f64>| {
         println!(
-            "{name:<32} {:>10.0} {:>8} {:>10.2} {:>10.2} {:>10.2}",
-            f.rps, f.errors, f.p50_ms, f.p99_ms, f.max_ms
+            "{name:<32} {:>10.0} {:>8} {:>10.2} {:>10.2} {:>10.2} {:>8}",
+            f.rps,
+            f.errors,
+            f.p50_ms,
+            f.p99_ms,
+            f.max_ms,
+            ratio.map_or(String::new(), |r| format!("{r:.2}"))
         );
         assert!(f.requests > 0);
+    };
+    row("lanyard /healthz (HTTP stack)", &health, None);
+    let mut ratios = Vec::new();
+    let mut p99s = Vec::new();
+    for (n, (bare, lanyard)) in rounds.iter().enumerate() {
+        let ratio = lanyard.rps / bare.rps;
+        ratios.push(ratio);
+        p99s.push(lanyard.p99_ms);
+        row(&format!("round {}: bare axum handler", n + 1), bare, None);
+        row(
+            &format!("round {}: lanyard cached creds", n + 1),
+            lanyard,
+            Some(ratio),
+        );
     }
     println!(
-        "lanyard / bare throughput: {:.2} (goal ≥ 0.50); p99 {:.2} ms (goal ≤ 5); server RSS {} MB now, {} MB peak (goal ≤ 64)",
-        lanyard.rps / bare.rps,
-        lanyard.p99_ms,
+        "CPU µs per request, median of rounds: {:<16} {:>8} {:>8} {:>8} {:>8}",
+        "", "loadgen", "bare", "lanyard", "postgres"
+    );
+    for (name, pick) in [("bare axum handler", 0), ("lanyard cached creds", 1)] {
+        let per_request: Vec<String> = (0..meters.len())
+            .map(|m| {
+                let mut v: Vec<f64> = rounds
+                    .iter()
+                    .map(|r| {
+                        let f = if pick == 0 { &r.0 } else { &r.1 };
+                        f.cpu[m] * 1e6 / (f.rps * secs as f64).max(1.0)
+                    })
+                    .collect();
+                v.sort_by(f64::total_cmp);
+                format!("{:>8.1}", v[v.len() / 2])
+            })
+            .collect();
+        println!("{name:<55} {}", per_request.join(" "));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "lanyard / bare throughput, median of rounds: {:.2} (goal ≥ 0.50); p99, median of rounds: {:.2} ms (goal ≤ 5); server RSS {} MB now, {} MB peak (goal ≤ 64)",
+        median(&mut ratios),
+        median(&mut p99s),
         rss / 1024,
         peak / 1024
     );
     println!("audit rows for issued credentials: {audited} (every request audited)");
     println!(
-        "database transactions during the credential run: {commits_during} ({:.2} per request)",
-        commits_during as f64 / (lanyard.requests as f64).max(1.0)
+        "database transactions during the credential runs: {commits_during} ({:.3} per request)",
+        commits_during as f64 / (lanyard_requests as f64).max(1.0)
+    );
+    println!(
+        "audit group commits: {:.0}, {:.1} events and {:.2} ms each on average",
+        audit_during.batches,
+        audit_during.events / audit_during.batches.max(1.0),
+        audit_during.seconds * 1000.0 / audit_during.batches.max(1.0)
     );
     assert!(
         !server.log().contains("\"level\":\"ERROR\""),
         "{}",
         server.log()
     );
-    assert_eq!(lanyard.errors, 0);
-    assert!(audited as usize >= lanyard.requests);
+    assert_eq!(lanyard_errors, 0);
+    assert!(audited as usize >= lanyard_requests);
 }
