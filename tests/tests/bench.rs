@@ -228,7 +228,7 @@ fn own_threads_cpu(bare: bool) -> f64 {
         .flatten()
         .filter(|task| {
             let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            comm.trim() == BARE_THREADS && bare || comm.trim() != BARE_THREADS && !bare
+            (comm.trim() == BARE_THREADS) == bare
         })
         .map(|task| stat_cpu(&task.path().join("stat").to_string_lossy()))
         .sum()
@@ -247,6 +247,12 @@ fn postgres_cpu(database: &str) -> f64 {
         })
         .map(|p| stat_cpu(&p.path().join("stat").to_string_lossy()))
         .sum()
+}
+
+/// The middle value (the upper one of an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn rss_kb(pid: u32, field: &str) -> u64 {
@@ -424,30 +430,27 @@ async fn cached_credential_path_beside_a_bare_handler() {
         "CPU µs per request, median of rounds: {:<16} {:>8} {:>8} {:>8} {:>8}",
         "", "loadgen", "bare", "lanyard", "postgres"
     );
-    for (name, pick) in [("bare axum handler", 0), ("lanyard cached creds", 1)] {
+    type Pick = fn(&(Figures, Figures)) -> &Figures;
+    let targets: [(&str, Pick); 2] = [
+        ("bare axum handler", |r| &r.0),
+        ("lanyard cached creds", |r| &r.1),
+    ];
+    for (name, pick) in targets {
         let per_request: Vec<String> = (0..meters.len())
             .map(|m| {
-                let mut v: Vec<f64> = rounds
+                let cpu = rounds
                     .iter()
-                    .map(|r| {
-                        let f = if pick == 0 { &r.0 } else { &r.1 };
-                        f.cpu[m] * 1e6 / (f.rps * secs as f64).max(1.0)
-                    })
-                    .collect();
-                v.sort_by(f64::total_cmp);
-                format!("{:>8.1}", v[v.len() / 2])
+                    .map(pick)
+                    .map(|f| f.cpu[m] * 1e6 / (f.requests as f64).max(1.0));
+                format!("{:>8.1}", median(cpu.collect()))
             })
             .collect();
         println!("{name:<55} {}", per_request.join(" "));
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     println!(
         "lanyard / bare throughput, median of rounds: {:.2} (goal ≥ 0.50); p99, median of rounds: {:.2} ms (goal ≤ 5); server RSS {} MB now, {} MB peak (goal ≤ 64)",
-        median(&mut ratios),
-        median(&mut p99s),
+        median(ratios),
+        median(p99s),
         rss / 1024,
         peak / 1024
     );
