@@ -24,9 +24,13 @@
 //! Pending datums are bounded ([`MAX_PENDING_DATUMS`]); what does not fit, exhausts its
 //! retries, or is still unsent when the shutdown flush runs out of time is dropped and
 //! counted (`lanyard_cloudwatch_dropped_datums_total`). On shutdown the open window is
-//! flushed once, within [`SHUTDOWN_FLUSH`].
+//! flushed once, within [`SHUTDOWN_FLUSH`]. A call under way when the stop arrives is let
+//! finish within that budget, never abandoned and sent again: it may already have arrived,
+//! and a batch sent twice would inflate every sum. One that the budget cuts short is
+//! counted as dropped.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -406,6 +410,7 @@ impl Publisher {
                 pending: Pending::default(),
                 failures_in_row: 0,
                 retry_at: None,
+                in_flight: AtomicBool::new(false),
             },
             recorder.clone(),
             config.cloudwatch_flush,
@@ -435,6 +440,9 @@ struct Sender {
     failures_in_row: u32,
     /// No call before this instant (backoff after a failure).
     retry_at: Option<Instant>,
+    /// Set while a PutMetricData call is under way: still set after the call was dropped
+    /// half way.
+    in_flight: AtomicBool,
 }
 
 async fn run(
@@ -453,6 +461,9 @@ async fn run(
     let first = every.saturating_sub(into_window) + (every / 4).min(Duration::from_secs(2));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The shutdown budget, counted from the moment the stop arrives.
+    let stop_seen = std::sync::OnceLock::new();
+    let flush_deadline = || *stop_seen.get_or_init(|| tokio::time::Instant::now() + SHUTDOWN_FLUSH);
     loop {
         tokio::select! {
             biased;
@@ -460,15 +471,40 @@ async fn run(
             _ = tick.tick() => {}
         }
         sender.enqueue(&recorder, Some(now_secs()));
-        // A call that hangs must not hold up the shutdown flush.
-        tokio::select! {
-            biased;
-            _ = &mut stopped => break,
-            () = sender.send_due() => {}
+        let stopping = {
+            let send = sender.send_due();
+            tokio::pin!(send);
+            tokio::select! {
+                biased;
+                () = &mut send => false,
+                _ = &mut stopped => {
+                    // A call in flight may already have arrived: it finishes (within the
+                    // shutdown budget) rather than its batch going out twice in the flush.
+                    let _ = tokio::time::timeout_at(flush_deadline(), send).await;
+                    true
+                }
+            }
+        };
+        if stopping {
+            break;
+        }
+    }
+    if sender.in_flight.swap(false, Ordering::Relaxed) {
+        // Cut short by the shutdown budget: whether CloudWatch took it is unknown, and a
+        // batch sent twice would inflate every sum, so it is not sent again.
+        if let Some(cut) = sender.pending.pop_front() {
+            sender
+                .metrics
+                .dropped_datums
+                .inc_by(cut.datums.len() as u64);
+            tracing::warn!(
+                datums = cut.datums.len(),
+                "a PutMetricData call cut short at shutdown is not repeated (it may have arrived)"
+            );
         }
     }
     sender.enqueue(&recorder, None);
-    let unsent = tokio::time::timeout(SHUTDOWN_FLUSH, sender.send_each_once()).await;
+    let unsent = tokio::time::timeout_at(flush_deadline(), sender.send_each_once()).await;
     let left = sender.pending.datums;
     if left > 0 {
         sender.metrics.dropped_datums.inc_by(left as u64);
@@ -568,6 +604,7 @@ impl Sender {
     }
 
     async fn put(&self, datums: &[MetricDatum]) -> Result<(), String> {
+        self.in_flight.store(true, Ordering::Relaxed);
         let result = self
             .client
             .put_metric_data()
@@ -575,6 +612,7 @@ impl Sender {
             .set_metric_data(Some(datums.to_vec()))
             .send()
             .await;
+        self.in_flight.store(false, Ordering::Relaxed);
         result.map(|_| ()).map_err(|e| {
             self.metrics.publish_failures.inc();
             crate::sts::error_text(&e)
