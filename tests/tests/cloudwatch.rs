@@ -495,24 +495,29 @@ async fn session_customer(app: &TestApp, session: &str) -> String {
     body["customer"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stuck_cloudwatch_delays_shutdown_by_at_most_the_flush_budget() {
+/// The real server publishing to `cloudwatch` (a fault proxy in front of moto) under
+/// namespace `ns`, with `env` added, and `requests` credential requests of one support
+/// session answered. Returns the server and the session's customer.
+async fn server_publishing_through(
+    cloudwatch: &str,
+    ns: &str,
+    env: &[(&str, &str)],
+    requests: usize,
+) -> (ServerProcess, tempfile::TempDir, String) {
     let moto = moto_url();
-    let proxy = FaultProxy::start(moto.trim_start_matches("http://").parse().unwrap()).await;
-    proxy.hold();
     let data_dir = tempfile::tempdir().unwrap();
     let db_url = lanyard_tests::fresh_database_url();
-    let cloudwatch = format!("http://{}", proxy.addr());
-    let ns = namespace();
-    let server = ServerProcess::start(&[
-        ("LANYARD_DATABASE_URL", &db_url),
+    let mut all = vec![
+        ("LANYARD_DATABASE_URL", db_url.as_str()),
         ("LANYARD_DATA_DIR", data_dir.path().to_str().unwrap()),
-        ("LANYARD_AWS_ENDPOINT_URL", &moto),
+        ("LANYARD_AWS_ENDPOINT_URL", moto.as_str()),
         ("LANYARD_TRUST_CHECK", "warn"),
-        ("LANYARD_CLOUDWATCH_NAMESPACE", &ns),
-        ("LANYARD_CLOUDWATCH_ENDPOINT_URL", &cloudwatch),
+        ("LANYARD_CLOUDWATCH_NAMESPACE", ns),
+        ("LANYARD_CLOUDWATCH_ENDPOINT_URL", cloudwatch),
         ("LANYARD_SHUTDOWN_GRACE_SECS", "2"),
-    ]);
+    ];
+    all.extend_from_slice(env);
+    let server = ServerProcess::start(&all);
     let admin = server.issue_token("ops", "admin");
     let http = reqwest::Client::new();
     let call = |method: Method, path: &str, body: Option<Value>| {
@@ -549,14 +554,18 @@ async fn a_stuck_cloudwatch_delays_shutdown_by_at_most_the_flush_budget() {
     .await
     .unwrap();
     let path = credentials_path(session["id"].as_str().unwrap());
-    for _ in 0..3 {
+    for _ in 0..requests {
         let response = call(Method::POST, &path, None).await.unwrap();
         assert_eq!(response.status(), 200);
     }
+    (server, data_dir, customer)
+}
 
-    // The default window is a minute: only the shutdown flush can send these requests, and
-    // CloudWatch swallows the call without answering.
-    let mut server = server;
+/// Sends SIGTERM and waits for the exit, off the runtime; returns the server, its status
+/// and how long stopping took.
+async fn terminate(
+    mut server: ServerProcess,
+) -> (ServerProcess, std::process::ExitStatus, Duration) {
     let started = Instant::now();
     let (server, status) = tokio::task::spawn_blocking(move || {
         let status = server.terminate();
@@ -564,7 +573,60 @@ async fn a_stuck_cloudwatch_delays_shutdown_by_at_most_the_flush_budget() {
     })
     .await
     .unwrap();
-    let took = started.elapsed();
+    (server, status, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_under_way_at_shutdown_is_finished_not_sent_twice() {
+    let proxy = FaultProxy::start(moto_url().trim_start_matches("http://").parse().unwrap()).await;
+    let cloudwatch = format!("http://{}", proxy.addr());
+    let ns = namespace();
+    // One-second windows, and every chunk to and from CloudWatch two seconds late.
+    proxy.delay(Duration::from_secs(2));
+    let (server, _data_dir, customer) = server_publishing_through(
+        &cloudwatch,
+        &ns,
+        &[("LANYARD_CLOUDWATCH_FLUSH_SECS", "1")],
+        3,
+    )
+    .await;
+    let profile = format!("support-{customer}-{CASE}");
+    let dims = [
+        ("Customer", customer.as_str()),
+        ("Profile", profile.as_str()),
+        ("Kind", "support"),
+        ("Outcome", "success"),
+    ];
+    // Asked directly: the requests have reached CloudWatch, and the answer to that call is
+    // still on its way back through the proxy when the server is told to stop.
+    let client = cloudwatch_client().await;
+    let arrived = eventually(Duration::from_secs(30), || async {
+        statistics(&client, &ns, "CredentialRequests", &dims)
+            .await
+            .0
+            >= 3.0
+    })
+    .await;
+    assert!(arrived);
+    let (server, status, took) = terminate(server).await;
+    assert!(status.success(), "{status:?}\n{}", server.log());
+    assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+    // Once the server has exited, nothing more can arrive: each request counted once.
+    let (sum, count) = statistics(&client, &ns, "CredentialRequests", &dims).await;
+    assert_eq!((sum, count), (3.0, 3.0), "{}", server.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_cloudwatch_delays_shutdown_by_at_most_the_flush_budget() {
+    let proxy = FaultProxy::start(moto_url().trim_start_matches("http://").parse().unwrap()).await;
+    proxy.hold();
+    let cloudwatch = format!("http://{}", proxy.addr());
+    let ns = namespace();
+    let (server, _data_dir, _customer) = server_publishing_through(&cloudwatch, &ns, &[], 3).await;
+
+    // The default window is a minute: only the shutdown flush can send these requests, and
+    // CloudWatch swallows the call without answering.
+    let (server, status, took) = terminate(server).await;
     assert!(status.success(), "{status:?}\n{}", server.log());
     println!("stopped in {took:?} with CloudWatch stuck");
     assert!(took < Duration::from_secs(10), "stopping took {took:?}");
