@@ -9,6 +9,7 @@ use axum_server::accept::NoDelayAcceptor;
 use sqlx::PgPool;
 
 use crate::audit::AuditWriter;
+use crate::audit::export::Exports;
 use crate::auth::token::TokenKeys;
 use crate::cloudwatch::Publisher;
 use crate::config::Config;
@@ -37,6 +38,8 @@ pub struct Inner {
     pub credentials: CredentialCache,
     /// Recently verified tokens and session grants (see `revocation`).
     pub auth_cache: Arc<AuthCache>,
+    /// Audit export slots and limits.
+    pub exports: Exports,
 }
 
 impl std::ops::Deref for AppState {
@@ -79,6 +82,7 @@ impl Application {
         // (503, no credentials) instead of holding it.
         let audit = AuditWriter::start(db.clone(), config.request_timeout / 2, metrics.clone());
         let credentials = CredentialCache::new(config.denied_cache);
+        let exports = Exports::new(config.export_idle, config.export_max, metrics.clone());
         let auth_cache = Arc::new(AuthCache::default());
         crate::revocation::spawn_listener(db.clone(), auth_cache.clone());
         let state = AppState(Arc::new(Inner {
@@ -90,6 +94,7 @@ impl Application {
             audit,
             credentials,
             auth_cache,
+            exports,
         }));
         Ok(Application {
             state,

@@ -30,6 +30,8 @@ pub const DEFAULT_CREDENTIAL_REFRESH_SECS: u32 = 15 * 60;
 pub const DEFAULT_STS_RATE_LIMIT: u32 = 50;
 pub const DEFAULT_DENIED_CACHE_SECS: u32 = 10;
 pub const DEFAULT_CLOUDWATCH_FLUSH_SECS: u64 = 60;
+pub const DEFAULT_EXPORT_IDLE_SECS: u64 = 30;
+pub const DEFAULT_EXPORT_MAX_SECS: u64 = 3600;
 
 /// What to do when a role's trust policy lets AssumeRole through without the external ID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
@@ -185,6 +187,16 @@ pub struct Settings {
     #[arg(long, env = "LANYARD_DENIED_CACHE_SECS", global = true)]
     pub denied_cache_secs: Option<u32>,
 
+    /// An audit export (format=ndjson or csv) whose client takes no data for this many
+    /// seconds is cut off and its export slot freed. [default: 30]
+    #[arg(long, env = "LANYARD_EXPORT_IDLE_SECS", global = true)]
+    pub export_idle_secs: Option<u64>,
+
+    /// Longest time one audit export may stream, in seconds; then it is cut off and its
+    /// export slot freed. [default: 3600]
+    #[arg(long, env = "LANYARD_EXPORT_MAX_SECS", global = true)]
+    pub export_max_secs: Option<u64>,
+
     /// Delete audit rows older than this many days (1-36500), hourly, keeping the hash chains
     /// verifiable; the usage rollups are kept. [default: unset, keep every row]
     #[arg(long, env = "LANYARD_AUDIT_RETENTION_DAYS", global = true)]
@@ -222,6 +234,8 @@ pub struct Config {
     pub denied_cache: Duration,
     /// `None`: audit rows are kept for ever.
     pub audit_retention: Option<chrono::TimeDelta>,
+    pub export_idle: Duration,
+    pub export_max: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -298,7 +312,14 @@ impl Settings {
             Some(days @ 1..=36500) => Some(chrono::TimeDelta::days(i64::from(days))),
             Some(_) => bail!("audit_retention_days must be between 1 and 36500"),
         };
+        let export_idle = s.export_idle_secs.unwrap_or(DEFAULT_EXPORT_IDLE_SECS);
+        let export_max = s.export_max_secs.unwrap_or(DEFAULT_EXPORT_MAX_SECS);
+        if export_idle == 0 || export_max < export_idle {
+            bail!("export_idle_secs must be at least 1, and export_max_secs at least as long");
+        }
         Ok(Config {
+            export_idle: Duration::from_secs(export_idle),
+            export_max: Duration::from_secs(export_max),
             audit_retention,
             support_session_max,
             customer_session,
@@ -388,6 +409,8 @@ impl Settings {
             sts_rate_limit: self.sts_rate_limit.or(lower.sts_rate_limit),
             denied_cache_secs: self.denied_cache_secs.or(lower.denied_cache_secs),
             audit_retention_days: self.audit_retention_days.or(lower.audit_retention_days),
+            export_idle_secs: self.export_idle_secs.or(lower.export_idle_secs),
+            export_max_secs: self.export_max_secs.or(lower.export_max_secs),
         }
     }
 }

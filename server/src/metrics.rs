@@ -30,6 +30,7 @@ pub struct Metrics {
     active_sessions: IntGauge,
     audit_batch_events: Histogram,
     audit_commit_duration: Histogram,
+    exports: ExportMetrics,
     /// Set when CloudWatch publishing is on.
     recorder: Option<Arc<Recorder>>,
 }
@@ -75,6 +76,41 @@ pub struct CloudWatchMetrics {
     pub publish_failures: IntCounter,
     pub dropped_datums: IntCounter,
     pub pending_datums: IntGauge,
+}
+
+/// Audit exports running, and those cut off (`audit::export`).
+#[derive(Clone)]
+struct ExportMetrics {
+    running: IntGauge,
+    cut_idle: IntCounter,
+    cut_deadline: IntCounter,
+}
+
+/// Why an audit export was cut off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportCut {
+    /// The client took no data for the idle write time.
+    Idle,
+    /// The export ran past its total time.
+    Deadline,
+}
+
+impl ExportCut {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportCut::Idle => "idle",
+            ExportCut::Deadline => "deadline",
+        }
+    }
+}
+
+/// Counts an export as running until dropped.
+pub struct RunningExport(IntGauge);
+
+impl Drop for RunningExport {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Latency buckets for calls to AWS (seconds).
@@ -205,6 +241,25 @@ impl Metrics {
         )?;
         registry.register(Box::new(audit_batch_events.clone()))?;
         registry.register(Box::new(audit_commit_duration.clone()))?;
+        let cut = IntCounterVec::new(
+            Opts::new(
+                "lanyard_audit_exports_cut_total",
+                "Audit exports (NDJSON, CSV) cut off because the client read nothing for the \
+                 idle write time (reason=idle) or the export ran past its total time \
+                 (reason=deadline); each released its slot and database connection",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(cut.clone()))?;
+        let exports = ExportMetrics {
+            running: gauge(
+                &registry,
+                "lanyard_audit_exports_running",
+                "Audit exports streaming now (each holds an export slot and a connection)",
+            )?,
+            cut_idle: cut.with_label_values(&[ExportCut::Idle.as_str()]),
+            cut_deadline: cut.with_label_values(&[ExportCut::Deadline.as_str()]),
+        };
         Ok(Metrics {
             registry,
             http_requests,
@@ -215,6 +270,7 @@ impl Metrics {
             active_sessions,
             audit_batch_events,
             audit_commit_duration,
+            exports,
             recorder: None,
         })
     }
@@ -273,6 +329,20 @@ impl Metrics {
     pub fn observe_audit_batch(&self, events: usize, commit_seconds: f64) {
         self.audit_batch_events.observe(events as f64);
         self.audit_commit_duration.observe(commit_seconds);
+    }
+
+    /// Counts an audit export as running while the guard lives.
+    pub fn export_running(&self) -> RunningExport {
+        self.exports.running.inc();
+        RunningExport(self.exports.running.clone())
+    }
+
+    /// Counts an audit export cut off for `reason`.
+    pub fn export_cut(&self, reason: ExportCut) {
+        match reason {
+            ExportCut::Idle => self.exports.cut_idle.inc(),
+            ExportCut::Deadline => self.exports.cut_deadline.inc(),
+        }
     }
 
     fn render(&self) -> Result<String, prometheus::Error> {

@@ -42,6 +42,7 @@ use crate::db::usage;
 use crate::metrics::Metrics;
 
 pub mod chain;
+pub mod export;
 pub mod retention;
 
 /// What a batch's Bind message holds besides its events' values: 19 array headers (20

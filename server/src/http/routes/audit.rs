@@ -9,13 +9,13 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, SecondsFormat, Utc};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::audit::export::Render;
 use crate::auth::{Action, Principal};
 use crate::db::audit_query::{self, EventRow, Filter};
 use crate::domain::{CaseId, CustomerId};
@@ -199,12 +199,15 @@ async fn list_audit_events(
     principal.authorize(Action::ReadAudit, None)?;
     let format = query.format.unwrap_or_default();
     let mut filter = filter(&query)?;
-    // Customer-limited tokens: only their customers' rows, whatever else is asked (a
-    // `customer` outside the limit then matches nothing, as in `GET /v1/sessions`).
-    filter.customers = principal
-        .customers
-        .as_ref()
-        .map(|list| list.iter().map(ToString::to_string).collect());
+    // A `customer` outside the token's limit is a customer that does not exist (404).
+    let customer = filter
+        .customer
+        .as_deref()
+        .map(CustomerId::parse)
+        .transpose()?;
+    principal.authorize(Action::ReadAudit, customer.as_ref())?;
+    // Customer-limited tokens: only their customers' rows, whatever else is asked.
+    filter.customers = principal.customer_scope();
     // A walk starts below every id still being committed, so that its cursor never passes
     // over one (see `settled_horizon`); later pages are below that already.
     if filter.before_id.is_none() {
@@ -349,61 +352,35 @@ fn decode_cursor(raw: &str) -> Result<i64, ApiError> {
     Ok(id)
 }
 
-/// Exports running at once on this instance. Each holds a database connection for as long as
-/// its client reads, and the pool (`LANYARD_DB_MAX_CONNECTIONS`, 16 by default) must keep
-/// serving credential requests; further exports wait for a turn (within the request
-/// timeout, else 503).
-static EXPORTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
-
-/// Streams every matching event as NDJSON or CSV. The query's first answer is awaited
-/// before the status is sent, so a database that is down gives a 503 problem rather than
-/// a broken 200; a failure later on aborts the body (the client sees a truncated transfer,
-/// not a short file that looks complete).
+/// Streams every matching event as NDJSON or CSV (see `audit::export` for the slots and
+/// the limits a slow or stalled client runs into).
 async fn export(
     state: &AppState,
     filter: Filter,
     format: AuditFormat,
 ) -> Result<Response, ApiError> {
-    // Held until the body is finished or dropped (moved into the body stream below).
-    let permit = EXPORTS
-        .acquire()
-        .await
-        .map_err(|_| ApiError::Unavailable("exports are shut down".into()))?;
-    let mut rows = audit_query::export(state.db.clone(), filter);
-    let first = match rows.recv().await {
-        Some(Err(e)) => return Err(e.into()),
-        Some(Ok(row)) => Some(row),
-        None => None,
+    let (header, render): (_, Render) = match format {
+        AuditFormat::Csv => (
+            Some(Bytes::from(csv_record(CSV_HEADER.iter().copied()))),
+            Box::new(|row: EventRow, out: &mut Vec<u8>| {
+                out.extend_from_slice(csv_row(&row).as_bytes());
+                Ok(())
+            }),
+        ),
+        _ => (
+            None,
+            Box::new(|row: EventRow, out: &mut Vec<u8>| {
+                serde_json::to_writer(&mut *out, &AuditEvent::from(row))
+                    .map_err(std::io::Error::other)?;
+                out.push(b'\n');
+                Ok(())
+            }),
+        ),
     };
-    let rest = futures::stream::unfold(rows, |mut rows| async move {
-        rows.recv().await.map(|item| (item, rows))
-    });
-    let rows = futures::stream::iter(first.map(Ok)).chain(rest);
-    let header = match format {
-        AuditFormat::Csv => Some(Ok(Bytes::from(csv_record(CSV_HEADER.iter().copied())))),
-        _ => None,
-    };
-    // Rows the database has already sent go out together, in one chunk.
-    let body = rows.ready_chunks(256).map(move |chunk| {
-        let _running = &permit;
-        let mut out = Vec::with_capacity(chunk.len() * 256);
-        for row in chunk {
-            let row = row.map_err(|e| {
-                tracing::error!(error = %e, "audit export failed part-way; body aborted");
-                std::io::Error::other("audit export failed")
-            })?;
-            match format {
-                AuditFormat::Csv => out.extend_from_slice(csv_row(&row).as_bytes()),
-                _ => {
-                    serde_json::to_writer(&mut out, &AuditEvent::from(row))
-                        .map_err(std::io::Error::other)?;
-                    out.push(b'\n');
-                }
-            }
-        }
-        Ok::<_, std::io::Error>(Bytes::from(out))
-    });
-    let body = futures::stream::iter(header).chain(body);
+    let body = state
+        .exports
+        .start(state.db.clone(), filter, header, render)
+        .await?;
     let (content_type, disposition) = match format {
         AuditFormat::Csv => (
             "text/csv; charset=utf-8; header=present",
