@@ -48,6 +48,7 @@ fn claims(role: &str, exp_offset: i64) -> Claims {
         customers: None,
         jti: uuid::Uuid::new_v4(),
         iat: now - 10,
+        nbf: None,
         exp: now + exp_offset,
     }
 }
@@ -110,99 +111,261 @@ async fn missing_malformed_expired_tampered_foreign_and_revoked_tokens_get_401()
     assert_unauthorized(&app, Some(&admin2), "revoked").await;
 }
 
-/// Every endpoint against every role: 403 where the role may not act, never 401 or 5xx.
+/// A token signed with the broker's own key whose claims say something else than its
+/// record (another role, subject, customer limit or expiry), or that is dated ahead, is
+/// refused: a token means what its row says.
+#[tokio::test]
+async fn tokens_that_disagree_with_their_record_or_are_dated_ahead_get_401() {
+    let app = TestApp::spawn().await;
+    app.create_customer("acme-corp").await;
+    let keys = TokenKeys::load(&app.config).unwrap();
+    let support = app
+        .token_for(
+            "sam",
+            Role::Support,
+            Some(vec!["acme-corp"]),
+            std::time::Duration::from_secs(3600),
+        )
+        .await;
+    let recorded = keys.verify(&support).unwrap();
+    let (status, _) = app
+        .call(Method::GET, "/v1/customers", Some(&support), None)
+        .await;
+    assert_eq!(status, 200, "the token as issued works");
+    let forged = |edit: &dyn Fn(&mut Claims)| {
+        let mut claims = recorded.clone();
+        edit(&mut claims);
+        keys.sign(&claims).unwrap()
+    };
+    for (why, token) in [
+        ("role", forged(&|c| c.role = "admin".into())),
+        ("subject", forged(&|c| c.sub = "root".into())),
+        ("customers", forged(&|c| c.customers = None)),
+        ("expiry", forged(&|c| c.exp += 86_400)),
+    ] {
+        let response = app
+            .send(Method::GET, "/v1/customers", Some(&token), None)
+            .await;
+        assert_eq!(
+            response.status(),
+            401,
+            "a token with another {why} was accepted"
+        );
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(
+            body["detail"].as_str().unwrap().contains("does not match"),
+            "{why}: {body}"
+        );
+    }
+    let now = chrono::Utc::now().timestamp();
+    assert_unauthorized(
+        &app,
+        Some(&forged(&|c| c.iat = now + 3600)),
+        "not valid yet",
+    )
+    .await;
+    assert_unauthorized(
+        &app,
+        Some(&forged(&|c| c.nbf = Some(now + 3600))),
+        "not valid yet",
+    )
+    .await;
+    // Within the clock leeway, a little ahead is fine.
+    let token = forged(&|c| c.nbf = Some(now + 5));
+    let (status, _) = app
+        .call(Method::GET, "/v1/customers", Some(&token), None)
+        .await;
+    assert_eq!(status, 200);
+}
+
+/// The statuses a role gets, in the order support, service, auditor, admin.
+type Expect = [u16; 4];
+const ROLES: [Role; 4] = [Role::Support, Role::Service, Role::Auditor, Role::Admin];
+
+/// Every endpoint against every role: 403 where the role may not act, 404 for a session the
+/// caller may not see, never 401 or 5xx. Sessions are alice's (a support engineer); each
+/// role's tokens have a subject of their own.
 #[tokio::test]
 async fn each_role_gets_exactly_the_endpoints_it_is_allowed() {
     let app = TestApp::spawn().await;
     app.create_customer("acme-corp").await;
     app.register_role("acme-corp", "readonly").await;
+    let alice = app
+        .token_for(
+            "alice",
+            Role::Support,
+            None,
+            std::time::Duration::from_secs(3600),
+        )
+        .await;
     let role_body = json!({ "role_arn": "arn:aws:iam::111122223333:role/LanyardAccess" });
-    // (method, path, body, roles allowed besides admin)
-    let endpoints: Vec<(Method, &str, Option<serde_json::Value>, Vec<Role>)> = vec![
-        (
-            Method::GET,
-            "/v1/customers",
-            None,
-            vec![Role::Support, Role::Auditor],
-        ),
-        (
-            Method::GET,
-            "/v1/customers/acme-corp",
-            None,
-            vec![Role::Support, Role::Auditor],
-        ),
-        (
-            Method::GET,
-            "/v1/customers/acme-corp/roles",
-            None,
-            vec![Role::Support, Role::Auditor],
-        ),
-        (
-            Method::GET,
-            "/v1/customers/acme-corp/roles/readonly",
-            None,
-            vec![Role::Support, Role::Auditor],
-        ),
-        (
-            Method::GET,
-            "/v1/customers/acme-corp/onboarding",
-            None,
-            vec![],
-        ),
-        (
-            Method::POST,
-            "/v1/customers",
-            Some(json!({ "id": "new-one" })),
-            vec![],
-        ),
-        (
-            Method::POST,
-            "/v1/customers/acme-corp/disable",
-            None,
-            vec![],
-        ),
-        (Method::POST, "/v1/customers/acme-corp/enable", None, vec![]),
-        (
-            Method::POST,
-            "/v1/customers/acme-corp/external-id/rotate",
-            None,
-            vec![],
-        ),
-        (
-            Method::PUT,
-            "/v1/customers/acme-corp/roles/readonly",
-            Some(role_body.clone()),
-            vec![],
-        ),
-        (
-            Method::POST,
-            "/v1/customers/acme-corp/roles/readonly/verify",
-            None,
-            vec![],
-        ),
-        (Method::GET, "/v1/audit", None, vec![Role::Auditor]),
-        (
-            Method::GET,
-            "/v1/audit?format=csv",
-            None,
-            vec![Role::Auditor],
-        ),
-    ];
-    for role in [Role::Support, Role::Service, Role::Auditor, Role::Admin] {
-        let token = app.token(role, None).await;
-        for (method, path, body, allowed) in &endpoints {
-            let (status, problem) = app
-                .call(method.clone(), path, Some(&token), body.clone())
+    let support_session = json!({
+        "kind": "support", "customer": "acme-corp", "role": "readonly",
+        "case_id": "CS-1", "reason": "matrix"
+    });
+    let customer_session = json!({
+        "kind": "customer", "customer": "acme-corp", "role": "readonly"
+    });
+    const OK: u16 = 200;
+    const NEW: u16 = 201;
+    for (i, role) in ROLES.into_iter().enumerate() {
+        let token = app
+            .token_for(
+                &format!("{role:?}-user").to_lowercase(),
+                role,
+                None,
+                std::time::Duration::from_secs(3600),
+            )
+            .await;
+        // A live session of alice's for each role's run (one of the checks revokes it).
+        let (status, session) = app
+            .call(
+                Method::POST,
+                "/v1/sessions",
+                Some(&alice),
+                Some(support_session.clone()),
+            )
+            .await;
+        assert_eq!(status, 201, "{session}");
+        let sid = session["id"].as_str().unwrap().to_owned();
+        let endpoints: Vec<(Method, String, Option<serde_json::Value>, Expect)> = vec![
+            (
+                Method::GET,
+                "/v1/auth/whoami".into(),
+                None,
+                [OK, OK, OK, OK],
+            ),
+            (Method::GET, "/v1/customers".into(), None, [OK, 403, OK, OK]),
+            (
+                Method::GET,
+                "/v1/customers/acme-corp".into(),
+                None,
+                [OK, 403, OK, OK],
+            ),
+            (
+                Method::GET,
+                "/v1/customers/acme-corp/roles".into(),
+                None,
+                [OK, 403, OK, OK],
+            ),
+            (
+                Method::GET,
+                "/v1/customers/acme-corp/roles/readonly".into(),
+                None,
+                [OK, 403, OK, OK],
+            ),
+            (
+                Method::GET,
+                "/v1/customers/acme-corp/onboarding".into(),
+                None,
+                [403, 403, 403, OK],
+            ),
+            (
+                Method::POST,
+                "/v1/customers".into(),
+                Some(json!({ "id": "new-one" })),
+                [403, 403, 403, NEW],
+            ),
+            (
+                Method::POST,
+                "/v1/customers/acme-corp/disable".into(),
+                None,
+                [403, 403, 403, OK],
+            ),
+            (
+                Method::POST,
+                "/v1/customers/acme-corp/enable".into(),
+                None,
+                [403, 403, 403, OK],
+            ),
+            (
+                Method::POST,
+                "/v1/customers/acme-corp/external-id/rotate".into(),
+                None,
+                [403, 403, 403, OK],
+            ),
+            (
+                Method::PUT,
+                "/v1/customers/acme-corp/roles/readonly".into(),
+                Some(role_body.clone()),
+                [403, 403, 403, OK],
+            ),
+            (
+                Method::POST,
+                "/v1/customers/acme-corp/roles/readonly/verify".into(),
+                None,
+                [403, 403, 403, OK],
+            ),
+            (
+                Method::POST,
+                "/v1/sessions".into(),
+                Some(support_session.clone()),
+                [NEW, 403, 403, NEW],
+            ),
+            (
+                Method::POST,
+                "/v1/sessions".into(),
+                Some(customer_session.clone()),
+                [403, NEW, 403, NEW],
+            ),
+            (Method::GET, "/v1/sessions".into(), None, [OK, OK, OK, OK]),
+            (
+                Method::GET,
+                format!("/v1/sessions/{sid}"),
+                None,
+                [404, 404, OK, OK],
+            ),
+            (
+                Method::POST,
+                format!("/v1/sessions/{sid}/credentials"),
+                None,
+                [404, 404, 403, OK],
+            ),
+            (
+                Method::POST,
+                "/v1/customers/acme-corp/credentials".into(),
+                None,
+                [403, OK, 403, OK],
+            ),
+            (Method::GET, "/v1/audit".into(), None, [403, 403, OK, OK]),
+            (
+                Method::GET,
+                "/v1/audit?format=csv".into(),
+                None,
+                [403, 403, OK, OK],
+            ),
+            (
+                Method::GET,
+                "/v1/audit?format=ndjson".into(),
+                None,
+                [403, 403, OK, OK],
+            ),
+            (
+                Method::GET,
+                "/v1/reports/usage".into(),
+                None,
+                [403, 403, OK, OK],
+            ),
+            (
+                Method::GET,
+                "/v1/reports/usage?customer=acme-corp".into(),
+                None,
+                [403, 403, OK, OK],
+            ),
+            (
+                Method::DELETE,
+                format!("/v1/sessions/{sid}"),
+                None,
+                [404, 404, 403, OK],
+            ),
+        ];
+        for (method, path, body, expect) in &endpoints {
+            let response = app
+                .send(method.clone(), path, Some(&token), body.clone())
                 .await;
-            let may = role == Role::Admin || allowed.contains(&role);
-            if may {
-                assert!(
-                    (200..300).contains(&status),
-                    "{role:?} {method} {path}: {status} {problem}"
-                );
-            } else {
-                assert_eq!(status, 403, "{role:?} {method} {path}: {problem}");
-            }
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap();
+            assert_eq!(status, expect[i], "{role:?} {method} {path}: {text}");
         }
         // Undo the creation so the next role's run sees the same state.
         sqlx::query("DELETE FROM customer WHERE id = 'new-one'")
@@ -212,37 +375,193 @@ async fn each_role_gets_exactly_the_endpoints_it_is_allowed() {
     }
 }
 
+/// A token limited to some customers gets exactly the answer a customer that does not exist
+/// gets, 404 with the same text, on every route that names a customer: it cannot even learn
+/// which other customers there are.
 #[tokio::test]
-async fn customer_limited_admin_tokens_cannot_reach_other_customers() {
+async fn customer_limited_tokens_get_404_for_every_other_customer_on_every_route() {
     let app = TestApp::spawn().await;
-    app.create_customer("acme-corp").await;
-    app.create_customer("globex").await;
-    let limited = app.token(Role::Admin, Some(vec!["acme-corp"])).await;
-    let (status, _) = app
-        .call(
-            Method::POST,
-            "/v1/customers/globex/disable",
-            Some(&limited),
+    for id in ["acme-corp", "globex"] {
+        app.create_customer(id).await;
+        app.register_role(id, "readonly").await;
+    }
+    let alice = app
+        .token_for(
+            "alice",
+            Role::Support,
             None,
+            std::time::Duration::from_secs(3600),
         )
         .await;
-    assert_eq!(status, 403);
-    let (status, _) = app
+    let (status, globex_session) = app
         .call(
             Method::POST,
-            "/v1/customers",
-            Some(&limited),
-            Some(json!({ "id": "initech" })),
+            "/v1/sessions",
+            Some(&alice),
+            Some(json!({
+                "kind": "support", "customer": "globex", "role": "readonly",
+                "case_id": "CS-9", "reason": "scope"
+            })),
         )
         .await;
-    assert_eq!(status, 403);
-    let (status, _) = app
-        .call(
-            Method::POST,
-            "/v1/customers/acme-corp/disable",
-            Some(&limited),
-            None,
-        )
+    assert_eq!(status, 201, "{globex_session}");
+    let sid = globex_session["id"].as_str().unwrap();
+    let routes = |customer: &str| -> Vec<(Method, String, Option<serde_json::Value>, Vec<Role>)> {
+        let all = ROLES.to_vec();
+        vec![
+            (
+                Method::GET,
+                format!("/v1/customers/{customer}"),
+                None,
+                vec![Role::Support, Role::Auditor, Role::Admin],
+            ),
+            (
+                Method::GET,
+                format!("/v1/customers/{customer}/roles"),
+                None,
+                vec![Role::Support, Role::Auditor, Role::Admin],
+            ),
+            (
+                Method::GET,
+                format!("/v1/customers/{customer}/roles/readonly"),
+                None,
+                vec![Role::Support, Role::Auditor, Role::Admin],
+            ),
+            (
+                Method::GET,
+                format!("/v1/customers/{customer}/onboarding"),
+                None,
+                vec![Role::Admin],
+            ),
+            (
+                Method::POST,
+                "/v1/customers".into(),
+                Some(json!({ "id": customer })),
+                vec![Role::Admin],
+            ),
+            (
+                Method::POST,
+                format!("/v1/customers/{customer}/disable"),
+                None,
+                vec![Role::Admin],
+            ),
+            (
+                Method::POST,
+                format!("/v1/customers/{customer}/external-id/rotate"),
+                None,
+                vec![Role::Admin],
+            ),
+            (
+                Method::PUT,
+                format!("/v1/customers/{customer}/roles/readonly"),
+                Some(json!({ "role_arn": "arn:aws:iam::111122223333:role/LanyardAccess" })),
+                vec![Role::Admin],
+            ),
+            (
+                Method::POST,
+                format!("/v1/customers/{customer}/roles/readonly/verify"),
+                None,
+                vec![Role::Admin],
+            ),
+            (
+                Method::POST,
+                "/v1/sessions".into(),
+                Some(json!({
+                    "kind": "support", "customer": customer, "role": "readonly",
+                    "case_id": "CS-1", "reason": "scope"
+                })),
+                vec![Role::Support, Role::Admin],
+            ),
+            (
+                Method::POST,
+                "/v1/sessions".into(),
+                Some(json!({ "kind": "customer", "customer": customer, "role": "readonly" })),
+                vec![Role::Service, Role::Admin],
+            ),
+            (
+                Method::GET,
+                format!("/v1/sessions?customer={customer}"),
+                None,
+                all.clone(),
+            ),
+            (
+                Method::POST,
+                format!("/v1/customers/{customer}/credentials"),
+                None,
+                vec![Role::Service, Role::Admin],
+            ),
+            (
+                Method::GET,
+                format!("/v1/audit?customer={customer}"),
+                None,
+                vec![Role::Auditor, Role::Admin],
+            ),
+            (
+                Method::GET,
+                format!("/v1/audit?customer={customer}&format=ndjson"),
+                None,
+                vec![Role::Auditor, Role::Admin],
+            ),
+            (
+                Method::GET,
+                format!("/v1/reports/usage?customer={customer}"),
+                None,
+                vec![Role::Auditor, Role::Admin],
+            ),
+        ]
+    };
+    for role in ROLES {
+        let limited = app.token(role, Some(vec!["acme-corp"])).await;
+        for ((method, path, body, allowed), (_, missing_path, missing_body, _)) in
+            routes("globex").into_iter().zip(routes("nonexistent"))
+        {
+            if !allowed.contains(&role) {
+                continue;
+            }
+            let before = app.snapshot_except(&["audit_event"]).await;
+            let (status, problem) = app
+                .call(method.clone(), &path, Some(&limited), body.clone())
+                .await;
+            assert_eq!(status, 404, "{role:?} {method} {path}: {problem}");
+            // The same token naming a customer that does not exist gets the same answer.
+            let (missing_status, missing) = app
+                .call(method.clone(), &missing_path, Some(&limited), missing_body)
+                .await;
+            assert_eq!(missing_status, 404);
+            assert_eq!(
+                problem["detail"].as_str().unwrap().replace("globex", "X"),
+                missing["detail"]
+                    .as_str()
+                    .unwrap()
+                    .replace("nonexistent", "X"),
+                "{role:?} {method} {path}: an unseen customer reads like a missing one"
+            );
+            assert_eq!(
+                app.snapshot_except(&["audit_event"]).await,
+                before,
+                "{role:?} {method} {path} changed something"
+            );
+        }
+        // A session of another customer: as if it did not exist.
+        for (method, path) in [
+            (Method::GET, format!("/v1/sessions/{sid}")),
+            (Method::POST, format!("/v1/sessions/{sid}/credentials")),
+            (Method::DELETE, format!("/v1/sessions/{sid}")),
+        ] {
+            let (status, problem) = app.call(method.clone(), &path, Some(&limited), None).await;
+            assert_eq!(status, 404, "{role:?} {method} {path}: {problem}");
+        }
+    }
+    // The customer list leaves the others out.
+    let limited = app.token(Role::Auditor, Some(vec!["acme-corp"])).await;
+    let (_, list) = app
+        .call(Method::GET, "/v1/customers", Some(&limited), None)
         .await;
-    assert_eq!(status, 200);
+    let ids: Vec<&str> = list["customers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["acme-corp"]);
 }

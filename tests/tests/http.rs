@@ -178,3 +178,80 @@ async fn served_openapi_document_equals_the_committed_file() {
     assert_eq!(docs.status(), 200);
     assert!(docs.text().await.unwrap().contains("swagger"));
 }
+
+/// A client that announces a body larger than the limit gets 413 before it sends a byte of
+/// it (no waiting for a body that may never come).
+#[tokio::test]
+async fn a_content_length_above_the_limit_gets_413_before_the_body_is_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A long request timeout: waiting for the body would answer 503 only after it.
+    let app = TestApp::spawn_with(|s| s.request_timeout_secs = Some(300)).await;
+    let before = app.snapshot().await;
+    let mut socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/customers HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: 10000000\r\n\r\n",
+        app.addr, app.admin_token
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    // Read the answer; the body is never sent.
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("\"status\":") {
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(
+            n > 0,
+            "connection closed: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("application/problem+json"), "{text}");
+    assert!(text.contains("larger than the limit"), "{text}");
+    assert_eq!(app.snapshot().await, before);
+}
+
+/// Text that people read later (a customer's display name, a session's reason) may not hold
+/// control characters or invisible formatting characters that make it display as something
+/// else; the problem names the field, and nothing changes.
+#[tokio::test]
+async fn free_text_with_bidi_overrides_or_zero_width_characters_is_refused_naming_the_field() {
+    let app = TestApp::spawn().await;
+    app.create_customer("acme-corp").await;
+    app.register_role("acme-corp", "readonly").await;
+    let before = app.snapshot().await;
+    for name in ["Acme\u{202e}proC", "Ac\u{200b}me", "Acme\u{1b}[2J"] {
+        let (status, body) = problem(
+            app.send(
+                Method::POST,
+                "/v1/customers",
+                Some(&app.admin_token),
+                Some(json!({ "id": "globex", "display_name": name })),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 400, "{name:?}: {body}");
+        assert_eq!(body["errors"][0]["field"], "display_name", "{body}");
+    }
+    for reason in ["fix \u{2066}uploads\u{2069}", "x\u{feff}", "red\u{1b}[31m"] {
+        let (status, body) = problem(
+            app.send(
+                Method::POST,
+                "/v1/sessions",
+                Some(&app.admin_token),
+                Some(json!({
+                    "kind": "support", "customer": "acme-corp", "role": "readonly",
+                    "case_id": "CS-1", "reason": reason
+                })),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 400, "{reason:?}: {body}");
+        assert_eq!(body["errors"][0]["field"], "reason", "{body}");
+    }
+    assert_eq!(app.snapshot().await, before);
+}

@@ -898,3 +898,26 @@ async fn credentials_in_flight_when_the_session_is_revoked_are_not_handed_out() 
     let (status, _) = credentials(&app, &alice, &session).await;
     assert_eq!(status, 410);
 }
+
+#[tokio::test]
+async fn credentials_for_a_customer_that_does_not_exist_get_404() {
+    let app = TestApp::spawn().await;
+    let service = token(&app, "billing-job", Role::Service).await;
+    let before = app.snapshot_except(&["audit_event"]).await;
+    for body in [None, Some(json!({ "role": "readonly" }))] {
+        let (status, problem) = app
+            .call(
+                Method::POST,
+                "/v1/customers/no-such-customer/credentials",
+                Some(&service),
+                body.clone(),
+            )
+            .await;
+        assert_eq!(status, 404, "{body:?}: {problem}");
+        assert_eq!(
+            problem["detail"],
+            "customer 'no-such-customer' does not exist"
+        );
+    }
+    assert_eq!(app.snapshot_except(&["audit_event"]).await, before);
+}

@@ -19,6 +19,7 @@ use crate::http::error::ApiError;
 /// What a token may do. Roles are not hierarchical except `admin`, which may do everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = TokenRole)]
 pub enum Role {
     /// Everything: customers, roles, sessions, audit.
     Admin,
@@ -96,10 +97,16 @@ pub struct Principal {
     /// `None`: every customer; `Some`: only these.
     pub customers: Option<Vec<CustomerId>>,
     pub token_id: uuid::Uuid,
+    /// When the token expires (Unix seconds).
+    pub expires_at: i64,
 }
 
 impl Principal {
     /// Decides whether this principal may perform `action`, on `customer` when one is named.
+    ///
+    /// The role is checked first (403: what the role may do is no secret). A customer outside
+    /// the token's customer limit is then answered exactly as one that does not exist (404),
+    /// on every route: a limited token cannot even learn which other customers there are.
     pub fn authorize(&self, action: Action, customer: Option<&CustomerId>) -> Result<(), ApiError> {
         if !action.allowed_for(self.role) {
             return Err(ApiError::Forbidden(format!(
@@ -110,11 +117,16 @@ impl Principal {
         if let Some(customer) = customer
             && !self.may_see(customer)
         {
-            return Err(ApiError::Forbidden(format!(
-                "this token is not valid for customer '{customer}'"
-            )));
+            return Err(customer_not_found(customer));
         }
         Ok(())
+    }
+
+    /// The token's customer limit as database values: `None` for every customer.
+    pub fn customer_scope(&self) -> Option<Vec<String>> {
+        self.customers
+            .as_ref()
+            .map(|list| list.iter().map(ToString::to_string).collect())
     }
 
     /// Decides whether this principal may act on a session `owner` opened: `UseSession`
@@ -161,6 +173,12 @@ impl Principal {
     }
 }
 
+/// The answer for a customer that does not exist, or that the caller may not see: the same
+/// either way.
+pub fn customer_not_found(customer: &CustomerId) -> ApiError {
+    ApiError::NotFound(format!("customer '{customer}' does not exist"))
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
@@ -188,7 +206,7 @@ impl FromRequestParts<AppState> for Principal {
         }
         let claims = state.keys.verify(raw)?;
         let read_at = std::time::Instant::now();
-        token::check_not_revoked(&state.db, &claims).await?;
+        token::check_record(&state.db, &claims).await?;
         let exp = claims.exp;
         let principal = claims.into_principal()?;
         state
@@ -202,19 +220,21 @@ impl FromRequestParts<AppState> for Principal {
 fn refresh_token(state: AppState, raw: String, jti: uuid::Uuid) {
     tokio::spawn(async move {
         let read_at = std::time::Instant::now();
-        match crate::db::tokens::revoked_at(&state.db, jti).await {
-            Ok(Some(None)) => {
-                if let Ok(claims) = state.keys.verify(&raw)
-                    && let Ok(principal) = claims.clone().into_principal()
-                {
+        let Ok(claims) = state.keys.verify(&raw) else {
+            return state.auth_cache.forget_token(jti);
+        };
+        match token::check_record(&state.db, &claims).await {
+            Ok(()) => {
+                if let Ok(principal) = claims.clone().into_principal() {
                     state
                         .auth_cache
                         .store_principal(&raw, &principal, claims.exp, read_at);
                 }
             }
-            Ok(_) => state.auth_cache.forget_token(jti),
-            // Unknown: leave the entry to expire on its own (at most MAX_STALENESS).
-            Err(_) => {}
+            // Unknown (the database did not answer): leave the entry to expire on its own
+            // (at most MAX_STALENESS).
+            Err(ApiError::Unavailable(_) | ApiError::Internal(_)) => {}
+            Err(_) => state.auth_cache.forget_token(jti),
         }
     });
 }
@@ -233,6 +253,7 @@ mod tests {
                     .collect()
             }),
             token_id: uuid::Uuid::nil(),
+            expires_at: 0,
         }
     }
 
@@ -348,6 +369,11 @@ mod tests {
         let acme = CustomerId::parse("acme-corp").unwrap();
         let other = CustomerId::parse("globex").unwrap();
         assert!(p.authorize(Action::ReadCustomers, Some(&acme)).is_ok());
-        assert!(p.authorize(Action::ReadCustomers, Some(&other)).is_err());
+        // Another customer looks exactly like one that does not exist.
+        let refused = p
+            .authorize(Action::ReadCustomers, Some(&other))
+            .unwrap_err();
+        assert_eq!(refused.status(), axum::http::StatusCode::NOT_FOUND);
+        assert_eq!(refused.to_string(), customer_not_found(&other).to_string());
     }
 }

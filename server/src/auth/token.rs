@@ -44,6 +44,9 @@ pub struct Claims {
     pub customers: Option<Vec<String>>,
     pub jti: Uuid,
     pub iat: i64,
+    /// Not valid before (Unix seconds); the broker's own tokens leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
     pub exp: i64,
 }
 
@@ -65,6 +68,7 @@ impl Claims {
             role,
             customers,
             token_id: self.jti,
+            expires_at: self.exp,
         })
     }
 }
@@ -84,14 +88,38 @@ impl std::fmt::Debug for TokenKeys {
 
 impl TokenKeys {
     /// Loads the configured key file, or the data directory's key, generating it if missing.
+    /// Only the server does this; the other commands [`load`](Self::load) the key it made.
     pub fn load_or_generate(config: &Config) -> anyhow::Result<Self> {
         let path = match &config.signing_key_file {
             Some(path) => path.clone(),
             None => generate_if_missing(&config.data_dir)?,
         };
-        let text = std::fs::read(&path)
+        Self::read(&path)
+    }
+
+    /// Loads the key the server uses, and fails, naming the place it looked, when there is
+    /// none: a new key made here would sign tokens that the running server refuses.
+    pub fn load(config: &Config) -> anyhow::Result<Self> {
+        let path = config
+            .signing_key_file
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join(KEY_FILE_NAME));
+        if !path.exists() {
+            let absolute = std::path::absolute(&path).unwrap_or(path);
+            bail!(
+                "no signing key at {}: run this with the server's settings (the same \
+                 --data-dir / LANYARD_DATA_DIR, or --signing-key-file), from the directory \
+                 the server runs in; the server creates the key when it first starts",
+                absolute.display()
+            );
+        }
+        Self::read(&path)
+    }
+
+    fn read(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read(path)
             .with_context(|| format!("reading signing key {}", path.display()))?;
-        if let Ok(meta) = std::fs::metadata(&path)
+        if let Ok(meta) = std::fs::metadata(path)
             && meta.permissions().mode() & 0o077 != 0
         {
             tracing::warn!(path = %path.display(), "signing key file is readable by group or others; chmod 600 it");
@@ -125,8 +153,22 @@ impl TokenKeys {
             .context("signing token")
     }
 
-    /// Checks signature, issuer, audience and expiry. Revocation is checked separately.
+    /// Checks signature, issuer, audience, expiry, and that neither `iat` nor `nbf` lies in
+    /// the future (beyond [`LEEWAY_SECS`]): a token dated ahead was not issued by this
+    /// broker's clock (<https://www.rfc-editor.org/rfc/rfc7519#section-4.1.5>). The record
+    /// behind the token is checked separately ([`check_record`]).
     pub fn verify(&self, raw: &str) -> Result<Claims, ApiError> {
+        let claims = self.decode(raw)?;
+        let latest = Utc::now().timestamp() + LEEWAY_SECS as i64;
+        if claims.iat > latest || claims.nbf.is_some_and(|nbf| nbf > latest) {
+            return Err(ApiError::Unauthorized(
+                "token is not valid yet (issued or valid from a time in the future)".into(),
+            ));
+        }
+        Ok(claims)
+    }
+
+    fn decode(&self, raw: &str) -> Result<Claims, ApiError> {
         jsonwebtoken::decode::<Claims>(raw, &self.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| {
@@ -199,9 +241,10 @@ pub async fn issue(
     customers: Option<Vec<CustomerId>>,
     ttl: Duration,
 ) -> anyhow::Result<IssuedToken> {
-    if subject.is_empty() || subject.len() > 128 || subject.chars().any(char::is_control) {
-        bail!("subject must be 1-128 characters without control characters");
+    if subject.is_empty() || subject.chars().count() > 128 {
+        bail!("subject must be 1-128 characters");
     }
+    crate::domain::check_plain_text("subject", subject)?;
     let now = Utc::now();
     let expires_at = now + chrono::Duration::from_std(ttl).context("ttl too large")?;
     let jti = Uuid::new_v4();
@@ -215,6 +258,7 @@ pub async fn issue(
         customers: customer_names.clone(),
         jti,
         iat: now.timestamp(),
+        nbf: None,
         exp: expires_at.timestamp(),
     };
     let token = keys.sign(&claims)?;
@@ -250,15 +294,35 @@ pub async fn issue(
     })
 }
 
-/// Rejects tokens whose row is missing (not issued here) or revoked.
-pub async fn check_not_revoked(pool: &PgPool, claims: &Claims) -> Result<(), ApiError> {
-    match db::tokens::revoked_at(pool, claims.jti).await? {
-        None => Err(ApiError::Unauthorized(
-            "token is not known to this broker".into(),
-        )),
-        Some(Some(_)) => Err(ApiError::Unauthorized("token has been revoked".into())),
-        Some(None) => Ok(()),
+/// Rejects tokens whose record is missing (not issued here), revoked, or says something
+/// else than the token: a token means what its row says, whoever holds the signing key.
+pub async fn check_record(pool: &PgPool, claims: &Claims) -> Result<(), ApiError> {
+    let row = db::tokens::get(pool, claims.jti)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("token is not known to this broker".into()))?;
+    if row.revoked_at.is_some() {
+        return Err(ApiError::Unauthorized("token has been revoked".into()));
     }
+    if !matches_record(claims, &row) {
+        return Err(ApiError::Unauthorized(
+            "token does not match the broker's record of it".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Subject, role, customer limit and expiry as recorded when the token was issued.
+fn matches_record(claims: &Claims, row: &db::tokens::TokenRow) -> bool {
+    let sorted = |list: &Option<Vec<String>>| {
+        list.clone().map(|mut l| {
+            l.sort();
+            l
+        })
+    };
+    claims.sub == row.subject
+        && claims.role == row.role
+        && sorted(&claims.customers) == sorted(&row.customers)
+        && claims.exp == row.expires_at.timestamp()
 }
 
 #[cfg(test)]
@@ -288,6 +352,7 @@ mod tests {
             customers: None,
             jti: Uuid::new_v4(),
             iat: now,
+            nbf: None,
             exp: now + 60,
         };
         let token = keys.sign(&claims).unwrap();

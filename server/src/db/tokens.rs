@@ -40,16 +40,17 @@ pub async fn insert(
     Ok(())
 }
 
-/// `None`: no such token; `Some(None)`: live; `Some(Some(t))`: revoked at `t`.
+/// The record of a token: what it was issued as, and whether it was revoked. `None` when
+/// no such token was issued here.
 #[tracing::instrument(skip_all, fields(%jti))]
-pub async fn revoked_at(
-    pool: &PgPool,
-    jti: Uuid,
-) -> Result<Option<Option<DateTime<Utc>>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT revoked_at FROM issued_token WHERE jti = $1")
-        .bind(jti)
-        .fetch_optional(pool)
-        .await
+pub async fn get(pool: &PgPool, jti: Uuid) -> Result<Option<TokenRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT jti, subject, role, customers, issued_at, expires_at, revoked_at
+           FROM issued_token WHERE jti = $1",
+    )
+    .bind(jti)
+    .fetch_optional(pool)
+    .await
 }
 
 /// Marks a token revoked; returns the row, or `None` if there is no such token.

@@ -24,6 +24,29 @@ impl ParseError {
     }
 }
 
+/// Checks free text that people read (reasons, display names, subjects): no control
+/// characters (line breaks, terminal escape sequences) and no Unicode format characters
+/// (bidirectional overrides, zero-width characters), which make text display differently
+/// from what it is (<https://trojansource.codes>, CVE-2021-42574).
+pub fn check_plain_text(what: &str, raw: &str) -> Result<(), ParseError> {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    if raw.chars().any(char::is_control) {
+        return Err(ParseError::new(format!(
+            "{what} must not contain control characters"
+        )));
+    }
+    if raw
+        .chars()
+        .any(|c| c.general_category() == GeneralCategory::Format)
+    {
+        return Err(ParseError::new(format!(
+            "{what} must not contain invisible formatting characters (bidirectional \
+             overrides, zero-width characters)"
+        )));
+    }
+    Ok(())
+}
+
 /// Implements the boilerplate shared by string newtypes: `as_str`, `Display`, `AsRef<str>`,
 /// `Serialize`, and a `Deserialize` that runs the type's parser.
 macro_rules! string_newtype {
@@ -57,3 +80,25 @@ macro_rules! string_newtype {
     };
 }
 pub(crate) use string_newtype;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_refuses_controls_bidi_overrides_and_zero_width_characters() {
+        assert!(check_plain_text("reason", "customer reports failing S3 uploads").is_ok());
+        assert!(check_plain_text("reason", "Jörg Müller – 日本").is_ok());
+        for bad in [
+            "a\u{1b}[31mred",
+            "line\nbreak",
+            "admin\u{202e}txt.exe",
+            "zero\u{200b}width",
+            "isolate\u{2066}x\u{2069}",
+            "bom\u{feff}",
+            "soft\u{ad}hyphen",
+        ] {
+            assert!(check_plain_text("reason", bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -47,7 +47,8 @@ impl RoleName {
 }
 string_newtype!(RoleName);
 
-/// A human-readable customer name: 1-200 characters, no control characters.
+/// A human-readable customer name: 1-200 characters of plain text (see
+/// [`check_plain_text`](super::check_plain_text)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisplayName(String);
 
@@ -57,11 +58,7 @@ impl DisplayName {
         if trimmed.is_empty() || trimmed.chars().count() > 200 {
             return Err(ParseError::new("display name must be 1-200 characters"));
         }
-        if trimmed.chars().any(char::is_control) {
-            return Err(ParseError::new(
-                "display name must not contain control characters",
-            ));
-        }
+        super::check_plain_text("display name", trimmed)?;
         Ok(Self(trimmed.to_owned()))
     }
 }
@@ -138,6 +135,7 @@ mod tests {
         );
         assert!(DisplayName::parse("   ").is_err());
         assert!(DisplayName::parse("a\nb").is_err());
+        assert!(DisplayName::parse("Acme\u{202e}proC").is_err());
         assert!(DisplayName::parse(&"x".repeat(201)).is_err());
     }
 }

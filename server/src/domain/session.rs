@@ -37,7 +37,8 @@ impl CaseId {
 }
 string_newtype!(CaseId);
 
-/// Why a session was opened: 1-500 characters, no control characters.
+/// Why a session was opened: 1-500 characters of plain text (see
+/// [`check_plain_text`](super::check_plain_text)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reason(String);
 
@@ -47,11 +48,7 @@ impl Reason {
         if trimmed.is_empty() || trimmed.chars().count() > 500 {
             return Err(ParseError::new("reason must be 1-500 characters"));
         }
-        if trimmed.chars().any(char::is_control) {
-            return Err(ParseError::new(
-                "reason must not contain control characters",
-            ));
-        }
+        super::check_plain_text("reason", trimmed)?;
         Ok(Self(trimmed.to_owned()))
     }
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -63,8 +63,23 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
     let span = tracing::info_span!("request", %request_id, %method, %route);
     let timeout = state.config.request_timeout;
 
+    let body_limit = state.config.body_limit_bytes;
     let mut response = REQUEST_ID
         .scope(request_id.clone(), async move {
+            // A body announced larger than the limit is refused before anything reads it (or
+            // waits for it): the extractors would only find out once the bytes arrived.
+            if let Some(length) = declared_length(&req)
+                && length > body_limit as u64
+            {
+                return ApiError::Rejected {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    detail: format!(
+                        "the request body ({length} bytes) is larger than the limit of \
+                         {body_limit} bytes"
+                    ),
+                }
+                .into_response();
+            }
             match tokio::time::timeout(timeout, next.run(req)).await {
                 Ok(response) => response,
                 Err(_) => ApiError::Timeout.into_response(),
@@ -107,6 +122,16 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
         );
     }
     response
+}
+
+/// The `Content-Length` a request announces, if it is a number.
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The request id, for handlers that record it (audit rows).

@@ -20,6 +20,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         (name = "sessions", description = "Support and customer sessions, and their credentials"),
         (name = "audit", description = "The audit log: queries and exports"),
         (name = "reports", description = "Usage reports, from rollups kept with the audit log"),
+        (name = "auth", description = "The caller's own token"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]

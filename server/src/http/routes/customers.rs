@@ -13,7 +13,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{CustomerPath, RequestContext};
 use crate::app::AppState;
-use crate::auth::{Action, Principal};
+use crate::auth::{Action, Principal, customer_not_found};
 use crate::db::{self, customers::CustomerRow};
 use crate::domain::{CustomerId, DisplayName, ExternalId};
 use crate::http::error::{ApiError, Problem};
@@ -132,7 +132,7 @@ fn customer_id(raw: &str) -> Result<CustomerId, ApiError> {
 async fn load(state: &AppState, id: &CustomerId) -> Result<CustomerRow, ApiError> {
     db::customers::get(&state.db, id.as_str())
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("customer '{id}' does not exist")))
+        .ok_or_else(|| customer_not_found(id))
 }
 
 /// Create a customer and generate its external ID.
@@ -195,10 +195,7 @@ async fn list_customers(
             "must be pending, active or disabled",
         ));
     }
-    let only: Option<Vec<String>> = principal
-        .customers
-        .as_ref()
-        .map(|list| list.iter().map(|c| c.to_string()).collect());
+    let only = principal.customer_scope();
     let rows = db::customers::list(&state.db, only.as_deref(), query.status.as_deref()).await?;
     Ok(Json(CustomerList {
         customers: rows.into_iter().map(Customer::from).collect(),
@@ -263,7 +260,7 @@ async fn set_enabled(
     let mut tx = state.db.begin().await?;
     let current = db::customers::lock(&mut tx, id.as_str())
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("customer '{id}' does not exist")))?;
+        .ok_or_else(|| customer_not_found(&id))?;
     let status = if !enabled {
         "disabled"
     } else if db::roles::any_verified(&mut *tx, id.as_str()).await? {
@@ -408,7 +405,7 @@ async fn rotate_external_id(
     let mut tx = state.db.begin().await?;
     db::customers::lock(&mut tx, id.as_str())
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("customer '{id}' does not exist")))?;
+        .ok_or_else(|| customer_not_found(&id))?;
     db::customers::add_pending_external_id(&mut tx, id.as_str(), new_id.as_str()).await?;
     let event = db::audit::NewEvent {
         customer_id: Some(id.to_string()),

@@ -1,6 +1,7 @@
 //! One file per resource; each exposes its routes with their OpenAPI annotations.
 
 pub mod audit;
+pub mod auth;
 pub mod customers;
 pub mod health;
 pub mod reports;
@@ -24,6 +25,7 @@ use crate::db::audit::NewEvent;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::routes())
+        .merge(auth::routes())
         .merge(customers::routes())
         .merge(roles::routes())
         .merge(sessions::routes())

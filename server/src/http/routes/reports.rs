@@ -137,10 +137,7 @@ async fn usage_report(
         .date_naive()
         .checked_sub_days(Days::new(days as u64 - 1))
         .ok_or_else(|| ApiError::invalid("days", "too far back"))?;
-    let allowed: Option<Vec<String>> = principal
-        .customers
-        .as_ref()
-        .map(|list| list.iter().map(ToString::to_string).collect());
+    let allowed = principal.customer_scope();
     let groups = usage::report(
         &state.db,
         since,

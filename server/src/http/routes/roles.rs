@@ -13,7 +13,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{CustomerPath, RequestContext, RolePath};
 use crate::app::AppState;
-use crate::auth::{Action, Principal};
+use crate::auth::{Action, Principal, customer_not_found};
 use crate::config::TrustCheckMode;
 use crate::db::{self, roles::RoleRow};
 use crate::domain::{CustomerId, ExternalId, RoleArn, RoleName, SessionKind};
@@ -253,7 +253,7 @@ async fn put_role(
     let mut tx = state.db.begin().await?;
     db::customers::lock(&mut tx, customer.as_str())
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("customer '{customer}' does not exist")))?;
+        .ok_or_else(|| customer_not_found(&customer))?;
     let spec = db::roles::RoleSpec {
         role_arn: arn.as_str(),
         session_kinds: &kind_names,
@@ -310,9 +310,7 @@ async fn list_roles(
         .await?
         .is_none()
     {
-        return Err(ApiError::NotFound(format!(
-            "customer '{customer}' does not exist"
-        )));
+        return Err(customer_not_found(&customer));
     }
     let rows = db::roles::list(&state.db, customer.as_str()).await?;
     Ok(Json(RoleList {
@@ -353,7 +351,7 @@ async fn run_verification(
         .ok_or_else(not_found)?;
     let cust = db::customers::get(&state.db, customer.as_str())
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("customer '{customer}' does not exist")))?;
+        .ok_or_else(|| customer_not_found(customer))?;
     let arn = RoleArn::parse(&role.role_arn)
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored ARN: {e}")))?;
     let mut candidates = Vec::new();
@@ -371,7 +369,7 @@ async fn run_verification(
     let mut tx = state.db.begin().await?;
     let locked = db::customers::lock(&mut tx, customer.as_str())
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("customer '{customer}' does not exist")))?;
+        .ok_or_else(|| customer_not_found(customer))?;
     let (status, trust, verified_with, error, error_code) = match &verification {
         Verification::Failed(e) => (
             "failed",

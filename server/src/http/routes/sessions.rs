@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{CustomerPath, RequestContext};
 use crate::app::AppState;
-use crate::auth::{Action, Principal};
+use crate::auth::{Action, Principal, customer_not_found};
 use crate::cloudwatch::{CredentialRequest, Outcome};
 use crate::credentials::{self, CredentialProcess, Refused};
 use crate::db::sessions::{Grant, NewSession, SessionRow};
@@ -285,7 +285,7 @@ async fn open(
     let mut tx = state.db.begin().await?;
     let customer = db::customers::lock(&mut tx, req.customer.as_str())
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("customer '{}' does not exist", req.customer)))?;
+        .ok_or_else(|| customer_not_found(&req.customer))?;
     if customer.status == "disabled" {
         return Err(ApiError::Conflict(format!(
             "customer '{}' is disabled",
@@ -399,18 +399,15 @@ async fn list_sessions(
     principal: Principal,
     ApiQuery(query): ApiQuery<ListSessionsQuery>,
 ) -> Result<Json<SessionList>, ApiError> {
-    principal.authorize(Action::ReadSessions, None)?;
     let customer =
         ApiError::parse_optional("customer", query.customer.as_deref(), CustomerId::parse)?;
+    principal.authorize(Action::ReadSessions, customer.as_ref())?;
     let case = ApiError::parse_optional("case_id", query.case_id.as_deref(), CaseId::parse)?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
     }
-    let limited: Option<Vec<String>> = principal
-        .customers
-        .as_ref()
-        .map(|list| list.iter().map(ToString::to_string).collect());
+    let limited = principal.customer_scope();
     let rows = db::sessions::list(
         &state.db,
         &db::sessions::Filter {
@@ -686,6 +683,13 @@ async fn only_customer_role(state: &AppState, customer: &CustomerId) -> Result<R
         .iter()
         .filter(|r| r.status == "verified" && r.session_kinds.iter().any(|k| k == "customer"))
         .collect();
+    if roles.is_empty()
+        && db::customers::get(&state.db, customer.as_str())
+            .await?
+            .is_none()
+    {
+        return Err(customer_not_found(customer));
+    }
     match usable.as_slice() {
         [one] => RoleName::parse(&one.name).map_err(|e| ApiError::Internal(e.into())),
         [] => Err(ApiError::Conflict(format!(
