@@ -144,6 +144,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
         Command::Token(cmd) => {
+            // Only the server creates the signing key: one made here would sign tokens the
+            // running server refuses. Checked before anything touches the database.
+            let keys = match &cmd {
+                TokenCommand::Issue { .. } => Some(TokenKeys::load(&config)?),
+                _ => None,
+            };
             let pool = db::connect_and_migrate(&config.database_url, 2).await?;
             let actor = format!(
                 "local:{}",
@@ -156,7 +162,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     customers,
                     ttl,
                 } => {
-                    let keys = TokenKeys::load_or_generate(&config)?;
+                    let keys = keys.context("the signing key was loaded above")?;
                     let customers = if customers.is_empty() {
                         None
                     } else {

@@ -219,6 +219,8 @@ pub fn spawn_listener(pool: PgPool, cache: Arc<AuthCache>) {
         loop {
             match listen(&pool, &cache).await {
                 Ok(()) => return,
+                // The application is stopping (it closes the pool): nothing was lost.
+                Err(_) if pool.is_closed() => return,
                 Err(e) => {
                     cache.clear();
                     tracing::warn!(error = %e, "revocation listener lost its connection; retrying");

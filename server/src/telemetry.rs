@@ -6,7 +6,12 @@ use crate::config::LogFormat;
 
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,sqlx=warn,aws_config=warn,aws_smithy_runtime=warn")
+        // aws_config's instance-metadata lookups warn at length (a kilobyte and more) on any
+        // machine that is not an EC2 instance; `sts::sdk_config` says in one line what
+        // happens instead.
+        EnvFilter::new(
+            "info,sqlx=warn,aws_config=warn,aws_config::imds=error,aws_smithy_runtime=warn",
+        )
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -86,6 +86,27 @@ async fn an_operator_bootstraps_an_admin_token_and_revokes_it() {
     let data_dir = scratch.path().join("data");
     let db_url = fresh_database_url();
     let moto = moto_url();
+
+    // Before the server ever ran there is no signing key: `token issue` says where it looked
+    // and creates nothing (a key of its own would sign tokens the server refuses).
+    let out = std::process::Command::new(binary("lanyard-server"))
+        .args(["token", "issue", "--subject", "alice", "--role", "admin"])
+        .current_dir(scratch.path())
+        .env("LANYARD_DATABASE_URL", &db_url)
+        .env_remove("LANYARD_DATA_DIR")
+        .env_remove("LANYARD_SIGNING_KEY_FILE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(out.stdout.is_empty(), "no token is printed");
+    let default_key = scratch.path().join("lanyard-data").join("signing-key.pem");
+    assert!(
+        stderr.contains(&format!("no signing key at {}", default_key.display())),
+        "{stderr}"
+    );
+    assert!(!scratch.path().join("lanyard-data").exists(), "nothing was created");
+
     let mut server = ServerProcess::start(&[
         ("LANYARD_DATABASE_URL", &db_url),
         ("LANYARD_DATA_DIR", data_dir.to_str().unwrap()),
@@ -178,7 +199,11 @@ async fn an_operator_bootstraps_an_admin_token_and_revokes_it() {
         "graceful shutdown exits 0, got {status:?}\n{}",
         server.log()
     );
-    assert!(server.log().contains("lanyard-server stopped"));
+    let log = server.log();
+    assert!(log.contains("lanyard-server stopped"));
+    // A clean stop is not a lost connection, and no line runs on for a kilobyte.
+    assert!(!log.contains("lost its connection"), "{log}");
+    assert!(log.lines().all(|l| l.len() < 1024), "{log}");
 }
 
 #[test]

@@ -9,7 +9,7 @@ pub mod cache;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use aws_config::meta::region::RegionProviderChain;
+use aws_config::default_provider::region::DefaultRegionChain;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -153,11 +153,25 @@ pub struct Sts {
 
 /// The AWS configuration of the instance (region, credentials chain, endpoint, retries,
 /// timeouts), shared by the STS and CloudWatch clients.
+/// The region when none is configured anywhere.
+const DEFAULT_REGION: &str = "us-east-1";
+
 pub async fn sdk_config(config: &Config) -> SdkConfig {
-    let region =
-        RegionProviderChain::first_try(config.aws_region.clone().map(aws_config::Region::new))
-            .or_default_provider()
-            .or_else(aws_config::Region::new("us-east-1"));
+    let region = match config.aws_region.clone() {
+        Some(region) => aws_config::Region::new(region),
+        // The standard chain (AWS_REGION, the profile, instance metadata). Its own warnings
+        // are filtered (see `telemetry`); this one line says what happens instead.
+        None => match DefaultRegionChain::builder().build().region().await {
+            Some(region) => region,
+            None => {
+                tracing::info!(
+                    "no AWS region found (LANYARD_AWS_REGION, AWS_REGION, the AWS profile, \
+                     instance metadata); using {DEFAULT_REGION}"
+                );
+                aws_config::Region::new(DEFAULT_REGION)
+            }
+        },
+    };
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(region)
         .retry_config(RetryConfig::standard().with_max_attempts(3))
