@@ -37,11 +37,70 @@ pub fn moto_url() -> String {
         .expect("LANYARD_TEST_MOTO_URL is not set: run the suite with tests/run, which starts moto")
 }
 
+/// A brand-new database name on the test server (created by the app on start), dropped when
+/// the guard goes, whoever still holds connections to it: a test run leaves nothing behind.
+pub struct TestDatabase {
+    /// The database's URL.
+    pub url: String,
+    name: String,
+}
+
 /// A URL for a brand-new database name on the test server (created by the app on start).
+/// Whoever creates it drops it: a [`TestApp`] does so for the database it runs on; others
+/// hold a [`fresh_database`] guard.
 pub fn fresh_database_url() -> String {
     let server = database_server_url();
     let base = server.rsplit_once('/').map(|(b, _)| b).unwrap_or(&server);
     format!("{base}/lanyard_test_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A [`TestDatabase`] for one test.
+pub fn fresh_database() -> TestDatabase {
+    let url = fresh_database_url();
+    TestDatabase::adopt(&url).expect("a fresh test database name")
+}
+
+impl TestDatabase {
+    /// The guard of the test database `url` names (through a proxy or not); `None` for a
+    /// database that is not a test's own.
+    pub fn adopt(url: &str) -> Option<TestDatabase> {
+        let path = url.rsplit_once('/')?.1;
+        let name = path.split('?').next()?;
+        name.starts_with("lanyard_test_").then(|| TestDatabase {
+            url: url.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // A runtime of its own on a thread of its own: drops run inside the tests' runtime.
+        let (server, name) = (database_server_url(), self.name.clone());
+        let dropped = std::thread::spawn(move || -> Result<(), String> {
+            use sqlx::Connection;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&server)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok(())
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
 }
 
 /// Settings for a test instance: port 0, fresh database, temp data dir, moto, trust check warn
@@ -66,6 +125,8 @@ pub struct TestApp {
     pub base: String,
     pub db: PgPool,
     pub database_url: String,
+    /// The database the application runs on, dropped after it stops.
+    _database: Option<TestDatabase>,
     pub config: Config,
     pub http: reqwest::Client,
     pub admin_token: String,
@@ -86,6 +147,10 @@ impl TestApp {
         let database_url = fresh_database_url();
         let mut settings = test_settings(&database_url, data_dir.path());
         adjust(&mut settings);
+        let database = settings
+            .database_url
+            .as_ref()
+            .and_then(|url| TestDatabase::adopt(secrecy::ExposeSecret::expose_secret(url)));
         let config = settings.resolve().unwrap();
         let app = Application::build(config.clone())
             .await
@@ -105,6 +170,7 @@ impl TestApp {
             base: format!("http://{addr}"),
             db,
             database_url,
+            _database: database,
             config,
             http,
             admin_token: String::new(),
@@ -810,20 +876,52 @@ pub struct FakeBroker {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// What a [`FakeBroker`] answers one request with.
+#[derive(Debug, Clone)]
+pub struct FakeReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl FakeReply {
+    /// A JSON answer.
+    pub fn json(status: u16, body: &str) -> FakeReply {
+        FakeReply {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_owned(),
+        }
+    }
+
+    /// A redirect to `location`.
+    pub fn redirect(status: u16, location: &str) -> FakeReply {
+        FakeReply {
+            status,
+            headers: vec![("location".into(), location.to_owned())],
+            body: String::new(),
+        }
+    }
+}
+
 impl FakeBroker {
+    /// Answers every request with one fixed status and JSON body.
     pub async fn start(status: u16, body: &str) -> FakeBroker {
+        let reply = FakeReply::json(status, body);
+        Self::serve(move |_| reply.clone()).await
+    }
+
+    /// Answers each request with what `reply` makes of its path.
+    pub async fn serve(reply: impl Fn(&str) -> FakeReply + Send + Sync + 'static) -> FakeBroker {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let reply = std::sync::Arc::new(reply);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = requests.clone();
-        let response = format!(
-            "HTTP/1.1 {status} Fake\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
         let task = tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
-                let (seen, response) = (seen.clone(), response.clone());
+                let (seen, reply) = (seen.clone(), reply.clone());
                 tokio::spawn(async move {
                     let mut head = Vec::new();
                     let mut buf = [0u8; 4096];
@@ -851,7 +949,18 @@ impl FakeBroker {
                             Ok(n) => have += n,
                         }
                     }
+                    let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
                     seen.lock().unwrap().push(text);
+                    let answer = reply(&path);
+                    let mut response = format!("HTTP/1.1 {} Fake\r\n", answer.status);
+                    for (k, v) in &answer.headers {
+                        response.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    response.push_str(&format!(
+                        "content-length: {}\r\nconnection: close\r\n\r\n{}",
+                        answer.body.len(),
+                        answer.body
+                    ));
                     let _ = socket.write_all(response.as_bytes()).await;
                     let _ = socket.shutdown().await;
                 });

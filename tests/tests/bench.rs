@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use lanyard_tests::{ServerProcess, fresh_database_url, moto_url};
+use lanyard_tests::{ServerProcess, moto_url};
 use serde_json::{Value, json};
 
 /// Concurrent connections (the goal is stated for 64; `BENCH_CONNECTIONS` changes it).
@@ -272,7 +272,8 @@ async fn cached_credential_path_beside_a_bare_handler() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let data_dir = tempfile::tempdir().unwrap();
-    let db_url = fresh_database_url();
+    let db_url_guard = lanyard_tests::fresh_database();
+    let db_url = db_url_guard.url.clone();
     let moto = moto_url();
     let metrics_addr = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

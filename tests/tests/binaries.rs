@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use lanyard_tests::{ServerProcess, binary, fresh_database_url, moto_url};
+use lanyard_tests::{ServerProcess, binary, moto_url};
 use serde_json::json;
 
 fn run(bin: &str, args: &[&str]) -> (i32, String) {
@@ -84,7 +84,8 @@ async fn an_operator_bootstraps_an_admin_token_and_revokes_it() {
     let scratch = tempfile::tempdir().unwrap();
     // A data dir that does not exist yet: the server creates it, owner-only.
     let data_dir = scratch.path().join("data");
-    let db_url = fresh_database_url();
+    let db_url_guard = lanyard_tests::fresh_database();
+    let db_url = db_url_guard.url.clone();
     let moto = moto_url();
 
     // Before the server ever ran there is no signing key: `token issue` says where it looked
@@ -105,7 +106,10 @@ async fn an_operator_bootstraps_an_admin_token_and_revokes_it() {
         stderr.contains(&format!("no signing key at {}", default_key.display())),
         "{stderr}"
     );
-    assert!(!scratch.path().join("lanyard-data").exists(), "nothing was created");
+    assert!(
+        !scratch.path().join("lanyard-data").exists(),
+        "nothing was created"
+    );
 
     let mut server = ServerProcess::start(&[
         ("LANYARD_DATABASE_URL", &db_url),

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lanyard_tests::{ServerProcess, fresh_database_url, moto_url};
+use lanyard_tests::{ServerProcess, moto_url};
 use serde_json::Value;
 
 /// The Schemathesis checks this test runs (`not_a_server_error` is the one that must never be
@@ -109,7 +109,8 @@ fn schemathesis_finds_no_server_errors_or_schema_violations() {
 
     let scratch = tempfile::tempdir().unwrap();
     let data_dir = scratch.path().join("data");
-    let db_url = fresh_database_url();
+    let db_url_guard = lanyard_tests::fresh_database();
+    let db_url = db_url_guard.url.clone();
     let moto = moto_url();
     let server = ServerProcess::start(&[
         ("LANYARD_DATABASE_URL", &db_url),

@@ -255,3 +255,28 @@ async fn free_text_with_bidi_overrides_or_zero_width_characters_is_refused_namin
     }
     assert_eq!(app.snapshot().await, before);
 }
+
+/// A test leaves no database behind: the harness drops the one its application ran on.
+#[tokio::test]
+async fn a_test_app_drops_its_database_when_it_goes() {
+    let app = TestApp::spawn().await;
+    let name = app.database_url.rsplit('/').next().unwrap().to_owned();
+    let server = sqlx::PgPool::connect(&lanyard_tests::database_server_url())
+        .await
+        .unwrap();
+    let exists = |name: String| {
+        let server = server.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+            )
+            .bind(name)
+            .fetch_one(&server)
+            .await
+            .unwrap()
+        }
+    };
+    assert!(exists(name.clone()).await);
+    drop(app);
+    assert!(!exists(name).await, "the test database is still there");
+}

@@ -9,9 +9,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use lanyard_tests::{
-    FaultProxy, ServerProcess, TestApp, database_server_url, fresh_database_url, moto_url,
-};
+use lanyard_tests::{FaultProxy, ServerProcess, TestApp, database_server_url, moto_url};
 use reqwest::Method;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -72,7 +70,7 @@ const REQUEST_TIMEOUT_SECS: u64 = 10;
 async fn app_behind_database_proxy() -> (TestApp, FaultProxy) {
     let postgres = socket_of(&database_server_url(), 5432).await;
     let proxy = FaultProxy::start(postgres).await;
-    let database_url = through(&fresh_database_url(), proxy.addr());
+    let database_url = through(&lanyard_tests::fresh_database_url(), proxy.addr());
     let app = TestApp::spawn_with(|s| {
         s.database_url = Some(SecretString::from(database_url.as_str()));
         s.request_timeout_secs = Some(REQUEST_TIMEOUT_SECS);
@@ -238,7 +236,8 @@ async fn sigterm_lets_in_flight_requests_finish() {
     let sts = FaultProxy::start(moto).await;
     let sts_url = format!("http://{}", sts.addr());
     let data_dir = tempfile::tempdir().unwrap();
-    let database_url = fresh_database_url();
+    let database_url_guard = lanyard_tests::fresh_database();
+    let database_url = database_url_guard.url.clone();
     let mut server = ServerProcess::start(&[
         ("LANYARD_DATABASE_URL", &database_url),
         ("LANYARD_DATA_DIR", data_dir.path().to_str().unwrap()),

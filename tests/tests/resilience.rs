@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lanyard_server::auth::Role;
-use lanyard_tests::{FaultProxy, TestApp, database_server_url, fresh_database_url};
+use lanyard_tests::{FaultProxy, TestApp, database_server_url};
 use reqwest::Method;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -46,7 +46,8 @@ async fn app_behind_database_proxy() -> (TestApp, FaultProxy, String) {
         .find(SocketAddr::is_ipv4)
         .unwrap();
     let proxy = FaultProxy::start(postgres).await;
-    let direct = fresh_database_url();
+    let direct_guard = lanyard_tests::fresh_database();
+    let direct = direct_guard.url.clone();
     let proxied = direct.replacen(host_port, &proxy.addr().to_string(), 1);
     assert_ne!(proxied, direct);
     let app = TestApp::spawn_with(|s| {

@@ -4,9 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use lanyard_server::auth::Role;
-use lanyard_tests::{
-    PrivateMoto, ServerProcess, TestApp, fresh_database_url, recorded_assume_roles,
-};
+use lanyard_tests::{PrivateMoto, ServerProcess, TestApp, recorded_assume_roles};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -285,7 +283,8 @@ async fn verification_against_enforced_trust_policies_reports_the_aws_error() {
     let (key_id, secret) = moto.user_allowed("broker", "sts:*");
 
     let data_dir = tempfile::tempdir().unwrap();
-    let db_url = fresh_database_url();
+    let db_url_guard = lanyard_tests::fresh_database();
+    let db_url = db_url_guard.url.clone();
     let env = [
         ("LANYARD_DATABASE_URL", db_url.as_str()),
         ("LANYARD_DATA_DIR", data_dir.path().to_str().unwrap()),

@@ -685,14 +685,15 @@ async fn services_get_customer_credentials_through_one_reused_session() {
 /// document naming AWS's error code, and the denial is audited.
 #[tokio::test]
 async fn an_aws_denial_reaches_the_client_as_a_named_error_and_is_audited() {
-    use lanyard_tests::{PrivateMoto, ServerProcess, fresh_database_url};
+    use lanyard_tests::{PrivateMoto, ServerProcess};
     let moto = PrivateMoto::start().await;
     let root = ("testing", "testing");
     let (key_id, secret) = moto.user_allowed("broker", "sts:*");
     let customer_admin = moto.user_allowed("customer-admin", "iam:*");
 
     let data_dir = tempfile::tempdir().unwrap();
-    let db_url = fresh_database_url();
+    let db_url_guard = lanyard_tests::fresh_database();
+    let db_url = db_url_guard.url.clone();
     let server = ServerProcess::start(&[
         ("LANYARD_DATABASE_URL", db_url.as_str()),
         ("LANYARD_DATA_DIR", data_dir.path().to_str().unwrap()),
