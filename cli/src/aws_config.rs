@@ -7,10 +7,12 @@
 //! key before it continues that key's value (nested `s3 =` settings).
 
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+
+use crate::private::{self, Sensitivity};
 
 /// AWS_CONFIG_FILE when set (expand a leading ~), else ~/.aws/config.
 pub fn config_path() -> anyhow::Result<PathBuf> {
@@ -260,63 +262,44 @@ pub fn write_profile(
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(&dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
-
+    private::ensure_dir(&dir)?;
     let file_name = path
         .file_name()
         .with_context(|| format!("{} is not a file path", path.display()))?;
     let mut lock_name = file_name.to_owned();
     lock_name.push(".lock");
-    let lock_path = dir.join(lock_name);
-    let lock = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .with_context(|| format!("opening {}", lock_path.display()))?;
-    fs4::FileExt::lock(&lock).with_context(|| format!("locking {}", lock_path.display()))?;
+    let lock = private::lock_exclusive(&dir.join(lock_name))?;
 
-    let (content, permissions) = match fs::read(&path) {
-        Ok(bytes) => {
-            let text = String::from_utf8(bytes).map_err(|_| {
-                anyhow::anyhow!("{} is not UTF-8 text; not touching it", path.display())
-            })?;
-            (text, Some(fs::metadata(&path)?.permissions()))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => (String::new(), None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    let (content, permissions) = match read(&path)? {
+        Some((text, permissions)) => (text, Some(permissions)),
+        None => (String::new(), None),
     };
     let updated = upsert_profile(&content, profile, settings);
     if updated == content {
         return Ok(false);
     }
-
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(&dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    // tempfile creates it 0600, the mode of a new config file; an existing file keeps its own.
-    if let Some(permissions) = permissions {
-        tmp.as_file().set_permissions(permissions)?;
-    }
-    tmp.write_all(updated.as_bytes())?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(&path)
-        .map_err(|e| e.error)
+    // A new file gets 0600 (tempfile's mode); an existing one keeps its own.
+    private::write_atomically(&path, updated.as_bytes(), permissions)
         .with_context(|| format!("replacing {}", path.display()))?;
-    // Make the rename itself durable (best effort: not every platform syncs directories).
-    if let Ok(d) = fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
     drop(lock);
     Ok(true)
+}
+
+/// The AWS config file's text and permissions; `None` when it does not exist. Only a regular
+/// UTF-8 file of the user's own that group and others cannot write is read (see `private`):
+/// a device or FIFO is refused before it is read, and a file others can edit could make
+/// `aws` run their `credential_process` as this user.
+pub fn read(path: &Path) -> anyhow::Result<Option<(String, fs::Permissions)>> {
+    let Some(mut file) = private::open_file(path, Sensitivity::Settings)? else {
+        return Ok(None);
+    };
+    let permissions = file.metadata()?.permissions();
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text; not touching it", path.display()))?;
+    Ok(Some((text, permissions)))
 }
 
 #[derive(Debug)]

@@ -15,7 +15,7 @@
 //! refetch: the kernel keyring forgets it at reboot, and the next `open` makes a new one.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -23,6 +23,8 @@ use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
+
+use crate::private::{self, Sensitivity};
 
 /// Environment variable that turns the OS keyring off (`off`): the key then lives in
 /// `cache.key` in the cache directory.
@@ -59,9 +61,7 @@ impl Cached {
             .get("Expiration")
             .and_then(serde_json::Value::as_str)
             .context("credential document has no Expiration")?;
-        let expiration = chrono::DateTime::parse_from_rfc3339(expiration)
-            .with_context(|| format!("credential Expiration '{expiration}' is not RFC 3339"))?
-            .with_timezone(&chrono::Utc);
+        let expiration = crate::credentials::parse_expiration(expiration)?;
         Ok(Cached {
             document,
             expiration,
@@ -115,7 +115,7 @@ impl CredentialCache {
 
     /// `open` with the keyring entry to use (None: the key file only).
     fn open_with(dir: &Path, keyring: Option<(&str, &str)>) -> anyhow::Result<Self> {
-        create_private_dir(dir)?;
+        private::ensure_dir(dir)?;
         let path = dir.join(KEY_FILE);
         // An existing key file wins: once a process fell back to it, every later one uses it
         // too, instead of flapping between two keys (and missing the cache) on a keyring
@@ -152,7 +152,11 @@ impl CredentialCache {
     /// None when missing, truncated, tampered, undecryptable, for another profile, or of an
     /// unknown format version — never an error, never a panic (the caller refetches).
     pub fn read(&self, profile: &str) -> Option<Cached> {
-        let bytes = fs::read(self.path(profile)).ok()?;
+        // An entry that is not a regular file of the user's own is a miss like any other
+        // (entries are encrypted: being readable by others gives nothing away).
+        let bytes = private::read_file(&self.path(profile), Sensitivity::Settings)
+            .ok()
+            .flatten()?;
         if bytes.len() < HEADER_LEN + NONCE_LEN + TAG_LEN
             || &bytes[..MAGIC.len()] != MAGIC
             || bytes[MAGIC.len()] != FORMAT_VERSION
@@ -181,7 +185,7 @@ impl CredentialCache {
         let plaintext = serde_json::to_vec(value).context("serialising the cached credentials")?;
         let bytes = self.seal(FORMAT_VERSION, profile, &plaintext)?;
         let path = self.path(profile);
-        write_atomically(&self.dir, &path, &bytes)
+        private::write_atomically(&path, &bytes, None)
             .with_context(|| format!("writing the credential cache {}", path.display()))
     }
 
@@ -221,15 +225,14 @@ impl CredentialCache {
     /// Blocks until this process holds the exclusive cross-process lock of `profile`
     /// (a lock file beside the cache file); released when the guard drops.
     pub fn lock(&self, profile: &str) -> anyhow::Result<ProfileLock> {
-        let path = self.lock_path(profile);
-        let file = lock_exclusive(&path)?;
+        let file = private::lock_exclusive(&self.lock_path(profile))?;
         Ok(ProfileLock { _file: file })
     }
 
     /// The lock of `profile` if no one holds it, else None (never blocks).
     pub fn try_lock(&self, profile: &str) -> anyhow::Result<Option<ProfileLock>> {
         let path = self.lock_path(profile);
-        let file = open_lock_file(&path)?;
+        let file = private::open_lock(&path)?;
         match fs4::FileExt::try_lock(&file) {
             Ok(()) => Ok(Some(ProfileLock { _file: file })),
             Err(fs4::TryLockError::WouldBlock) => Ok(None),
@@ -275,51 +278,13 @@ fn file_stem(profile: &str) -> String {
     format!("{readable}-{}", hex::encode(&digest[..8]))
 }
 
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .with_context(|| format!("creating the cache directory {}", dir.display()))
-}
-
-/// Temp file in the same directory (created 0600 by `tempfile`), fsync, rename over `path`.
-fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
-
-fn open_lock_file(path: &Path) -> anyhow::Result<File> {
-    let mut options = OpenOptions::new();
-    options.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options
-        .open(path)
-        .with_context(|| format!("opening the lock file {}", path.display()))
-}
-
-/// Opens (creating) `path` and blocks until it holds the exclusive lock on it. The lock
-/// (flock on Unix, LockFileEx on Windows) belongs to this open file: a second open of the
-/// same file, in this process or another, waits.
-fn lock_exclusive(path: &Path) -> anyhow::Result<File> {
-    let file = open_lock_file(path)?;
-    fs4::FileExt::lock(&file).with_context(|| format!("locking {}", path.display()))?;
-    Ok(file)
-}
-
 /// Reads `cache.key`, or creates it (under a lock, by renaming a complete temp file into
 /// place) when it does not exist.
 fn load_or_create_key_file(dir: &Path, path: &Path) -> anyhow::Result<[u8; KEY_LEN]> {
     if let Some(key) = read_key_file(path)? {
         return Ok(key);
     }
-    let _lock = lock_exclusive(&dir.join(KEY_LOCK_FILE))?;
+    let _lock = private::lock_exclusive(&dir.join(KEY_LOCK_FILE))?;
     if let Some(key) = read_key_file(path)? {
         return Ok(key);
     }
@@ -340,33 +305,17 @@ fn load_or_create_key_file(dir: &Path, path: &Path) -> anyhow::Result<[u8; KEY_L
     }
 }
 
-/// None when the file does not exist; an error when it is unsafe or malformed.
+/// None when the file does not exist; an error when it is unsafe (see `private`: a regular
+/// file of the user's own that nobody else may read) or malformed.
 fn read_key_file(path: &Path) -> anyhow::Result<Option<[u8; KEY_LEN]>> {
-    let mut file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    let Some(mut file) = private::open_file(path, Sensitivity::Secret)
+        .with_context(|| format!("cache key {}", path.display()))?
+    else {
+        return Ok(None);
     };
-    // Checked on the open file, not the path, so the answer is about the bytes we read.
     let meta = file
         .metadata()
         .with_context(|| format!("inspecting {}", path.display()))?;
-    if !meta.is_file() {
-        bail!("cache key {} is not a regular file", path.display());
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            bail!(
-                "cache key {} is accessible to group or others (mode {mode:04o}); refusing \
-                 to use it: run `chmod 600 {}`, or delete it to start a new cache",
-                path.display(),
-                path.display()
-            );
-        }
-    }
     if meta.len() != KEY_LEN as u64 {
         bail!(
             "cache key {} is {} bytes, not {KEY_LEN}; refusing to use it: delete it to start \
@@ -398,7 +347,8 @@ mod os_keyring {
 
     use keyring::credential::CredentialPersistence;
 
-    use super::{KEY_LEN, KEY_LOCK_FILE, lock_exclusive, new_key};
+    use super::{KEY_LEN, KEY_LOCK_FILE, new_key};
+    use crate::private::lock_exclusive;
 
     pub(super) fn load_or_create(
         dir: &Path,

@@ -8,6 +8,8 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::text;
+
 pub struct Client {
     http: reqwest::Client,
     base: reqwest::Url,
@@ -22,6 +24,15 @@ struct Problem {
     detail: Option<String>,
     title: Option<String>,
     request_id: Option<String>,
+}
+
+/// Who the broker takes a token for.
+#[derive(Debug, Deserialize)]
+pub struct WhoAmI {
+    pub subject: String,
+    pub role: String,
+    pub customers: Option<Vec<String>>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The broker said no: the HTTP status and its one-line explanation.
@@ -72,9 +83,13 @@ impl Client {
         if !matches!(base.scheme(), "http" | "https") {
             bail!("server URL must be http:// or https://");
         }
+        // No redirects, ever: a redirect would carry the bearer token (or take credentials)
+        // from wherever the broker, or whoever sits in front of it, points. One is an error
+        // naming where it led (see `send`).
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("lanyard-cli/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Client {
@@ -112,7 +127,7 @@ impl Client {
         }
         let mut request = self
             .http
-            .request(method, url)
+            .request(method, url.clone())
             .header(reqwest::header::ACCEPT, accept);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
@@ -137,6 +152,8 @@ impl Client {
         }
         if response.status().is_success() {
             Ok(response)
+        } else if response.status().is_redirection() {
+            Err(redirect_refused(&url, &response).into())
         } else {
             Err(Self::error_of(response).await.into())
         }
@@ -162,6 +179,15 @@ impl Client {
         Ok(response.text().await?)
     }
 
+    /// `GET /v1/auth/whoami`: who the broker takes the token for (it checks the token).
+    pub async fn whoami(&self) -> anyhow::Result<WhoAmI> {
+        let value = self
+            .json(Method::GET, "/v1/auth/whoami", None)
+            .await
+            .context("checking the token with the broker")?;
+        serde_json::from_value(value).context("the broker's answer to /v1/auth/whoami")
+    }
+
     /// `GET /readyz`: `ok`, or why the broker is not ready.
     pub async fn readiness(&self) -> anyhow::Result<String> {
         Ok(self.probe().await?.0)
@@ -181,6 +207,9 @@ impl Client {
             )
         })?;
         let status = response.status();
+        if status.is_redirection() {
+            return Err(redirect_refused(&url, &response).into());
+        }
         let date = response
             .headers()
             .get(reqwest::header::DATE)
@@ -191,8 +220,8 @@ impl Client {
         let text = body
             .get("status")
             .and_then(|s| s.as_str())
-            .unwrap_or("unknown")
-            .to_owned();
+            .map(text::one_line)
+            .unwrap_or_else(|| "unknown".to_owned());
         if status.is_success() {
             Ok((text, date))
         } else {
@@ -214,7 +243,7 @@ impl Client {
             .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
         let request_id = problem
             .and_then(|p| p.request_id)
-            .map(|id| format!(", request id {id}"))
+            .map(|id| format!(", request id {}", text::one_line(&id)))
             .unwrap_or_default();
         let hint = match code {
             401 => "; log in again with `lanyard login`",
@@ -224,6 +253,28 @@ impl Client {
             status: code,
             message: format!("{}{hint} (HTTP {code}{request_id})", one_line(&what)),
         }
+    }
+}
+
+/// The error for a redirect: where it led (its origin only), and that it was not followed.
+fn redirect_refused(from: &reqwest::Url, response: &reqwest::Response) -> ApiFailure {
+    let status = response.status().as_u16();
+    let target = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .and_then(|l| from.join(l).ok())
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|| "an unreadable location".to_owned());
+    ApiFailure {
+        status,
+        message: format!(
+            "the broker at {} answered with a redirect to {} (HTTP {status}); lanyard does \
+             not follow redirects, so neither the token nor credentials go elsewhere: use the \
+             broker's own URL (--server, LANYARD_SERVER or `lanyard login --server`)",
+            from.origin().ascii_serialization(),
+            text::one_line(&target)
+        ),
     }
 }
 
@@ -241,6 +292,6 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     one_line(&cause.to_string())
 }
 
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+fn one_line(line: &str) -> String {
+    text::one_line(line)
 }

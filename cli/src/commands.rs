@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::cache::{Cached, CredentialCache};
 use crate::client::Client;
-use crate::config::{self, Config, Kind, Profile, Store};
+use crate::config::{self, Config, Identity, Kind, Profile, Store, TokenSource};
 use crate::credentials::{self, Mode, Obtain, Source};
 use crate::ids;
 use crate::{
@@ -96,6 +96,67 @@ impl Ctx {
         Client::new(&server, Some(token), self.debug)
     }
 
+    /// Where the token in effect comes from.
+    pub fn token_source(&self) -> TokenSource {
+        if self.token.is_some() {
+            TokenSource::Environment
+        } else {
+            TokenSource::Login
+        }
+    }
+
+    /// The identity of the token in effect for `server` (its subject as the token states it;
+    /// the broker checks the token itself).
+    pub fn identity(&self, config: &Config, server: &str) -> anyhow::Result<Identity> {
+        let token = self.token_for(config, server)?;
+        let subject = token_info(&token)
+            .and_then(|i| i.subject)
+            .context("the token in effect names no subject")?;
+        Ok(Identity {
+            subject,
+            token: self.token_source(),
+        })
+    }
+
+    /// A client for profile `name`, after checking that the token in effect is the identity
+    /// the profile was written with.
+    pub fn client_for(
+        &self,
+        config: &Config,
+        name: &str,
+        profile: &Profile,
+    ) -> anyhow::Result<Client> {
+        if let Some(expected) = &profile.identity {
+            let server = self.server(config, Some(profile))?;
+            let again = match profile.kind {
+                Kind::Support => "`lanyard support-access`",
+                Kind::Customer => "`lanyard setup-customer`",
+            };
+            if expected.token == TokenSource::Environment && self.token.is_none() {
+                bail!(
+                    "profile {name} was set up with LANYARD_TOKEN (as {}), which is not set here; \
+                     the stored login may be someone else's: set LANYARD_TOKEN wherever this \
+                     profile is used, or write the profile again with {again} after `lanyard login`",
+                    expected.subject
+                );
+            }
+            // A token that names no subject the CLI can read is left to the broker to judge.
+            if let Ok(current) = self.identity(config, &server)
+                && current.subject != expected.subject
+            {
+                bail!(
+                    "profile {name} belongs to {}, but the token in effect ({}) is {}'s: use {}'s \
+                     token, or write the profile again with {again}",
+                    expected.subject,
+                    current.token.describe(),
+                    current.subject,
+                    expected.subject
+                );
+            }
+        }
+        self.client(config, Some(profile))
+    }
+
     pub fn cache(&self) -> anyhow::Result<CredentialCache> {
         let dir = config::cache_dir()?;
         self.note(&format!("cache directory {}", dir.display()));
@@ -107,16 +168,24 @@ impl Ctx {
     }
 }
 
-/// Writes to stdout; a closed pipe is an error, not a panic.
+/// Writes text meant for a person to stdout, without anything a terminal would act on (see
+/// `text::for_terminal`): it holds what the broker sent.
 pub fn print(text: &str) -> anyhow::Result<()> {
+    print_raw(&crate::text::for_terminal(text))
+}
+
+/// Writes machine-readable output (JSON, whose strings carry control characters escaped;
+/// credential documents and shell lines, checked before) to stdout as it is; a closed pipe
+/// is an error, not a panic.
+pub fn print_raw(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .context("writing to stdout")
 }
 
-fn print_json(value: &Value) -> anyhow::Result<()> {
-    print(&format!("{}\n", serde_json::to_string_pretty(value)?))
+pub fn print_json(value: &Value) -> anyhow::Result<()> {
+    print_raw(&format!("{}\n", serde_json::to_string_pretty(value)?))
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -141,11 +210,17 @@ fn obtain(ctx: &Ctx, name: &str, mode: Mode) -> anyhow::Result<(Cached, Source)>
     let key = cache_key(name, profile, &ctx.server(&config, Some(profile))?)?;
     let cache = match mode {
         Mode::NoCache => None,
-        // An unusable cache (key file refused, directory not writable) costs requests, not
-        // the credentials: `lanyard doctor` and --debug say why.
+        // An unusable cache (a key or directory others could read or change, a directory
+        // that cannot be written) costs requests, not the credentials. Said on stderr, which
+        // the AWS CLI shows only when credential_process fails.
         _ => ctx
             .cache()
-            .inspect_err(|e| ctx.note(&format!("warning: credential cache unusable: {e:#}")))
+            .inspect_err(|e| {
+                eprintln!(
+                    "lanyard: warning: not using the credential cache: {}",
+                    crate::text::one_line(&format!("{e:#}"))
+                )
+            })
             .ok(),
     };
     credentials::obtain(
@@ -157,7 +232,7 @@ fn obtain(ctx: &Ctx, name: &str, mode: Mode) -> anyhow::Result<(Cached, Source)>
             mode,
             debug: ctx.debug,
         },
-        || ctx.client(&config, Some(profile)),
+        || ctx.client_for(&config, name, profile),
     )
 }
 
@@ -168,7 +243,7 @@ pub fn credential_process(ctx: &Ctx, profile: &str, no_cache: bool) -> anyhow::R
         Mode::Normal
     };
     let (cached, _) = obtain(ctx, profile, mode)?;
-    print(&credentials::process_line(&cached)?)
+    print_raw(&credentials::process_line(&cached)?)
 }
 
 pub fn export(
@@ -183,7 +258,7 @@ pub fn export(
         Mode::Normal
     };
     let (cached, _) = obtain(ctx, profile, mode)?;
-    print(&credentials::export(&cached, format)?)
+    print_raw(&credentials::export(&cached, format)?)
 }
 
 pub fn refresh(ctx: &Ctx, profile: &str) -> anyhow::Result<()> {
@@ -329,31 +404,55 @@ pub fn login(ctx: &Ctx, token_file: Option<&Path>, no_verify: bool) -> anyhow::R
         );
     }
     let client = Client::new(&server, Some(token.clone()), ctx.debug)?;
-    if !no_verify {
-        credentials::runtime()?.block_on(client.readiness())?;
-    }
+    // The broker checks the token (signature, record, revocation) before anything is stored:
+    // a token it refuses is not a login.
+    let checked = if no_verify {
+        None
+    } else {
+        Some(
+            credentials::runtime()?
+                .block_on(client.whoami())
+                .context("the broker does not accept this token; nothing was stored")?,
+        )
+    };
     ctx.store.update(|config| {
         config.server = Some(server.clone());
         ctx.store.save_token(&token)
     })?;
-    let who = info
-        .as_ref()
-        .and_then(|i| i.subject.clone())
-        .unwrap_or_else(|| "?".into());
-    let role = info
-        .as_ref()
-        .and_then(|i| i.role.clone())
-        .unwrap_or_else(|| "?".into());
-    let expires = info.as_ref().and_then(|i| i.expires).map(rfc3339);
+    let (who, role, expires) = match &checked {
+        Some(w) => (w.subject.clone(), w.role.clone(), Some(w.expires_at)),
+        None => (
+            info.as_ref()
+                .and_then(|i| i.subject.clone())
+                .unwrap_or_else(|| "?".into()),
+            info.as_ref()
+                .and_then(|i| i.role.clone())
+                .unwrap_or_else(|| "?".into()),
+            info.as_ref().and_then(|i| i.expires),
+        ),
+    };
+    let expires = expires.map(rfc3339);
     let server = config::redact_url(&server);
     if ctx.json_output() {
         return print_json(&json!({
             "server": server, "subject": who, "role": role, "token_expires": expires,
+            "customers": checked.as_ref().and_then(|w| w.customers.clone()),
+            "verified": checked.is_some(),
             "config": ctx.store.config_path(), "token_file": ctx.store.token_path(),
         }));
     }
+    let limited = checked
+        .as_ref()
+        .and_then(|w| w.customers.as_ref())
+        .map(|c| format!(" for customers {}", c.join(", ")))
+        .unwrap_or_default();
     print(&format!(
-        "Logged in to {server} as {who} ({role}){}.\nToken stored in {} (mode 0600).\n",
+        "{} {server} as {who} ({role}{limited}){}.\nToken stored in {} (mode 0600).\n",
+        if checked.is_some() {
+            "Logged in to"
+        } else {
+            "Stored a login (not checked with the broker: --no-verify) for"
+        },
         expires
             .map(|e| format!(", token valid until {e}"))
             .unwrap_or_default(),
@@ -361,15 +460,22 @@ pub fn login(ctx: &Ctx, token_file: Option<&Path>, no_verify: bool) -> anyhow::R
     ))
 }
 
-/// `30m`, `1h`, `1h30m`, `90s` → seconds.
+/// `30m`, `1h`, `1h30m`, `90s`, `2d`, or a bare number of seconds (`1800`, as the origin
+/// guide writes it) → seconds: the grammar the broker's own durations use.
 pub fn parse_duration(text: &str) -> anyhow::Result<i64> {
     let bad = || {
-        anyhow::anyhow!("bad duration '{text}': use a number with a unit, e.g. 30m, 1h, 1h30m, 90s")
+        anyhow::anyhow!(
+            "bad duration '{text}': use seconds (1800) or a number with a unit, e.g. 30m, 1h, 1h30m, 90s"
+        )
     };
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse::<i64>().ok().filter(|s| *s > 0).ok_or_else(bad);
+    }
     let mut total: i64 = 0;
     let mut number = String::new();
     let mut any = false;
-    for c in text.trim().chars() {
+    for c in text.chars() {
         if c.is_ascii_digit() {
             number.push(c);
             continue;
@@ -378,6 +484,7 @@ pub fn parse_duration(text: &str) -> anyhow::Result<i64> {
             's' => 1,
             'm' => 60,
             'h' => 3600,
+            'd' => 86_400,
             _ => return Err(bad()),
         };
         let n: i64 = number.parse().map_err(|_| bad())?;
@@ -394,13 +501,23 @@ pub fn parse_duration(text: &str) -> anyhow::Result<i64> {
     Ok(total)
 }
 
-/// The region for a new profile: --region, AWS_REGION, AWS_DEFAULT_REGION, us-east-1.
-fn region(flag: Option<&str>) -> String {
-    flag.map(str::to_owned)
-        .or_else(|| std::env::var("AWS_REGION").ok())
-        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
-        .filter(|r| !r.is_empty())
-        .unwrap_or_else(|| "us-east-1".into())
+/// The region to write into a profile: `--region` when given; else the one the profile
+/// already has (a setting the user made is kept); else AWS_REGION, AWS_DEFAULT_REGION,
+/// us-east-1. `None`: keep the profile's own.
+fn region_to_write(flag: Option<&str>, existing: Option<&str>) -> Option<String> {
+    if let Some(flag) = flag.filter(|r| !r.is_empty()) {
+        return Some(flag.to_owned());
+    }
+    if existing.is_some_and(|r| !r.is_empty()) {
+        return None;
+    }
+    Some(
+        std::env::var("AWS_REGION")
+            .ok()
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "us-east-1".into()),
+    )
 }
 
 /// `credential_process` value: this binary's absolute path, quoted as needed.
@@ -442,15 +559,24 @@ fn shell_quote(word: &str) -> String {
     }
 }
 
-fn write_aws_profile(profile: &str, region: &str) -> anyhow::Result<std::path::PathBuf> {
+/// Writes the profile's `credential_process` (and `region`, see [`region_to_write`]) into the
+/// AWS config; every other setting of the section stays. Returns the file and the region the
+/// profile has now.
+fn write_aws_profile(
+    profile: &str,
+    region_flag: Option<&str>,
+) -> anyhow::Result<(std::path::PathBuf, String)> {
     let path = aws_config::config_path()?;
     let process = credential_process_line(profile)?;
-    aws_config::write_profile(
-        &path,
-        profile,
-        &[("credential_process", &process), ("region", region)],
-    )?;
-    Ok(path)
+    let existing = aws_config::read(&path)?
+        .and_then(|(text, _)| aws_config::profile_setting(&text, profile, "region"));
+    let region = region_to_write(region_flag, existing.as_deref());
+    let mut settings = vec![("credential_process", process.as_str())];
+    if let Some(region) = &region {
+        settings.push(("region", region));
+    }
+    aws_config::write_profile(&path, profile, &settings)?;
+    Ok((path, region.or(existing).unwrap_or_default()))
 }
 
 /// The one verified role of the customer that allows `kind` sessions.
@@ -488,11 +614,16 @@ pub fn support_access(ctx: &Ctx, args: &SupportAccessArgs) -> anyhow::Result<()>
     // Everything that can be checked here is, before the broker opens anything.
     ids::customer(&args.customer)?;
     ids::case(&args.case)?;
+    if let Some(role) = &args.role {
+        ids::role(role)?;
+    }
     let duration = parse_duration(&args.duration)?;
-    let region = region(args.region.as_deref());
-    aws_config::config_path()?;
+    // The AWS config must be writable before the broker opens anything.
+    aws_config::read(&aws_config::config_path()?)?;
     let config = ctx.config()?;
     let client = ctx.client(&config, None)?;
+    // A token whose subject the CLI cannot read is left to the broker to judge.
+    let identity = ctx.identity(&config, &ctx.server(&config, None)?).ok();
     let reason = args
         .reason
         .clone()
@@ -531,6 +662,7 @@ pub fn support_access(ctx: &Ctx, args: &SupportAccessArgs) -> anyhow::Result<()>
         case: Some(text("case_id")),
         role: Some(text("role")),
         session_expires_at: expires,
+        identity,
     };
     let cache = ctx.cache()?;
     // Re-read under the config lock: other runs may have added profiles meanwhile.
@@ -543,7 +675,7 @@ pub fn support_access(ctx: &Ctx, args: &SupportAccessArgs) -> anyhow::Result<()>
         config.profiles.insert(name.clone(), profile);
         Ok(())
     })?;
-    let path = write_aws_profile(&name, &region)?;
+    let (path, region) = write_aws_profile(&name, args.region.as_deref())?;
     if ctx.json_output() {
         return print_json(&json!({
             "session": session, "profile": name, "aws_config": path, "region": region,
@@ -564,11 +696,23 @@ pub fn support_access(ctx: &Ctx, args: &SupportAccessArgs) -> anyhow::Result<()>
     ))
 }
 
+/// `customer-<customer>`, or `customer-<customer>-<role>` for a named role: each role of a
+/// customer gets a profile of its own.
+pub fn customer_profile_name(customer: &str, role: Option<&str>) -> String {
+    match role {
+        Some(role) => format!("customer-{customer}-{role}"),
+        None => format!("customer-{customer}"),
+    }
+}
+
 pub fn setup_customer(ctx: &Ctx, args: &SetupCustomerArgs) -> anyhow::Result<()> {
     ids::customer(&args.customer)?;
-    let region = region(args.region.as_deref());
-    aws_config::config_path()?;
-    let name = format!("customer-{}", args.customer);
+    if let Some(role) = &args.role {
+        ids::role(role)?;
+    }
+    // The AWS config must be writable before the broker is asked for anything.
+    aws_config::read(&aws_config::config_path()?)?;
+    let name = customer_profile_name(&args.customer, args.role.as_deref());
     let config = ctx.config()?;
     let server = ctx.server(&config, None)?;
     let profile = Profile {
@@ -579,6 +723,8 @@ pub fn setup_customer(ctx: &Ctx, args: &SetupCustomerArgs) -> anyhow::Result<()>
         case: None,
         role: args.role.clone(),
         session_expires_at: None,
+        // The identity that proves the profile below is the one that will serve it.
+        identity: ctx.identity(&config, &server).ok(),
     };
     // Prove the profile works (and warm the cache) before writing anything.
     let key = cache_key(&name, &profile, &server)?;
@@ -593,14 +739,14 @@ pub fn setup_customer(ctx: &Ctx, args: &SetupCustomerArgs) -> anyhow::Result<()>
             mode: Mode::Refresh,
             debug: ctx.debug,
         },
-        || ctx.client(&config, Some(&profile)),
+        || ctx.client_for(&config, &name, &profile),
     )?;
     // Re-read under the config lock: other runs may have added profiles meanwhile.
     ctx.store.update(|config| {
         config.profiles.insert(name.clone(), profile);
         Ok(())
     })?;
-    let path = write_aws_profile(&name, &region)?;
+    let (path, region) = write_aws_profile(&name, args.region.as_deref())?;
     if ctx.json_output() {
         return print_json(&json!({
             "profile": name, "aws_config": path, "region": region,
@@ -836,7 +982,9 @@ mod tests {
         assert_eq!(parse_duration("30m").unwrap(), 1800);
         assert_eq!(parse_duration("1h30m").unwrap(), 5400);
         assert_eq!(parse_duration("90s").unwrap(), 90);
-        for bad in ["30", "", "m", "0m", "1d", "-5m", "1.5h"] {
+        assert_eq!(parse_duration("1800").unwrap(), 1800);
+        assert_eq!(parse_duration("1d").unwrap(), 86_400);
+        for bad in ["", "m", "0m", "0", "1h30", "-5m", "1.5h", "30x"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

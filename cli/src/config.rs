@@ -3,11 +3,12 @@
 //! directory; the credential cache under the XDG cache directory.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
+
+use crate::private::{self, Sensitivity};
 
 const CONFIG_FILE: &str = "config.toml";
 const TOKEN_FILE: &str = "token";
@@ -73,6 +74,36 @@ pub enum Kind {
     Customer,
 }
 
+/// Where the token that serves a profile comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenSource {
+    /// The login stored by `lanyard login`.
+    Login,
+    /// `LANYARD_TOKEN` or `--token`, which must then be set wherever the profile is used.
+    Environment,
+}
+
+impl TokenSource {
+    pub fn describe(self) -> &'static str {
+        match self {
+            TokenSource::Login => "the stored login",
+            TokenSource::Environment => "LANYARD_TOKEN",
+        }
+    }
+}
+
+/// Whose token a profile was written with: its credentials are asked for with that identity
+/// only (a later `lanyard login` as someone else, or a missing `LANYARD_TOKEN`, is refused with
+/// an explanation rather than failing at the broker an hour later).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// The token's subject.
+    pub subject: String,
+    pub token: TokenSource,
+}
+
 /// One named profile: what to ask the broker for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,6 +126,9 @@ pub struct Profile {
     /// the cache serves credentials that end with the session until they expire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Whose token serves the profile (profiles written before this was recorded have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
 }
 
 /// `config.toml`.
@@ -125,15 +159,21 @@ impl Store {
         self.dir.join(TOKEN_FILE)
     }
 
-    /// The config, or an empty one when there is no file yet.
+    /// The config, or an empty one when there is no file yet. The directory and the file
+    /// must be the user's own (see `private`): whoever could edit them could send the token
+    /// to a broker of their choosing.
     pub fn load(&self) -> anyhow::Result<Config> {
         let path = self.config_path();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
+        if self.dir.exists() {
+            private::check_dir(&self.dir)?;
+        }
+        match private::read_file(&path, Sensitivity::Settings)? {
+            Some(bytes) => {
+                let text = String::from_utf8(bytes)
+                    .with_context(|| format!("{} is not UTF-8", path.display()))?;
                 toml::from_str(&text).with_context(|| format!("{} is invalid", path.display()))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+            None => Ok(Config::default()),
         }
     }
 
@@ -153,16 +193,8 @@ impl Store {
         &self,
         edit: impl FnOnce(&mut Config) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        create_private_dir(&self.dir)?;
-        let lock_path = self.dir.join(format!("{CONFIG_FILE}.lock"));
-        let mut options = std::fs::OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let lock = options
-            .open(&lock_path)
-            .with_context(|| format!("opening {}", lock_path.display()))?;
-        fs4::FileExt::lock(&lock).with_context(|| format!("locking {}", lock_path.display()))?;
+        private::ensure_dir(&self.dir)?;
+        let lock = private::lock_exclusive(&self.dir.join(format!("{CONFIG_FILE}.lock")))?;
         let mut config = self.load()?;
         let value = edit(&mut config)?;
         self.save(&config)?;
@@ -170,15 +202,15 @@ impl Store {
         Ok(value)
     }
 
-    /// The stored token, if any.
+    /// The stored token, if any: a file of the user's own that nobody else may read.
     pub fn token(&self) -> anyhow::Result<Option<String>> {
         let path = self.token_path();
-        match std::fs::read_to_string(&path) {
-            Ok(t) if t.trim().is_empty() => Ok(None),
-            Ok(t) => Ok(Some(t.trim().to_owned())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+        let Some(bytes) = private::read_file(&path, Sensitivity::Secret)? else {
+            return Ok(None);
+        };
+        let text =
+            String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", path.display()))?;
+        Ok(Some(text.trim().to_owned()).filter(|t| !t.is_empty()))
     }
 
     pub fn save_token(&self, token: &str) -> anyhow::Result<()> {
@@ -205,36 +237,12 @@ impl Store {
     }
 }
 
-/// Writes `bytes` to `path` atomically (a temp file with an unpredictable name in the same
-/// directory, created 0600 by `tempfile`, then renamed), readable by the owner only; creates
-/// the directory (0700).
+/// Writes `bytes` to `path` atomically, readable by the owner only (see
+/// [`private::write_atomically`]), in a directory of the user's own (created 0700).
 pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().context("path has no directory")?;
-    create_private_dir(dir)?;
-    let result = (|| -> std::io::Result<()> {
-        let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-        #[cfg(unix)]
-        tmp.as_file()
-            .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-        tmp.write_all(bytes)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
-    })();
-    result.with_context(|| format!("writing {}", path.display()))
-}
-
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))
+    private::ensure_dir(dir)?;
+    private::write_atomically(path, bytes, None)
 }
 
 #[cfg(test)]

@@ -135,13 +135,29 @@ pub fn parse_document(document: Value) -> anyhow::Result<Cached> {
             bail!("the broker's {field} holds characters outside base64; refusing it");
         }
     }
-    let expiration = DateTime::parse_from_rfc3339(text("Expiration")?)
-        .context("the broker's credentials have an unreadable Expiration")?
-        .with_timezone(&Utc);
+    let expiration = parse_expiration(text("Expiration")?)
+        .context("the broker's credentials have an unreadable Expiration")?;
     Ok(Cached {
         document,
         expiration,
     })
+}
+
+/// An `Expiration` in strict RFC 3339 (<https://www.rfc-editor.org/rfc/rfc3339#section-5.6>):
+/// date, `T`, time, and `Z` or a numeric offset, made of digits and `-:.+TZ` only. chrono
+/// alone also takes a space for the `T`, and such a value would split into two words in a
+/// shell.
+pub fn parse_expiration(raw: &str) -> anyhow::Result<DateTime<Utc>> {
+    let strict = matches!(raw.as_bytes().get(10), Some(b'T' | b't'))
+        && raw.bytes().all(|b| {
+            b.is_ascii_digit() || matches!(b, b'-' | b':' | b'.' | b'+' | b'T' | b't' | b'Z' | b'z')
+        });
+    if !strict {
+        bail!("Expiration is not an RFC 3339 timestamp such as 2026-11-26T10:30:00Z");
+    }
+    Ok(DateTime::parse_from_rfc3339(raw)
+        .context("Expiration is not an RFC 3339 timestamp such as 2026-11-26T10:30:00Z")?
+        .with_timezone(&Utc))
 }
 
 /// Everything `obtain` needs besides the profile.
@@ -328,15 +344,15 @@ pub fn process_line(cached: &Cached) -> anyhow::Result<String> {
 /// Output shapes of `aws configure export-credentials --format ...`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExportFormat {
-    /// `export AWS_ACCESS_KEY_ID=...` (bash, zsh).
+    /// `export AWS_ACCESS_KEY_ID='...'` (bash, zsh).
     Env,
-    /// `AWS_ACCESS_KEY_ID=...`.
+    /// `AWS_ACCESS_KEY_ID='...'`.
     EnvNoExport,
-    /// `$Env:AWS_ACCESS_KEY_ID="..."`.
+    /// `$Env:AWS_ACCESS_KEY_ID='...'`.
     Powershell,
-    /// `set AWS_ACCESS_KEY_ID=...`.
+    /// `set "AWS_ACCESS_KEY_ID=..."`.
     WindowsCmd,
-    /// `set -gx AWS_ACCESS_KEY_ID "..."`.
+    /// `set -gx AWS_ACCESS_KEY_ID '...'`.
     Fish,
     /// The credential_process JSON.
     Process,
@@ -359,15 +375,38 @@ pub fn export(cached: &Cached, format: ExportFormat) -> anyhow::Result<String> {
     Ok(vars
         .iter()
         .map(|(name, value)| match format {
-            ExportFormat::Env => format!("export {name}={value}\n"),
-            ExportFormat::EnvNoExport => format!("{name}={value}\n"),
-            ExportFormat::Powershell => format!("$Env:{name}=\"{value}\"\n"),
-            ExportFormat::WindowsCmd => format!("set {name}={value}\n"),
-            ExportFormat::Fish => format!("set -gx {name} \"{value}\"\n"),
+            ExportFormat::Env => format!("export {name}={}\n", posix_quote(value)),
+            ExportFormat::EnvNoExport => format!("{name}={}\n", posix_quote(value)),
+            ExportFormat::Powershell => format!("$Env:{name}={}\n", powershell_quote(value)),
+            ExportFormat::WindowsCmd => format!("set \"{name}={value}\"\n"),
+            ExportFormat::Fish => format!("set -gx {name} {}\n", fish_quote(value)),
             ExportFormat::Process => String::new(),
         })
         .collect())
 }
+
+// Every value is quoted for its shell, whatever it holds (the values were checked above too:
+// defence in depth). Each quoting is the one string form of that shell in which nothing is
+// expanded. (`shlex` leaves plain words unquoted and knows only POSIX shells.)
+
+/// POSIX sh, bash, zsh: single quotes; a `'` closes, is escaped, and reopens.
+fn posix_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+/// PowerShell: single-quoted strings are verbatim; a `'` is written twice.
+fn powershell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// fish: inside single quotes only `\\` and `\'` are escapes.
+fn fish_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', r"\\").replace('\'', r"\'"))
+}
+
+// cmd.exe: `set "NAME=value"` keeps `&|<>^` and spaces literal. cmd has no quoting that stops
+// `%` (or `!` under delayed expansion); neither can reach here, since only base64 characters
+// and RFC 3339 timestamps pass `parse_document`.
 
 #[cfg(test)]
 mod tests {
@@ -391,6 +430,7 @@ mod tests {
             case: Some("CS-1".into()),
             role: None,
             session_expires_at: session_end,
+            identity: None,
         }
     }
 
@@ -424,35 +464,66 @@ mod tests {
     }
 
     #[test]
-    fn export_formats_match_the_aws_cli() {
+    fn export_formats_quote_every_value_for_their_shell() {
         let c = cached(Duration::hours(1));
         let exp = c.document["Expiration"].as_str().unwrap().to_owned();
         assert_eq!(
             export(&c, ExportFormat::Env).unwrap(),
             format!(
-                "export AWS_ACCESS_KEY_ID=ASIAEXAMPLE12345\nexport AWS_SECRET_ACCESS_KEY=s3cr3t/+=\nexport AWS_SESSION_TOKEN=tok\nexport AWS_CREDENTIAL_EXPIRATION={exp}\n"
+                "export AWS_ACCESS_KEY_ID='ASIAEXAMPLE12345'\nexport AWS_SECRET_ACCESS_KEY='s3cr3t/+='\nexport AWS_SESSION_TOKEN='tok'\nexport AWS_CREDENTIAL_EXPIRATION='{exp}'\n"
             )
+        );
+        assert!(
+            export(&c, ExportFormat::EnvNoExport)
+                .unwrap()
+                .starts_with("AWS_ACCESS_KEY_ID='ASIAEXAMPLE12345'\n")
         );
         assert!(
             export(&c, ExportFormat::Powershell)
                 .unwrap()
-                .starts_with("$Env:AWS_ACCESS_KEY_ID=\"ASIAEXAMPLE12345\"\n")
+                .starts_with("$Env:AWS_ACCESS_KEY_ID='ASIAEXAMPLE12345'\n")
         );
         assert!(
             export(&c, ExportFormat::Fish)
                 .unwrap()
-                .starts_with("set -gx AWS_ACCESS_KEY_ID \"ASIAEXAMPLE12345\"\n")
+                .starts_with("set -gx AWS_ACCESS_KEY_ID 'ASIAEXAMPLE12345'\n")
         );
         assert!(
             export(&c, ExportFormat::WindowsCmd)
                 .unwrap()
-                .starts_with("set AWS_ACCESS_KEY_ID=ASIAEXAMPLE12345\n")
+                .starts_with("set \"AWS_ACCESS_KEY_ID=ASIAEXAMPLE12345\"\n")
         );
         let process = export(&c, ExportFormat::Process).unwrap();
         assert!(
             process.starts_with("{\n  \"Version\": 1,\n  \"AccessKeyId\": \"ASIAEXAMPLE12345\",\n"),
             "{process}"
         );
+    }
+
+    #[test]
+    fn quoting_holds_whatever_a_value_contains() {
+        let evil = "a'b\\c $(id) `x` ; \"q\"";
+        assert_eq!(posix_quote(evil), r#"'a'\''b\c $(id) `x` ; "q"'"#);
+        assert_eq!(powershell_quote(evil), r#"'a''b\c $(id) `x` ; "q"'"#);
+        assert_eq!(fish_quote(evil), r#"'a\'b\\c $(id) `x` ; "q"'"#);
+    }
+
+    #[test]
+    fn an_expiration_that_is_not_strict_rfc_3339_is_refused() {
+        assert!(parse_expiration("2099-01-01T00:00:00Z").is_ok());
+        assert!(parse_expiration("2099-01-01T00:00:00.123+02:00").is_ok());
+        for bad in [
+            "2099-01-01 00:00:00Z",
+            "2099-01-01T00:00:00",
+            "2099-01-01",
+            "2099-01-01T00:00:00Z;id",
+            "tomorrow",
+        ] {
+            assert!(parse_expiration(bad).is_err(), "{bad}");
+            let doc = json!({"Version": 1, "AccessKeyId": "ASIAEXAMPLE12345",
+                "SecretAccessKey": "abc", "SessionToken": "dG9r", "Expiration": bad});
+            assert!(parse_document(doc).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -45,10 +45,7 @@ pub fn run(ctx: &Ctx, name: &str) -> anyhow::Result<ExitCode> {
                 json!({"check": n, "status": match v { Verdict::Pass => "ok", Verdict::Warn => "warn", Verdict::Fail => "fail" }, "detail": d})
             })
             .collect();
-        commands::print(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&json!({"profile": name, "checks": list}))?
-        ))?;
+        commands::print_json(&json!({"profile": name, "checks": list}))?;
     } else {
         let mut out = String::new();
         for (verdict, check, detail) in &checks.lines {
@@ -94,55 +91,69 @@ fn diagnose(ctx: &Ctx, name: &str, checks: &mut Checks) {
     };
     let probe = crate::client::Client::new(&server, None, ctx.debug)
         .and_then(|client| credentials::runtime()?.block_on(client.probe()));
-    let broker_date = match probe {
+    let (broker_up, broker_date) = match probe {
         Ok((status, date)) => {
             checks.add(
                 Pass,
                 "broker",
                 format!("{} answers ({status})", crate::config::redact_url(&server)),
             );
-            date
+            (true, date)
         }
         Err(e) => {
             checks.add(Fail, "broker", format!("{e:#}"));
-            None
+            (false, None)
         }
     };
 
     match ctx.token_for(&config, &server) {
+        Err(e) => checks.add(Fail, "token", format!("{e:#}")),
+        // The broker answers: it judges the token (signature, record, revocation, expiry).
+        Ok(token) if broker_up => {
+            let client = crate::client::Client::new(&server, Some(token), ctx.debug);
+            match client.and_then(|c| credentials::runtime()?.block_on(c.whoami())) {
+                Ok(who) => {
+                    let line = format!("{} ({})", who.subject, who.role);
+                    if who.expires_at - Utc::now() < TOKEN_WARN {
+                        checks.add(
+                            Warn,
+                            "token",
+                            format!("{line}, expires soon: {}", who.expires_at.to_rfc3339()),
+                        );
+                    } else {
+                        checks.add(
+                            Pass,
+                            "token",
+                            format!("{line}, valid until {}", who.expires_at.to_rfc3339()),
+                        );
+                    }
+                }
+                Err(e) => checks.add(Fail, "token", format!("{e:#}")),
+            }
+        }
+        // No broker to ask: what the token says about itself.
         Ok(token) => match commands::token_info(&token).and_then(|i| i.expires.map(|e| (i, e))) {
             Some((_, expires)) if expires <= Utc::now() => checks.add(
                 Fail,
                 "token",
                 format!("expired at {}: run `lanyard login`", expires.to_rfc3339()),
             ),
-            Some((info2, expires)) => {
-                let who = format!(
-                    "{} ({})",
-                    info2.subject.unwrap_or_else(|| "?".into()),
-                    info2.role.unwrap_or_else(|| "?".into())
-                );
-                if expires - Utc::now() < TOKEN_WARN {
-                    checks.add(
-                        Warn,
-                        "token",
-                        format!("{who}, expires soon: {}", expires.to_rfc3339()),
-                    );
-                } else {
-                    checks.add(
-                        Pass,
-                        "token",
-                        format!("{who}, valid until {}", expires.to_rfc3339()),
-                    );
-                }
-            }
+            Some((info, expires)) => checks.add(
+                Warn,
+                "token",
+                format!(
+                    "{} ({}), valid until {} by its own claims; not checked (the broker did not answer)",
+                    info.subject.unwrap_or_else(|| "?".into()),
+                    info.role.unwrap_or_else(|| "?".into()),
+                    expires.to_rfc3339()
+                ),
+            ),
             None => checks.add(
                 Warn,
                 "token",
                 "present, but not a JWT whose expiry can be read",
             ),
         },
-        Err(e) => checks.add(Fail, "token", format!("{e:#}")),
     }
 
     let cache = ctx.cache();
@@ -157,7 +168,7 @@ fn diagnose(ctx: &Ctx, name: &str, checks: &mut Checks) {
                 mode: Mode::Normal,
                 debug: ctx.debug,
             },
-            || ctx.client(&config, Some(&profile)),
+            || ctx.client_for(&config, name, &profile),
         )
     });
     match obtained {
@@ -177,9 +188,11 @@ fn diagnose(ctx: &Ctx, name: &str, checks: &mut Checks) {
         Err(e) => checks.add(Fail, "credentials", format!("{e:#}")),
     }
 
-    match aws_config::config_path() {
-        Ok(path) => {
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
+    match aws_config::config_path().and_then(|path| {
+        let text = aws_config::read(&path)?.map(|(t, _)| t).unwrap_or_default();
+        Ok((path, text))
+    }) {
+        Ok((path, text)) => {
             match aws_config::profile_setting(&text, name, "credential_process") {
                 Some(line) if runs_lanyard_for(&line, name) => checks.add(
                     Pass,
@@ -207,6 +220,8 @@ fn diagnose(ctx: &Ctx, name: &str, checks: &mut Checks) {
         Err(e) => checks.add(Fail, "aws profile", format!("{e:#}")),
     }
 
+    shadowing_variables(name, checks);
+
     if let Some(date) = broker_date {
         let skew = Utc::now() - date;
         let secs = skew.num_seconds();
@@ -225,6 +240,43 @@ fn diagnose(ctx: &Ctx, name: &str, checks: &mut Checks) {
         }
     }
 }
+
+/// Credential variables in the environment win over a profile the AWS CLI takes from
+/// `AWS_PROFILE` (only an explicit `--profile` makes botocore skip them): `aws` would then
+/// use other credentials than the ones checked above.
+fn shadowing_variables(name: &str, checks: &mut Checks) {
+    let set: Vec<&str> = SHADOWING
+        .iter()
+        .copied()
+        .filter(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+        .collect();
+    if set.is_empty() {
+        checks.add(
+            Verdict::Pass,
+            "environment",
+            "no AWS credential variables that would take the profile's place",
+        );
+    } else {
+        checks.add(
+            Verdict::Warn,
+            "environment",
+            format!(
+                "{} set in this environment: `aws` uses {} instead of profile {name} unless \
+                 given --profile {name}; unset {}",
+                set.join(", "),
+                if set.len() == 1 { "it" } else { "them" },
+                set.join(" ")
+            ),
+        );
+    }
+}
+
+/// The variables botocore's environment provider reads.
+const SHADOWING: [&str; 3] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
 
 /// Whether a credential_process command line, split as botocore splits it, is
 /// `<lanyard> credential-process --profile NAME` for exactly this profile.

@@ -34,6 +34,21 @@ pub fn case(id: &str) -> anyhow::Result<&str> {
     Ok(id)
 }
 
+/// A role name: `^[a-z0-9][a-z0-9_-]{0,62}$`.
+pub fn role(name: &str) -> anyhow::Result<&str> {
+    let ok = (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if !ok {
+        bail!(
+            "bad role name {name:?}: 1-63 lowercase letters, digits, '-' and '_', starting with a letter or digit"
+        );
+    }
+    Ok(name)
+}
+
 /// A session id: a UUID in its hyphenated form.
 pub fn session(id: &str) -> anyhow::Result<&str> {
     let groups: Vec<&str> = id.split('-').collect();

@@ -14,6 +14,8 @@ mod config;
 mod credentials;
 mod doctor;
 mod ids;
+mod private;
+mod text;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
@@ -140,7 +142,8 @@ pub struct SupportAccessArgs {
     /// Support case id, e.g. CS-12345.
     #[arg(long = "case")]
     case: String,
-    /// How long the session lasts: 30m, 1h, 1h30m, 90s (default 30m; capped by the broker).
+    /// How long the session lasts: 30m, 1h, 1h30m, 90s, or seconds (1800); default 30m,
+    /// capped by the broker.
     #[arg(long, default_value = "30m")]
     duration: String,
     /// Why access is needed (recorded in the audit trail; default "support case <case>").
@@ -226,12 +229,8 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            // One line, whatever the error chain holds.
-            let line = format!("{e:#}")
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
-            eprintln!("lanyard: {line}");
+            // One line, whatever the error chain holds, and nothing a terminal would run.
+            eprintln!("lanyard: {}", text::one_line(&format!("{e:#}")));
             std::process::ExitCode::FAILURE
         }
     }
@@ -295,7 +294,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "lanyard", &mut out);
-            commands::print(&String::from_utf8_lossy(&out))?;
+            commands::print_raw(&String::from_utf8_lossy(&out))?;
         }
         Command::Ping => commands::ping(&ctx)?,
     }

@@ -1,5 +1,7 @@
 use std::os::unix::fs::PermissionsExt;
 
+use std::io::Write;
+
 use super::*;
 
 const SUPPORT: &[(&str, &str)] = &[
