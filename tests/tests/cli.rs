@@ -263,12 +263,12 @@ async fn bad_inputs_give_one_clear_line_and_change_nothing() {
             "--case",
             &case,
             "--duration",
-            "30",
+            "30x",
         ])
         .await;
     assert_one_clear_line(&duration);
     assert!(
-        duration.stderr.contains("bad duration '30'"),
+        duration.stderr.contains("bad duration '30x'"),
         "{duration:?}"
     );
 
@@ -340,7 +340,7 @@ async fn bad_inputs_give_one_clear_line_and_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn export_prints_the_shapes_of_aws_configure_export_credentials() {
+async fn export_prints_the_shapes_of_aws_configure_export_credentials_quoted() {
     let (_app, home, customer, _) = logged_in_support().await;
     let case = unique("CS");
     let profile = support_access(&home, &customer, &case).await;
@@ -370,11 +370,12 @@ async fn export_prints_the_shapes_of_aws_configure_export_credentials() {
         vars.iter().map(|(k, v)| line(k, v)).collect()
     };
     for (format, expected) in [
-        ("env", shape(|k, v| format!("export {k}={v}\n"))),
-        ("env-no-export", shape(|k, v| format!("{k}={v}\n"))),
-        ("powershell", shape(|k, v| format!("$Env:{k}=\"{v}\"\n"))),
-        ("windows-cmd", shape(|k, v| format!("set {k}={v}\n"))),
-        ("fish", shape(|k, v| format!("set -gx {k} \"{v}\"\n"))),
+        // Every value quoted for its shell, so that nothing in it is ever run or expanded.
+        ("env", shape(|k, v| format!("export {k}='{v}'\n"))),
+        ("env-no-export", shape(|k, v| format!("{k}='{v}'\n"))),
+        ("powershell", shape(|k, v| format!("$Env:{k}='{v}'\n"))),
+        ("windows-cmd", shape(|k, v| format!("set \"{k}={v}\"\n"))),
+        ("fish", shape(|k, v| format!("set -gx {k} '{v}'\n"))),
     ] {
         let run = home
             .lanyard(&["export", "--profile", &profile, "--format", format])
@@ -1129,4 +1130,509 @@ async fn ids_that_would_change_the_request_path_are_refused_before_any_request()
         );
     }
     assert!(broker.requests().is_empty(), "{:?}", broker.requests());
+}
+
+// ---------------------------------------------------------------------------------------
+// Hardening: what an attacker-controlled broker, a hostile file system or a first-time user
+// meets.
+// ---------------------------------------------------------------------------------------
+
+/// A home whose stored login is for `server`, set up without a broker request.
+fn home_logged_in_to(server: &str, token: &str) -> CliHome {
+    use std::os::unix::fs::PermissionsExt;
+    let home = CliHome::new();
+    let dir = home.config_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(dir.join("config.toml"), format!("server = \"{server}\"\n")).unwrap();
+    std::fs::write(dir.join("token"), format!("{token}\n")).unwrap();
+    std::fs::set_permissions(dir.join("token"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    home
+}
+
+fn credential_document(expiration: &str) -> String {
+    serde_json::json!({
+        "Version": 1, "AccessKeyId": "ASIAEXAMPLE12345", "SecretAccessKey": "abc+/=",
+        "SessionToken": "dG9rZW4=", "Expiration": expiration,
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_never_followed_so_the_token_and_credentials_stay_with_the_broker() {
+    // The foreign origin redirects once more to itself and then hands out credentials: the
+    // two-hop chain that used to get the Authorization header back on its second hop.
+    let document = credential_document("2099-01-01T00:00:00Z");
+    let foreign = FakeBroker::serve(move |path| match path {
+        "/hop1" => lanyard_tests::FakeReply::redirect(302, "/hop2"),
+        _ => lanyard_tests::FakeReply::json(200, &document),
+    })
+    .await;
+    let hop1 = format!("{}/hop1", foreign.url);
+    let broker = FakeBroker::serve(move |_| lanyard_tests::FakeReply::redirect(307, &hop1)).await;
+    let home = home_logged_in_to(&broker.url, "the-login-token");
+    add_profile(
+        &home,
+        "customer-acme",
+        &format!(
+            "server = \"{}\"\nkind = \"customer\"\ncustomer = \"acme\"",
+            broker.url
+        ),
+    );
+    for args in [
+        vec![
+            "credential-process",
+            "--profile",
+            "customer-acme",
+            "--no-cache",
+        ],
+        vec!["export", "--profile", "customer-acme"],
+        vec!["customers", "list"],
+        vec!["ping"],
+    ] {
+        let run = home.lanyard(&args).await;
+        assert_one_clear_line(&run);
+        assert!(
+            run.stderr.contains(&format!("redirect to {}", foreign.url)),
+            "the error names where the redirect led: {run:?}"
+        );
+    }
+    assert!(
+        foreign.requests().is_empty(),
+        "the foreign origin was contacted: {:?}",
+        foreign.requests()
+    );
+    assert_eq!(broker.requests().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_refuses_an_expiration_a_shell_would_split_and_quotes_every_value() {
+    let bad = FakeBroker::start(200, &credential_document("2099-01-01 00:00:00Z")).await;
+    let home = home_logged_in_to(&bad.url, "t");
+    add_profile(
+        &home,
+        "customer-acme",
+        &format!(
+            "server = \"{}\"\nkind = \"customer\"\ncustomer = \"acme\"",
+            bad.url
+        ),
+    );
+    for format in ["env", "env-no-export", "powershell", "windows-cmd", "fish"] {
+        let run = home
+            .lanyard(&["export", "--profile", "customer-acme", "--format", format])
+            .await;
+        assert_one_clear_line(&run);
+        assert!(run.stderr.contains("Expiration"), "{run:?}");
+    }
+    // A good answer, eval'd by bash, sets exactly the values, and runs nothing else.
+    let good = FakeBroker::start(200, &credential_document("2099-01-01T00:00:00+00:00")).await;
+    let home = home_logged_in_to(&good.url, "t");
+    add_profile(
+        &home,
+        "customer-acme",
+        &format!(
+            "server = \"{}\"\nkind = \"customer\"\ncustomer = \"acme\"",
+            good.url
+        ),
+    );
+    let mut cmd = home.command("bash");
+    cmd.arg("-c").arg(format!(
+        "eval \"$('{}' export --profile customer-acme)\" && printf '%s|%s|%s' \
+         \"$AWS_SECRET_ACCESS_KEY\" \"$AWS_SESSION_TOKEN\" \"$AWS_CREDENTIAL_EXPIRATION\"",
+        lanyard_tests::binary("lanyard").display()
+    ));
+    let run = CliHome::run(cmd, None).await;
+    assert_eq!(run.ok(), "abc+/=|dG9rZW4=|2099-01-01T00:00:00+00:00");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aws_config_that_is_a_fifo_a_directory_or_a_device_is_refused_before_anything_else() {
+    let broker = FakeBroker::start(500, "{}").await;
+    let home = home_logged_in_to(&broker.url, "t");
+    let fifo = home.dir.path().join("config-fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let dir = home.dir.path().join("config-dir");
+    std::fs::create_dir(&dir).unwrap();
+    for (path, kind) in [
+        (fifo.to_str().unwrap(), "FIFO"),
+        (dir.to_str().unwrap(), "directory"),
+        ("/dev/null", "device"),
+    ] {
+        for args in [
+            vec!["support-access", "--customer", "acme", "--case", "CS-1"],
+            vec!["setup-customer", "--customer", "acme"],
+        ] {
+            let run = home
+                .lanyard_env(&args, &[("AWS_CONFIG_FILE", path)], None)
+                .await;
+            assert_one_clear_line(&run);
+            assert!(run.stderr.contains(kind), "{path}: {run:?}");
+        }
+    }
+    assert!(broker.requests().is_empty(), "{:?}", broker.requests());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_and_cache_that_others_could_change_are_refused_like_ssh_does() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let broker = FakeBroker::start(200, &credential_document("2099-01-01T00:00:00Z")).await;
+    let home = home_logged_in_to(&broker.url, "t");
+    add_profile(
+        &home,
+        "customer-acme",
+        &format!(
+            "server = \"{}\"\nkind = \"customer\"\ncustomer = \"acme\"",
+            broker.url
+        ),
+    );
+    let args = ["credential-process", "--profile", "customer-acme"];
+    let config_dir = home.config_dir();
+    for (path, bad, good, says) in [
+        (
+            config_dir.clone(),
+            0o770,
+            0o700,
+            "writable by group or others",
+        ),
+        (
+            config_dir.join("config.toml"),
+            0o666,
+            0o600,
+            "writable by group or others",
+        ),
+        (config_dir.join("token"), 0o640, 0o600, "chmod 600"),
+    ] {
+        mode(&path, bad);
+        let run = home.lanyard(&args).await;
+        assert_one_clear_line(&run);
+        assert!(run.stderr.contains(says), "{}: {run:?}", path.display());
+        assert!(run.stderr.contains(&path.display().to_string()), "{run:?}");
+        mode(&path, good);
+    }
+    assert!(broker.requests().is_empty(), "{:?}", broker.requests());
+
+    // A cache directory others can write is not used: the credentials still come, from
+    // the broker, with a warning, and nothing is written there.
+    let cache = home.cache_dir();
+    std::fs::create_dir_all(&cache).unwrap();
+    mode(&cache, 0o777);
+    let entries = || {
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let before = entries();
+    let run = home
+        .lanyard(&["export", "--profile", "customer-acme"])
+        .await;
+    assert!(run.ok().contains("AWS_ACCESS_KEY_ID"), "{run:?}");
+    assert!(
+        run.stderr.contains("warning") && run.stderr.contains("writable by group or others"),
+        "{run:?}"
+    );
+    assert_eq!(entries(), before, "the cache directory was written");
+    mode(&cache, 0o700);
+
+    // Owned by someone else (root can make it so; other users cannot, and skip this part).
+    if rustix::process::geteuid().is_root() {
+        let nobody = Some(rustix::process::Uid::from_raw(65534));
+        rustix::fs::chown(&config_dir, nobody, None).unwrap();
+        let run = home.lanyard(&args).await;
+        assert_one_clear_line(&run);
+        assert!(run.stderr.contains("owned by another user"), "{run:?}");
+        rustix::fs::chown(&config_dir, Some(rustix::process::geteuid()), None).unwrap();
+    }
+
+    // A lock file planted as a symlink: nothing is created or truncated through it.
+    let target = home.dir.path().join("victim");
+    std::fs::write(&target, "precious").unwrap();
+    std::os::unix::fs::symlink(&target, config_dir.join("config.toml.lock")).unwrap();
+    let run = home
+        .lanyard_env(
+            &["setup-customer", "--customer", "acme"],
+            &[("LANYARD_TOKEN", "t")],
+            None,
+        )
+        .await;
+    assert_one_clear_line(&run);
+    assert!(run.stderr.contains("config.toml.lock"), "{run:?}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_broker_says_reaches_the_terminal_without_escape_sequences() {
+    let evil = "nope\u{1b}]0;owned\u{7}\u{1b}[2J\u{1b}[31m red \u{202e}gnp.exe\u{200b}";
+    let refusal = serde_json::json!({ "status": 403, "title": "Forbidden", "detail": evil });
+    let broker = FakeBroker::start(403, &refusal.to_string()).await;
+    let home = home_logged_in_to(&broker.url, "t");
+    let run = home.lanyard(&["customers", "list"]).await;
+    assert_one_clear_line(&run);
+    assert!(run.stderr.contains("nope"), "{run:?}");
+    for c in ['\u{1b}', '\u{7}', '\u{202e}', '\u{200b}'] {
+        assert!(
+            !run.stderr.contains(c),
+            "{c:?} reached the terminal: {run:?}"
+        );
+    }
+    let list = serde_json::json!({ "customers": [
+        { "id": "acme", "status": "active", "display_name": evil }
+    ]});
+    let broker = FakeBroker::start(200, &list.to_string()).await;
+    let home = home_logged_in_to(&broker.url, "t");
+    let run = home.lanyard(&["customers", "list"]).await;
+    let out = run.ok();
+    assert!(out.contains("acme") && out.contains("nope"), "{run:?}");
+    for c in ['\u{1b}', '\u{7}', '\u{202e}', '\u{200b}'] {
+        assert!(!out.contains(c), "{c:?} reached the terminal: {run:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_stores_only_a_token_the_broker_accepts() {
+    let app = TestApp::spawn().await;
+    let token = app
+        .token_for("alice", Role::Support, None, Duration::from_secs(3600))
+        .await;
+    // Revoked: signed by the broker, readable claims, but no longer valid.
+    let keys = lanyard_server::auth::token::TokenKeys::load(&app.config).unwrap();
+    let jti = keys.verify(&token).unwrap().jti;
+    let mut conn = app.db.acquire().await.unwrap();
+    lanyard_server::db::tokens::revoke(&mut conn, jti)
+        .await
+        .unwrap();
+    drop(conn);
+    // Signed with a key of its own: what `token issue` run from another directory printed.
+    let stray = tempfile::tempdir().unwrap();
+    let mut stray_config = app.config.clone();
+    stray_config.data_dir = stray.path().to_path_buf();
+    let foreign = lanyard_server::auth::token::TokenKeys::load_or_generate(&stray_config)
+        .unwrap()
+        .sign(&keys.verify(&app.token(Role::Admin, None).await).unwrap())
+        .unwrap();
+    for bad in [&token, &foreign] {
+        let home = CliHome::new();
+        let run = home.login(&app.base, bad).await;
+        assert_one_clear_line(&run);
+        assert!(run.stderr.contains("does not accept this token"), "{run:?}");
+        assert!(run.stderr.contains("HTTP 401"), "{run:?}");
+        assert!(home.files().is_empty(), "{:?}", home.files().keys());
+    }
+    let good = app
+        .token_for(
+            "bob",
+            Role::Support,
+            Some(vec!["acme-corp"]),
+            Duration::from_secs(3600),
+        )
+        .await;
+    let home = CliHome::new();
+    let run = home.login(&app.base, &good).await;
+    assert!(
+        run.ok().starts_with(&format!(
+            "Logged in to {} as bob (support for customers acme-corp)",
+            app.base
+        )),
+        "{run:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_warns_about_credential_variables_that_shadow_the_profile() {
+    let (_app, home, customer, _) = logged_in_support().await;
+    let profile = support_access(&home, &customer, &unique("CS")).await;
+    let clean = home.lanyard(&["doctor", "--profile", &profile]).await;
+    assert!(clean.ok().contains("✔ environment:"), "{clean:?}");
+    let run = home
+        .lanyard_env(
+            &["doctor", "--profile", &profile],
+            &[("AWS_ACCESS_KEY_ID", "AKIAOTHERCREDENTIALS")],
+            None,
+        )
+        .await;
+    let line = run
+        .ok()
+        .lines()
+        .find(|l| l.starts_with("! environment:"))
+        .unwrap_or_else(|| panic!("no warning: {run:?}"))
+        .to_owned();
+    assert!(line.contains("AWS_ACCESS_KEY_ID"), "{line}");
+    assert!(line.contains(&format!("--profile {profile}")), "{line}");
+    assert!(!run.stdout.contains("AKIAOTHERCREDENTIALS"), "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_set_up_with_lanyard_token_keeps_that_identity_or_says_why_not() {
+    let (app, home, customer, _) = logged_in_support().await;
+    let billing = app
+        .token_for(
+            "billing-job",
+            Role::Service,
+            None,
+            Duration::from_secs(3600),
+        )
+        .await;
+    let etl = app
+        .token_for("etl", Role::Service, None, Duration::from_secs(3600))
+        .await;
+    let setup = home
+        .lanyard_env(
+            &["setup-customer", "--customer", &customer],
+            &[("LANYARD_TOKEN", &billing)],
+            None,
+        )
+        .await;
+    setup.ok();
+    let profile = format!("customer-{customer}");
+    // Without LANYARD_TOKEN the stored login (alice, support) would be used: refused, saying so.
+    let run = home
+        .lanyard(&["credential-process", "--profile", &profile, "--no-cache"])
+        .await;
+    assert_one_clear_line(&run);
+    assert!(
+        run.stderr
+            .contains("was set up with LANYARD_TOKEN (as billing-job)"),
+        "{run:?}"
+    );
+    // Someone else's token: refused, naming both.
+    let run = home
+        .lanyard_env(
+            &["credential-process", "--profile", &profile, "--no-cache"],
+            &[("LANYARD_TOKEN", &etl)],
+            None,
+        )
+        .await;
+    assert_one_clear_line(&run);
+    assert!(
+        run.stderr.contains("belongs to billing-job") && run.stderr.contains("etl's"),
+        "{run:?}"
+    );
+    // The identity it was set up with works.
+    let run = home
+        .lanyard_env(
+            &["credential-process", "--profile", &profile, "--no-cache"],
+            &[("LANYARD_TOKEN", &billing)],
+            None,
+        )
+        .await;
+    let doc: Value = serde_json::from_str(run.ok()).unwrap();
+    assert_eq!(doc["Version"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_of_a_customer_gets_its_own_profile_and_user_settings_are_kept() {
+    let app = TestApp::spawn().await;
+    let customer = unique("acme");
+    app.create_customer(&customer).await;
+    app.register_role(&customer, "readonly").await;
+    app.register_role(&customer, "deploy").await;
+    let token = app
+        .token_for("batch-job", Role::Service, None, Duration::from_secs(3600))
+        .await;
+    let home = CliHome::new();
+    home.login(&app.base, &token).await.ok();
+    for role in ["readonly", "deploy"] {
+        home.lanyard(&["setup-customer", "--customer", &customer, "--role", role])
+            .await
+            .ok();
+    }
+    let (readonly, deploy) = (
+        format!("customer-{customer}-readonly"),
+        format!("customer-{customer}-deploy"),
+    );
+    // The user sets a region and an output format of their own on one profile.
+    let path = home.aws_config();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited = text.replacen(
+        &format!("[profile {readonly}]\n"),
+        &format!("[profile {readonly}]\noutput = table\n"),
+        1,
+    );
+    std::fs::write(
+        &path,
+        edited.replacen("region = us-east-1", "region = eu-west-1", 1),
+    )
+    .unwrap();
+    home.lanyard(&[
+        "setup-customer",
+        "--customer",
+        &customer,
+        "--role",
+        "readonly",
+    ])
+    .await
+    .ok();
+    let get = |profile: String, key: &'static str| {
+        let home = &home;
+        async move {
+            home.aws(&["configure", "get", key, "--profile", &profile])
+                .await
+                .ok()
+                .trim()
+                .to_owned()
+        }
+    };
+    assert_eq!(get(readonly.clone(), "region").await, "eu-west-1");
+    assert_eq!(get(readonly.clone(), "output").await, "table");
+    assert_eq!(get(deploy.clone(), "region").await, "us-east-1");
+    // --region is an explicit choice: it wins.
+    home.lanyard(&[
+        "setup-customer",
+        "--customer",
+        &customer,
+        "--role",
+        "readonly",
+        "--region",
+        "ap-south-1",
+    ])
+    .await
+    .ok();
+    assert_eq!(get(readonly.clone(), "region").await, "ap-south-1");
+    for profile in [&readonly, &deploy] {
+        let arn = caller_arn(
+            &home
+                .aws(&[
+                    "sts",
+                    "get-caller-identity",
+                    "--profile",
+                    profile,
+                    "--output",
+                    "json",
+                ])
+                .await,
+        );
+        assert!(arn.contains("assumed-role/LanyardAccess/"), "{arn}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn support_access_takes_a_duration_in_bare_seconds_as_the_origin_guide_writes_it() {
+    let (_app, home, customer, _) = logged_in_support().await;
+    let run = home
+        .lanyard(&[
+            "--output",
+            "json",
+            "support-access",
+            "--customer",
+            &customer,
+            "--case",
+            &unique("CS"),
+            "--duration",
+            "1800",
+        ])
+        .await;
+    let out: Value = serde_json::from_str(run.ok()).unwrap();
+    let at = |k: &str| {
+        chrono::DateTime::parse_from_rfc3339(out["session"][k].as_str().unwrap()).unwrap()
+    };
+    assert_eq!((at("expires_at") - at("created_at")).num_seconds(), 1800);
 }
