@@ -17,7 +17,7 @@ use crate::domain::session::{
 };
 use crate::domain::{CaseId, CustomerId, ExternalId, RoleArn, SessionKind};
 use crate::http::error::ApiError;
-use crate::sts::cache::{Cached, Lookup};
+use crate::sts::cache::{Cached, Holder, Lookup};
 use crate::sts::{AssumeRoleRequest, StsError};
 
 /// STS's limit on a session policy's plain-text size.
@@ -56,6 +56,10 @@ pub struct Issued {
     pub document: CredentialProcess,
     pub cache_hit: bool,
     pub expires_at: DateTime<Utc>,
+    /// The SourceIdentity and RoleSessionName the credentials were issued with (what the
+    /// customer's CloudTrail shows for every call made with them).
+    pub source_identity: String,
+    pub role_session_name: String,
 }
 
 /// Why no credentials: the client's answer, and the audit row's outcome and code.
@@ -149,14 +153,25 @@ pub fn check(grant: &Grant) -> Result<(), Refused> {
     Ok(())
 }
 
-/// Credentials for a session that passed [`check`]: cached, or from one AssumeRole shared
-/// by every concurrent request for the session.
+/// Credentials for `actor` on a session that passed [`check`]: cached, or from one
+/// AssumeRole shared by every concurrent request of the same holder.
+///
+/// Credentials are never shared across people: whoever acts on a session that is not theirs
+/// (an admin) gets credentials of their own, from an AssumeRole that names them
+/// (SourceIdentity, RoleSessionName) and a cache entry of their own, so the customer's
+/// CloudTrail shows who really made each call.
 #[tracing::instrument(skip_all, fields(session = %grant.session.id))]
 pub async fn issue(
     state: &AppState,
     grant: &Grant,
+    actor: &str,
     request_id: Option<&str>,
 ) -> Result<Issued, Refused> {
+    let holder = if actor == grant.session.requested_by {
+        Holder::Owner
+    } else {
+        Holder::Other(actor)
+    };
     let session_end = grant.session.expires_at;
     let refresh = chrono::Duration::from_std(state.config.credential_refresh)
         .unwrap_or(chrono::Duration::zero());
@@ -170,9 +185,13 @@ pub async fn issue(
     };
     let lookup = state
         .credentials
-        .get_or_issue(grant.session.id, grant.role_updated_at, usable, || {
-            assume(state, grant, request_id)
-        })
+        .get_or_issue(
+            grant.session.id,
+            holder,
+            grant.role_updated_at,
+            usable,
+            || assume(state, grant, actor, request_id),
+        )
         .await;
     let (cached, cache_hit) = match lookup {
         Lookup::Hit(c) => (c, true),
@@ -194,6 +213,8 @@ pub async fn issue(
         },
         cache_hit,
         expires_at,
+        source_identity: cached.source_identity.clone(),
+        role_session_name: cached.role_session_name.clone(),
     })
 }
 
@@ -206,6 +227,7 @@ const SESSION_ENDED: &str = "SessionEnded";
 async fn assume(
     state: &AppState,
     grant: &Grant,
+    actor: &str,
     request_id: Option<&str>,
 ) -> Result<Cached, StsError> {
     let internal = |message: String| StsError {
@@ -254,11 +276,19 @@ async fn assume(
     if let Some(case) = &case {
         tags.push(("lanyard-case-id".to_owned(), tag_value(case.as_str())));
     }
+    if actor != s.requested_by {
+        tags.push((
+            "lanyard-session-owner".to_owned(),
+            tag_value(&s.requested_by),
+        ));
+    }
+    let session_name = role_session_name(kind, &customer, case.as_ref(), actor);
+    let identity = source_identity(actor);
     let request = AssumeRoleRequest {
         role_arn: &role_arn,
         external_id: Some(&external_id),
-        session_name: role_session_name(kind, &customer, case.as_ref(), &s.requested_by),
-        source_identity: Some(source_identity(&s.requested_by)),
+        session_name: session_name.clone(),
+        source_identity: Some(identity.clone()),
         tags,
         duration_seconds: lifetime.duration_seconds,
         policy,
@@ -280,7 +310,7 @@ async fn assume(
         &credentials.access_key_id,
         // When they really stop working: the policy cuts them at the session's end.
         credentials.expiration.min(s.expires_at),
-        &s.requested_by,
+        actor,
         request_id,
     )
     .await
@@ -305,6 +335,8 @@ async fn assume(
         credentials,
         role_version: grant.role_updated_at,
         session_end: s.expires_at,
+        source_identity: identity,
+        role_session_name: session_name,
     })
 }
 

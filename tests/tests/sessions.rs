@@ -922,3 +922,132 @@ async fn credentials_for_a_customer_that_does_not_exist_get_404() {
     }
     assert_eq!(app.snapshot_except(&["audit_event"]).await, before);
 }
+
+/// An admin who fetches credentials for someone else's session gets credentials of their own,
+/// from an AssumeRole that names the admin: the customer's CloudTrail shows who really used
+/// them, and the audit trail agrees. The owner's cached credentials are never handed over.
+#[tokio::test]
+async fn an_admin_using_someone_elses_session_gets_credentials_in_their_own_name() {
+    let app = TestApp::spawn().await;
+    let customer = customer_with_role(&app).await;
+    let id = customer["id"].as_str().unwrap();
+    let alice = token(&app, "alice", Role::Support).await;
+    let root = token(&app, "root-admin", Role::Admin).await;
+    let case = unique("CS");
+    let session = open_support(&app, &alice, id, &case, 1800).await;
+    let sid = session["id"].as_str().unwrap();
+
+    let (status, hers) = credentials(&app, &alice, &session).await;
+    assert_eq!(status, 200, "{hers}");
+    let (status, his) = credentials(&app, &root, &session).await;
+    assert_eq!(status, 200, "{his}");
+    assert_ne!(
+        his["AccessKeyId"], hers["AccessKeyId"],
+        "the admin got alice's credentials"
+    );
+    // Each keeps their own cache entry: asking again changes nothing.
+    let (_, again) = credentials(&app, &root, &session).await;
+    assert_eq!(again["AccessKeyId"], his["AccessKeyId"]);
+    let (_, hers_again) = credentials(&app, &alice, &session).await;
+    assert_eq!(hers_again["AccessKeyId"], hers["AccessKeyId"]);
+
+    let calls = recorded_assume_roles(&case).await;
+    assert_eq!(calls.len(), 2, "one AssumeRole each: {calls:?}");
+    let admin_call = calls
+        .iter()
+        .find(|c| c["SourceIdentity"] == "root-admin")
+        .unwrap_or_else(|| panic!("no AssumeRole in the admin's name: {calls:?}"));
+    assert_eq!(
+        admin_call["RoleSessionName"],
+        format!("support.{case}.root-admin")
+    );
+    assert_eq!(tags(admin_call)["lanyard-session-owner"], "alice");
+    assert_eq!(tags(admin_call)["lanyard-session-id"], sid);
+
+    // The audit trail names the same person and the exact values AWS got.
+    let rows: Vec<(String, Option<bool>, Value)> = sqlx::query_as(
+        "SELECT actor, cache_hit, detail FROM audit_event
+         WHERE action = 'credentials.issue' AND session_id = $1::uuid ORDER BY id",
+    )
+    .bind(sid)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    let (actor, hit, detail) = &rows[1];
+    assert_eq!((actor.as_str(), *hit), ("root-admin", Some(false)));
+    assert_eq!(detail["access_key_id"], his["AccessKeyId"]);
+    assert_eq!(detail["source_identity"], "root-admin");
+    assert_eq!(
+        detail["role_session_name"],
+        format!("support.{case}.root-admin")
+    );
+    assert_eq!(detail["session_owner"], "alice");
+    let (actor, _, detail) = &rows[0];
+    assert_eq!(actor, "alice");
+    assert_eq!(detail["source_identity"], "alice");
+    assert!(detail.get("session_owner").is_none());
+    let issued: Vec<String> = sqlx::query_scalar(
+        "SELECT actor FROM credential_issue WHERE session_id = $1::uuid ORDER BY id",
+    )
+    .bind(sid)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(issued, ["alice", "root-admin"]);
+}
+
+/// Subjects longer than AWS's 64 characters that differ only at the end (long e-mail
+/// addresses, CI workflow references) still reach CloudTrail as different SourceIdentity and
+/// RoleSessionName values, each within AWS's rules, each found in the audit rows.
+#[tokio::test]
+async fn long_subjects_that_differ_only_at_the_end_stay_apart_in_cloudtrail() {
+    let app = TestApp::spawn().await;
+    let customer = customer_with_role(&app).await;
+    let id = customer["id"].as_str().unwrap();
+    let stem = format!("repo:acme/{}:ref:refs/heads/main:", "x".repeat(44));
+    let subjects = [format!("{stem}job-a"), format!("{stem}job-b")];
+    assert!(subjects.iter().all(|s| s.len() == 80));
+    let case = unique("CS");
+    let mut seen = Vec::new();
+    for subject in &subjects {
+        let token = token(&app, subject, Role::Support).await;
+        let session = open_support(&app, &token, id, &case, 1800).await;
+        let (status, creds) = credentials(&app, &token, &session).await;
+        assert_eq!(status, 200, "{creds}");
+        let detail: Value = sqlx::query_scalar(
+            "SELECT detail FROM audit_event
+             WHERE action = 'credentials.issue' AND actor = $1 AND outcome = 'success'",
+        )
+        .bind(subject)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        let key = creds["AccessKeyId"].as_str().unwrap();
+        let call = recorded_assume_roles(&case)
+            .await
+            .into_iter()
+            .find(|c| c["SourceIdentity"] == detail["source_identity"])
+            .unwrap_or_else(|| panic!("the audited SourceIdentity was not sent: {detail}"));
+        assert_eq!(
+            call["RoleSessionName"],
+            detail["role_session_name"].as_str().unwrap()
+        );
+        assert_eq!(detail["access_key_id"], key);
+        for value in [&call["SourceIdentity"], &call["RoleSessionName"]] {
+            assert!((2..=64).contains(&value.len()), "{value}");
+            assert!(
+                value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)),
+                "{value}"
+            );
+            assert!(!value.starts_with("aws:"));
+        }
+        seen.push((
+            call["SourceIdentity"].clone(),
+            call["RoleSessionName"].clone(),
+        ));
+    }
+    assert_ne!(seen[0].0, seen[1].0, "same SourceIdentity for two people");
+    assert_ne!(seen[0].1, seen[1].1, "same RoleSessionName for two people");
+}

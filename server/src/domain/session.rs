@@ -62,28 +62,56 @@ pub fn profile_name(kind: SessionKind, customer: &CustomerId, case: Option<&Case
     }
 }
 
-/// Keeps `[\w+=,.@-]` (ASCII word characters), replaces anything else with `-`, and fits
-/// the result into 2-64 characters: the rule for RoleSessionName and SourceIdentity.
+/// Whether `c` may appear in a RoleSessionName or SourceIdentity (`[\w+=,.@-]`, ASCII).
+fn aws_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '=' | ',' | '.' | '@' | '-')
+}
+
+/// `raw` with every character outside `[\w+=,.@-]` replaced by `-` (not shortened).
+fn aws_chars(raw: &str) -> String {
+    raw.chars()
+        .map(|c| if aws_name_char(c) { c } else { '-' })
+        .collect()
+}
+
+/// Hex digits of SHA-256 that end a name that had to be shortened or changed.
+const HASH_HEX: usize = 12;
+/// AWS's limit on RoleSessionName and SourceIdentity.
+const AWS_NAME_MAX: usize = 64;
+
+/// Twelve hex digits (48 bits) of the SHA-256 of `raw`.
+fn short_hash(raw: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, raw.as_bytes());
+    hex::encode(digest.as_ref())[..HASH_HEX].to_owned()
+}
+
+/// `readable` (already within the character set) fitted into 2-64 characters with a hash of
+/// `exact` after it: `<readable prefix>-<12 hex digits>`. Two different `exact` values get
+/// different names, however long they are and whatever they had to lose to the character
+/// set (a 48-bit hash: a collision needs about 16 million distinct subjects for even odds).
+fn hashed_name(readable: &str, exact: &str) -> String {
+    let prefix: String = readable.chars().take(AWS_NAME_MAX - HASH_HEX - 1).collect();
+    format!("{prefix}-{}", short_hash(exact))
+}
+
+/// `raw` as a RoleSessionName or SourceIdentity (`[\w+=,.@-]{2,64}`,
+/// <https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html>): as it is when
+/// it already fits; otherwise a readable prefix plus a short hash of the exact value, so
+/// that the name stays unique for values of any length and any characters. The audit row
+/// holds the exact value and the name sent, so a CloudTrail name always leads back.
 pub fn aws_name(raw: &str) -> String {
-    let mut name: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '=' | ',' | '.' | '@' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(64)
-        .collect();
-    while name.len() < 2 {
-        name.push('_');
+    let fits = (2..=AWS_NAME_MAX).contains(&raw.len()) && raw.chars().all(aws_name_char);
+    if fits {
+        raw.to_owned()
+    } else {
+        hashed_name(&aws_chars(raw), raw)
     }
-    name
 }
 
 /// RoleSessionName: what shows in the customer's CloudTrail as the session, e.g.
-/// `support.CS-12345.alice` or `customer.acme-corp.billing-job`.
+/// `support.CS-12345.alice` or `customer.acme-corp.billing-job`. When that does not fit
+/// (long case ids or subjects, characters outside the set), a readable part in which the
+/// actor keeps at least 24 characters, and a hash of the exact kind, context and actor.
 pub fn role_session_name(
     kind: SessionKind,
     customer: &CustomerId,
@@ -91,17 +119,27 @@ pub fn role_session_name(
     actor: &str,
 ) -> String {
     let context = case.map_or(customer.as_str(), CaseId::as_str);
-    // 64 characters in all: the actor keeps at least 24 of them when the context is long.
     let kind = kind.as_str();
-    let actor: String = actor.chars().take(64).collect();
-    let room_for_context = 64 - kind.len() - 2 - actor.len().min(24);
-    let context: String = context.chars().take(room_for_context).collect();
-    aws_name(&format!("{kind}.{context}.{actor}"))
+    let full = format!("{kind}.{context}.{actor}");
+    if full.len() <= AWS_NAME_MAX && full.chars().all(aws_name_char) {
+        return full;
+    }
+    let readable_max = AWS_NAME_MAX - HASH_HEX - 1;
+    let short_actor: String = aws_chars(actor).chars().take(readable_max).collect();
+    let room_for_context = readable_max
+        .saturating_sub(kind.len() + 2 + short_actor.len().min(24))
+        .max(1);
+    let short_context: String = context.chars().take(room_for_context).collect();
+    // Kind and context hold no NUL, so the exact triple is unambiguous.
+    hashed_name(
+        &format!("{kind}.{short_context}.{short_actor}"),
+        &format!("{kind}\0{context}\0{actor}"),
+    )
 }
 
-/// SourceIdentity: the person or service behind the session. It persists through role
+/// SourceIdentity: the person or service behind the credentials. It persists through role
 /// chaining, so the customer can always tell who acted. AWS forbids the `aws:` prefix; the
-/// `:` never survives [`aws_name`], so it cannot occur.
+/// `:` is not in the character set, so it cannot occur.
 pub fn source_identity(actor: &str) -> String {
     aws_name(actor)
 }
@@ -214,13 +252,38 @@ mod tests {
         }
     }
 
+    fn valid(name: &str) -> bool {
+        (2..=64).contains(&name.len()) && name.chars().all(aws_name_char)
+    }
+
     #[test]
-    fn aws_names_are_sanitised_and_sized() {
+    fn aws_names_are_kept_when_they_fit_and_hashed_when_they_do_not() {
         assert_eq!(aws_name("alice@example.com"), "alice@example.com");
-        assert_eq!(aws_name("Jörg Müller/ops"), "J-rg-M-ller-ops");
-        assert_eq!(aws_name("x"), "x_");
-        assert_eq!(aws_name(&"a".repeat(100)).len(), 64);
-        assert_eq!(source_identity("aws:root"), "aws-root");
+        for raw in [
+            "Jörg Müller/ops",
+            "x",
+            &"a".repeat(100),
+            "aws:root",
+            "J?rg Müller/ops",
+        ] {
+            let name = aws_name(raw);
+            assert!(valid(&name), "{raw:?} → {name:?}");
+            assert_eq!(name, aws_name(raw), "stable");
+        }
+        assert!(aws_name("Jörg Müller/ops").starts_with("J-rg-M-ller-ops-"));
+        assert!(!source_identity("aws:root").starts_with("aws:"));
+        // What sanitising or shortening would have merged stays apart.
+        assert_ne!(aws_name("Jörg"), aws_name("J?rg"));
+        assert_ne!(aws_name("Jörg"), aws_name("J-rg"));
+        let long = "ci-pipeline@example.com/".repeat(3);
+        let (a, b) = (format!("{long}job-1"), format!("{long}job-2"));
+        assert_eq!(a.len(), 77);
+        assert_ne!(source_identity(&a), source_identity(&b));
+        assert!(valid(&source_identity(&a)) && valid(&source_identity(&b)));
+    }
+
+    #[test]
+    fn role_session_names_name_kind_context_and_actor_and_stay_unique() {
         let customer = CustomerId::parse("acme-corp").unwrap();
         let case = CaseId::parse("CS-12345").unwrap();
         assert_eq!(
@@ -228,17 +291,31 @@ mod tests {
             "support.CS-12345.alice"
         );
         assert_eq!(
-            role_session_name(SessionKind::Customer, &customer, None, "billing job"),
+            role_session_name(SessionKind::Customer, &customer, None, "billing-job"),
             "customer.acme-corp.billing-job"
+        );
+        let spaced = role_session_name(SessionKind::Customer, &customer, None, "billing job");
+        assert!(
+            valid(&spaced) && spaced.starts_with("customer.acme-corp.billing-job-"),
+            "{spaced}"
         );
         // A long case id does not crowd out who acted.
         let long_case = CaseId::parse(&format!("CS{}", "9".repeat(62))).unwrap();
         let name = role_session_name(SessionKind::Support, &customer, Some(&long_case), "alice");
-        assert_eq!(name.len(), 64);
+        assert!(valid(&name), "{name}");
         assert!(
-            name.starts_with("support.CS999") && name.ends_with(".alice"),
+            name.starts_with("support.CS999") && name.contains(".alice-"),
             "{name}"
         );
+        // Long subjects differing only at the end get different names.
+        let long = "x".repeat(78);
+        let (a, b) = (format!("{long}-a"), format!("{long}-b"));
+        let (na, nb) = (
+            role_session_name(SessionKind::Support, &customer, Some(&case), &a),
+            role_session_name(SessionKind::Support, &customer, Some(&case), &b),
+        );
+        assert!(valid(&na) && valid(&nb));
+        assert_ne!(na, nb);
     }
 
     #[test]

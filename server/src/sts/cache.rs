@@ -27,6 +27,44 @@ pub struct Cached {
     pub role_version: DateTime<Utc>,
     /// When the session ended at issue time (a later revocation is checked separately).
     pub session_end: DateTime<Utc>,
+    /// The SourceIdentity and RoleSessionName sent to STS (what CloudTrail shows).
+    pub source_identity: String,
+    pub role_session_name: String,
+}
+
+/// Whose credentials a slot holds: the session's owner, or someone else acting on the
+/// session (an admin), who gets credentials of their own (see `credentials::issue`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder<'a> {
+    Owner,
+    Other(&'a str),
+}
+
+/// The slots of one session: its owner's, and those of others acting on it (rare).
+#[derive(Default)]
+struct SessionSlots {
+    owner: Arc<Slot>,
+    others: Vec<(String, Arc<Slot>)>,
+}
+
+impl SessionSlots {
+    fn get(&mut self, holder: Holder<'_>) -> Arc<Slot> {
+        match holder {
+            Holder::Owner => self.owner.clone(),
+            Holder::Other(actor) => {
+                if let Some((_, slot)) = self.others.iter().find(|(a, _)| a == actor) {
+                    return slot.clone();
+                }
+                let slot = Arc::new(Slot::default());
+                self.others.push((actor.to_owned(), slot.clone()));
+                slot
+            }
+        }
+    }
+
+    fn slots(&self) -> impl Iterator<Item = &Arc<Slot>> {
+        std::iter::once(&self.owner).chain(self.others.iter().map(|(_, s)| s))
+    }
 }
 
 #[derive(Default)]
@@ -70,8 +108,8 @@ pub enum Lookup {
 }
 
 pub struct CredentialCache {
-    /// The slots, and the size at which expired ones are swept out next.
-    slots: Mutex<(HashMap<Uuid, Arc<Slot>>, usize)>,
+    /// The slots per session, and the size at which expired ones are swept out next.
+    slots: Mutex<(HashMap<Uuid, SessionSlots>, usize)>,
     denied_ttl: Duration,
 }
 
@@ -86,30 +124,32 @@ impl CredentialCache {
         }
     }
 
-    fn slot(&self, session: Uuid) -> Arc<Slot> {
+    fn slot(&self, session: Uuid, holder: Holder<'_>) -> Arc<Slot> {
         let mut guard = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         let (slots, next_sweep) = &mut *guard;
-        if let Some(slot) = slots.get(&session) {
-            return slot.clone();
+        if let Some(entry) = slots.get_mut(&session) {
+            return entry.get(holder);
         }
         // Amortised: a sweep happens only when the map doubled since the last one.
         if slots.len() >= *next_sweep {
             let now = Utc::now();
-            slots.retain(|_, slot| {
-                Arc::strong_count(slot) > 1
-                    || slot
-                        .credentials
-                        .read()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .as_ref()
-                        .is_some_and(|c| c.credentials.expiration > now && c.session_end > now)
+            slots.retain(|_, entry| {
+                entry.slots().any(|slot| {
+                    Arc::strong_count(slot) > 1
+                        || slot
+                            .credentials
+                            .read()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .as_ref()
+                            .is_some_and(|c| c.credentials.expiration > now && c.session_end > now)
+                })
             });
             *next_sweep = (slots.len() * 2).max(SWEEP_ABOVE);
         }
-        slots.entry(session).or_default().clone()
+        slots.entry(session).or_default().get(holder)
     }
 
-    /// Forgets a session's credentials (after a revocation or a role change).
+    /// Forgets a session's credentials, everyone's (after a revocation or a role change).
     pub fn forget(&self, session: Uuid) {
         self.slots
             .lock()
@@ -118,11 +158,12 @@ impl CredentialCache {
             .remove(&session);
     }
 
-    /// Cached credentials for `session` if `usable` accepts them; otherwise the result of
-    /// `issue`, made once however many requests wait for it.
+    /// Cached credentials of `holder` for `session` if `usable` accepts them; otherwise the
+    /// result of `issue`, made once however many requests wait for it.
     pub async fn get_or_issue<F, Fut>(
         &self,
         session: Uuid,
+        holder: Holder<'_>,
         role_version: DateTime<Utc>,
         usable: impl Fn(&Cached) -> bool,
         issue: F,
@@ -131,7 +172,7 @@ impl CredentialCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Cached, StsError>>,
     {
-        let slot = self.slot(session);
+        let slot = self.slot(session, holder);
         if let Some(cached) = slot.usable(&usable) {
             return Lookup::Hit(cached);
         }
@@ -204,6 +245,8 @@ mod tests {
             },
             role_version: Utc::now(),
             session_end: expiration,
+            source_identity: "alice".into(),
+            role_session_name: "support.CS-1.alice".into(),
         }
     }
 
@@ -220,6 +263,7 @@ mod tests {
                 cache
                     .get_or_issue(
                         session,
+                        Holder::Owner,
                         version(),
                         |_| true,
                         || async {
@@ -253,6 +297,7 @@ mod tests {
                 cache
                     .get_or_issue(
                         session,
+                        Holder::Owner,
                         version(),
                         |_| true,
                         || async {
@@ -280,6 +325,7 @@ mod tests {
         let first = cache
             .get_or_issue(
                 session,
+                Holder::Owner,
                 version(),
                 |_| true,
                 || async { Ok(creds(Utc::now())) },
@@ -293,13 +339,14 @@ mod tests {
             })
         };
         let again = cache
-            .get_or_issue(session, version(), |_| false, denied)
+            .get_or_issue(session, Holder::Owner, version(), |_| false, denied)
             .await;
         assert!(matches!(again, Lookup::Failed { cached: false, .. }));
         // Were STS asked again, this would come back as an uncached failure.
         let remembered = cache
             .get_or_issue(
                 session,
+                Holder::Owner,
                 version(),
                 |_| false,
                 || async {
@@ -316,6 +363,7 @@ mod tests {
         let asked = cache
             .get_or_issue(
                 session,
+                Holder::Owner,
                 changed,
                 |_| false,
                 || async { Ok(creds(Utc::now())) },
@@ -326,11 +374,55 @@ mod tests {
         let fresh = cache
             .get_or_issue(
                 session,
+                Holder::Owner,
                 version(),
                 |_| false,
                 || async { Ok(creds(Utc::now())) },
             )
             .await;
         assert!(matches!(fresh, Lookup::Issued(_)));
+    }
+
+    #[tokio::test]
+    async fn someone_acting_on_anothers_session_never_gets_the_owners_credentials() {
+        let cache = CredentialCache::new(Duration::from_secs(10));
+        let session = Uuid::new_v4();
+        let hour = || Utc::now() + chrono::Duration::hours(1);
+        let issued = |holder| {
+            let cache = &cache;
+            async move {
+                cache
+                    .get_or_issue(
+                        session,
+                        holder,
+                        version(),
+                        |_| true,
+                        || async { Ok(creds(hour())) },
+                    )
+                    .await
+            }
+        };
+        assert!(matches!(issued(Holder::Owner).await, Lookup::Issued(_)));
+        assert!(matches!(issued(Holder::Owner).await, Lookup::Hit(_)));
+        // The admin's first request makes an AssumeRole of its own...
+        assert!(matches!(
+            issued(Holder::Other("admin")).await,
+            Lookup::Issued(_)
+        ));
+        assert!(matches!(
+            issued(Holder::Other("admin")).await,
+            Lookup::Hit(_)
+        ));
+        assert!(matches!(
+            issued(Holder::Other("root")).await,
+            Lookup::Issued(_)
+        ));
+        // ...and a revocation forgets everyone's.
+        cache.forget(session);
+        assert!(matches!(issued(Holder::Owner).await, Lookup::Issued(_)));
+        assert!(matches!(
+            issued(Holder::Other("admin")).await,
+            Lookup::Issued(_)
+        ));
     }
 }

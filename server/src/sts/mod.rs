@@ -293,10 +293,7 @@ impl Sts {
         let request = |external_id| AssumeRoleRequest {
             role_arn,
             external_id,
-            session_name: format!("lanyard-verify-{customer}")
-                .chars()
-                .take(64)
-                .collect(),
+            session_name: crate::domain::session::aws_name(&format!("lanyard-verify-{customer}")),
             source_identity: Some("lanyard-verify".into()),
             tags: vec![("lanyard-purpose".into(), "verify".into())],
             duration_seconds: 900,

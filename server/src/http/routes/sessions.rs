@@ -726,7 +726,9 @@ async fn vend(
         }),
         Ok(()) => match credentials::check(grant) {
             Err(refused) => Err(refused),
-            Ok(()) => credentials::issue(state, grant, ctx.request_id.as_deref()).await,
+            Ok(()) => {
+                credentials::issue(state, grant, principal.actor(), ctx.request_id.as_deref()).await
+            }
         },
     };
     let mut event = NewEvent {
@@ -741,10 +743,18 @@ async fn vend(
     match outcome {
         Ok(issued) => {
             event.cache_hit = Some(issued.cache_hit);
-            event.detail = Some(serde_json::json!({
+            // The exact values AWS got, so that a CloudTrail entry's SourceIdentity or
+            // RoleSessionName always leads back here (and to the full subject: `actor`).
+            let mut detail = serde_json::json!({
                 "access_key_id": issued.document.access_key_id,
                 "expiration": issued.document.expiration,
-            }));
+                "source_identity": issued.source_identity,
+                "role_session_name": issued.role_session_name,
+            });
+            if principal.actor() != s.requested_by {
+                detail["session_owner"] = serde_json::json!(s.requested_by);
+            }
+            event.detail = Some(detail);
             audit_and_count(state, s, event, started).await?;
             Ok(Json(issued.document))
         }
