@@ -46,18 +46,11 @@ pub struct TestDatabase {
 }
 
 /// A URL for a brand-new database name on the test server (created by the app on start).
-/// Whoever creates it drops it: a [`TestApp`] does so for the database it runs on; others
-/// hold a [`fresh_database`] guard.
+/// [`TestApp`] and [`ServerProcess`] drop the test database they ran on when they go.
 pub fn fresh_database_url() -> String {
     let server = database_server_url();
     let base = server.rsplit_once('/').map(|(b, _)| b).unwrap_or(&server);
     format!("{base}/lanyard_test_{}", uuid::Uuid::new_v4().simple())
-}
-
-/// A [`TestDatabase`] for one test.
-pub fn fresh_database() -> TestDatabase {
-    let url = fresh_database_url();
-    TestDatabase::adopt(&url).expect("a fresh test database name")
 }
 
 impl TestDatabase {
@@ -351,6 +344,8 @@ pub struct ServerProcess {
     pub base: String,
     pub env: Vec<(String, String)>,
     stderr_lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The test database it runs on (`LANYARD_DATABASE_URL`), dropped after it stops.
+    _database: Option<TestDatabase>,
 }
 
 impl ServerProcess {
@@ -402,11 +397,16 @@ impl ServerProcess {
                 );
             }
         };
+        let database = env
+            .iter()
+            .find(|(k, _)| k == "LANYARD_DATABASE_URL")
+            .and_then(|(_, url)| TestDatabase::adopt(url));
         ServerProcess {
             child,
             base: format!("http://{addr}"),
             env,
             stderr_lines: lines,
+            _database: database,
         }
     }
 

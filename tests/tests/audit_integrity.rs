@@ -251,7 +251,10 @@ async fn the_usage_report_is_for_admins_and_auditors_within_their_customers() {
             None,
         )
         .await;
-    assert_eq!(status, 403);
+    assert_eq!(
+        status, 404,
+        "another customer reads like one that does not exist"
+    );
     for bad in [
         "days=0",
         "days=367",

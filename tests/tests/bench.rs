@@ -272,8 +272,7 @@ async fn cached_credential_path_beside_a_bare_handler() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let data_dir = tempfile::tempdir().unwrap();
-    let db_url_guard = lanyard_tests::fresh_database();
-    let db_url = db_url_guard.url.clone();
+    let db_url = lanyard_tests::fresh_database_url();
     let moto = moto_url();
     let metrics_addr = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -84,8 +84,7 @@ async fn an_operator_bootstraps_an_admin_token_and_revokes_it() {
     let scratch = tempfile::tempdir().unwrap();
     // A data dir that does not exist yet: the server creates it, owner-only.
     let data_dir = scratch.path().join("data");
-    let db_url_guard = lanyard_tests::fresh_database();
-    let db_url = db_url_guard.url.clone();
+    let db_url = lanyard_tests::fresh_database_url();
     let moto = moto_url();
 
     // Before the server ever ran there is no signing key: `token issue` says where it looked

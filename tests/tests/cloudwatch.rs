@@ -506,8 +506,7 @@ async fn server_publishing_through(
 ) -> (ServerProcess, tempfile::TempDir, String) {
     let moto = moto_url();
     let data_dir = tempfile::tempdir().unwrap();
-    let db_url_guard = lanyard_tests::fresh_database();
-    let db_url = db_url_guard.url.clone();
+    let db_url = lanyard_tests::fresh_database_url();
     let mut all = vec![
         ("LANYARD_DATABASE_URL", db_url.as_str()),
         ("LANYARD_DATA_DIR", data_dir.path().to_str().unwrap()),

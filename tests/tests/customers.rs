@@ -108,10 +108,12 @@ async fn list_and_show_respect_the_token_customer_limit() {
         .map(|c| c["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["acme-corp"]);
-    let (status, _) = app
+    let (status, body) = app
         .call(Method::GET, "/v1/customers/globex", Some(&limited), None)
         .await;
-    assert_eq!(status, 403);
+    // Another customer reads exactly like one that does not exist.
+    assert_eq!(status, 404);
+    assert_eq!(body["detail"], "customer 'globex' does not exist");
     let (status, body) = app
         .call(Method::GET, "/v1/customers/acme-corp", Some(&limited), None)
         .await;

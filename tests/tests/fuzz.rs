@@ -109,8 +109,7 @@ fn schemathesis_finds_no_server_errors_or_schema_violations() {
 
     let scratch = tempfile::tempdir().unwrap();
     let data_dir = scratch.path().join("data");
-    let db_url_guard = lanyard_tests::fresh_database();
-    let db_url = db_url_guard.url.clone();
+    let db_url = lanyard_tests::fresh_database_url();
     let moto = moto_url();
     let server = ServerProcess::start(&[
         ("LANYARD_DATABASE_URL", &db_url),

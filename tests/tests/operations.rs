@@ -236,8 +236,7 @@ async fn sigterm_lets_in_flight_requests_finish() {
     let sts = FaultProxy::start(moto).await;
     let sts_url = format!("http://{}", sts.addr());
     let data_dir = tempfile::tempdir().unwrap();
-    let database_url_guard = lanyard_tests::fresh_database();
-    let database_url = database_url_guard.url.clone();
+    let database_url = lanyard_tests::fresh_database_url();
     let mut server = ServerProcess::start(&[
         ("LANYARD_DATABASE_URL", &database_url),
         ("LANYARD_DATA_DIR", data_dir.path().to_str().unwrap()),

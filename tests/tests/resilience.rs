@@ -46,8 +46,7 @@ async fn app_behind_database_proxy() -> (TestApp, FaultProxy, String) {
         .find(SocketAddr::is_ipv4)
         .unwrap();
     let proxy = FaultProxy::start(postgres).await;
-    let direct_guard = lanyard_tests::fresh_database();
-    let direct = direct_guard.url.clone();
+    let direct = lanyard_tests::fresh_database_url();
     let proxied = direct.replacen(host_port, &proxy.addr().to_string(), 1);
     assert_ne!(proxied, direct);
     let app = TestApp::spawn_with(|s| {

@@ -283,8 +283,7 @@ async fn verification_against_enforced_trust_policies_reports_the_aws_error() {
     let (key_id, secret) = moto.user_allowed("broker", "sts:*");
 
     let data_dir = tempfile::tempdir().unwrap();
-    let db_url_guard = lanyard_tests::fresh_database();
-    let db_url = db_url_guard.url.clone();
+    let db_url = lanyard_tests::fresh_database_url();
     let env = [
         ("LANYARD_DATABASE_URL", db_url.as_str()),
         ("LANYARD_DATA_DIR", data_dir.path().to_str().unwrap()),

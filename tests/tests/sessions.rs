@@ -692,8 +692,7 @@ async fn an_aws_denial_reaches_the_client_as_a_named_error_and_is_audited() {
     let customer_admin = moto.user_allowed("customer-admin", "iam:*");
 
     let data_dir = tempfile::tempdir().unwrap();
-    let db_url_guard = lanyard_tests::fresh_database();
-    let db_url = db_url_guard.url.clone();
+    let db_url = lanyard_tests::fresh_database_url();
     let server = ServerProcess::start(&[
         ("LANYARD_DATABASE_URL", db_url.as_str()),
         ("LANYARD_DATA_DIR", data_dir.path().to_str().unwrap()),
