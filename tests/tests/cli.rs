@@ -33,6 +33,23 @@ async fn logged_in_support() -> (TestApp, CliHome, String, String) {
     (app, home, customer, token)
 }
 
+/// A broker with a customer whose roles `roles` are verified, and a home logged in with a
+/// service token (subject `batch-job`). Returns (app, home, customer).
+async fn logged_in_service(roles: &[&str]) -> (TestApp, CliHome, String) {
+    let app = TestApp::spawn().await;
+    let customer = unique("acme");
+    app.create_customer(&customer).await;
+    for role in roles {
+        app.register_role(&customer, role).await;
+    }
+    let token = app
+        .token_for("batch-job", Role::Service, None, Duration::from_secs(3600))
+        .await;
+    let home = CliHome::new();
+    home.login(&app.base, &token).await.ok();
+    (app, home, customer)
+}
+
 async fn support_access(home: &CliHome, customer: &str, case: &str) -> String {
     let run = home
         .lanyard(&["support-access", "--customer", customer, "--case", case])
@@ -513,15 +530,7 @@ async fn debug_output_redacts_the_token_and_the_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_customer_writes_a_customer_profile_for_a_service() {
-    let app = TestApp::spawn().await;
-    let customer = unique("acme");
-    app.create_customer(&customer).await;
-    app.register_role(&customer, "readonly").await;
-    let token = app
-        .token_for("batch-job", Role::Service, None, Duration::from_secs(3600))
-        .await;
-    let home = CliHome::new();
-    home.login(&app.base, &token).await.ok();
+    let (app, home, customer) = logged_in_service(&["readonly"]).await;
     let run = home
         .lanyard(&["setup-customer", "--customer", &customer])
         .await;
@@ -1150,6 +1159,20 @@ fn home_logged_in_to(server: &str, token: &str) -> CliHome {
     home
 }
 
+/// A home logged in to a stand-in `broker`, with profile `customer-acme` served by it.
+fn home_with_profile_at(broker: &FakeBroker) -> CliHome {
+    let home = home_logged_in_to(&broker.url, "t");
+    add_profile(
+        &home,
+        "customer-acme",
+        &format!(
+            "server = \"{}\"\nkind = \"customer\"\ncustomer = \"acme\"",
+            broker.url
+        ),
+    );
+    home
+}
+
 fn credential_document(expiration: &str) -> String {
     serde_json::json!({
         "Version": 1, "AccessKeyId": "ASIAEXAMPLE12345", "SecretAccessKey": "abc+/=",
@@ -1170,15 +1193,7 @@ async fn a_redirect_is_never_followed_so_the_token_and_credentials_stay_with_the
     .await;
     let hop1 = format!("{}/hop1", foreign.url);
     let broker = FakeBroker::serve(move |_| lanyard_tests::FakeReply::redirect(307, &hop1)).await;
-    let home = home_logged_in_to(&broker.url, "the-login-token");
-    add_profile(
-        &home,
-        "customer-acme",
-        &format!(
-            "server = \"{}\"\nkind = \"customer\"\ncustomer = \"acme\"",
-            broker.url
-        ),
-    );
+    let home = home_with_profile_at(&broker);
     for args in [
         vec![
             "credential-process",
@@ -1208,15 +1223,7 @@ async fn a_redirect_is_never_followed_so_the_token_and_credentials_stay_with_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_refuses_an_expiration_a_shell_would_split_and_quotes_every_value() {
     let bad = FakeBroker::start(200, &credential_document("2099-01-01 00:00:00Z")).await;
-    let home = home_logged_in_to(&bad.url, "t");
-    add_profile(
-        &home,
-        "customer-acme",
-        &format!(
-            "server = \"{}\"\nkind = \"customer\"\ncustomer = \"acme\"",
-            bad.url
-        ),
-    );
+    let home = home_with_profile_at(&bad);
     for format in ["env", "env-no-export", "powershell", "windows-cmd", "fish"] {
         let run = home
             .lanyard(&["export", "--profile", "customer-acme", "--format", format])
@@ -1226,15 +1233,7 @@ async fn export_refuses_an_expiration_a_shell_would_split_and_quotes_every_value
     }
     // A good answer, eval'd by bash, sets exactly the values, and runs nothing else.
     let good = FakeBroker::start(200, &credential_document("2099-01-01T00:00:00+00:00")).await;
-    let home = home_logged_in_to(&good.url, "t");
-    add_profile(
-        &home,
-        "customer-acme",
-        &format!(
-            "server = \"{}\"\nkind = \"customer\"\ncustomer = \"acme\"",
-            good.url
-        ),
-    );
+    let home = home_with_profile_at(&good);
     let mut cmd = home.command("bash");
     cmd.arg("-c").arg(format!(
         "eval \"$('{}' export --profile customer-acme)\" && printf '%s|%s|%s' \
@@ -1285,15 +1284,7 @@ async fn config_and_cache_that_others_could_change_are_refused_like_ssh_does() {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
     };
     let broker = FakeBroker::start(200, &credential_document("2099-01-01T00:00:00Z")).await;
-    let home = home_logged_in_to(&broker.url, "t");
-    add_profile(
-        &home,
-        "customer-acme",
-        &format!(
-            "server = \"{}\"\nkind = \"customer\"\ncustomer = \"acme\"",
-            broker.url
-        ),
-    );
+    let home = home_with_profile_at(&broker);
     let args = ["credential-process", "--profile", "customer-acme"];
     let config_dir = home.config_dir();
     for (path, bad, good, says) in [
@@ -1530,16 +1521,7 @@ async fn a_profile_set_up_with_lanyard_token_keeps_that_identity_or_says_why_not
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_of_a_customer_gets_its_own_profile_and_user_settings_are_kept() {
-    let app = TestApp::spawn().await;
-    let customer = unique("acme");
-    app.create_customer(&customer).await;
-    app.register_role(&customer, "readonly").await;
-    app.register_role(&customer, "deploy").await;
-    let token = app
-        .token_for("batch-job", Role::Service, None, Duration::from_secs(3600))
-        .await;
-    let home = CliHome::new();
-    home.login(&app.base, &token).await.ok();
+    let (_app, home, customer) = logged_in_service(&["readonly", "deploy"]).await;
     for role in ["readonly", "deploy"] {
         home.lanyard(&["setup-customer", "--customer", &customer, "--role", role])
             .await
