@@ -1,4 +1,5 @@
-//! Application assembly: state, listeners, and the run loop with graceful shutdown.
+//! Application assembly: builds the state, binds the listeners, and runs the API until it is
+//! asked to stop (graceful shutdown on SIGTERM and ctrl-c).
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -6,48 +7,22 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum_server::Handle;
 use axum_server::accept::NoDelayAcceptor;
-use sqlx::PgPool;
 
 use crate::audit::AuditWriter;
 use crate::audit::export::Exports;
+use crate::auth::cache::AuthCache;
 use crate::auth::token::TokenKeys;
-use crate::cloudwatch::Publisher;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::revocation::AuthCache;
+use crate::metrics::cloudwatch::Publisher;
 use crate::sts::Sts;
-use crate::sts::cache::CredentialCache;
+use crate::sts::cache::AssumedRoleCache;
 use crate::{db, http};
+
+pub use crate::state::{AppState, Inner};
 
 /// Stops a running [`Application`] (graceful or immediate).
 pub type ServerHandle = Handle<SocketAddr>;
-
-/// Shared state of the handlers; cheap to clone.
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
-
-pub struct Inner {
-    pub config: Config,
-    pub db: PgPool,
-    pub keys: TokenKeys,
-    pub sts: Sts,
-    pub metrics: Metrics,
-    /// Group-commit writer for request-path audit events (credentials, denials).
-    pub audit: AuditWriter,
-    /// Issued credentials per session.
-    pub credentials: CredentialCache,
-    /// Recently verified tokens and session grants (see `revocation`).
-    pub auth_cache: Arc<AuthCache>,
-    /// Audit export slots and limits.
-    pub exports: Exports,
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
-}
 
 /// A built application: listeners bound, database migrated, ready to run.
 pub struct Application {
@@ -64,8 +39,8 @@ impl Application {
     /// both listeners. Port 0 picks a free port; see [`Application::port`].
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let db = db::connect_and_migrate(&config.database_url, config.db_max_connections).await?;
-        let keys = TokenKeys::load_or_generate(&config)?;
-        let sdk = crate::sts::sdk_config(&config).await;
+        let keys = Arc::new(TokenKeys::load_or_generate(&config)?);
+        let sdk = crate::aws::sdk_config(&config).await;
         let metrics = Metrics::new()?;
         let sts = Sts::new(&config, &sdk, metrics.sts());
         let api_listener = bind(config.listen_addr)?;
@@ -81,10 +56,10 @@ impl Application {
         // An audit write that cannot finish well within the request timeout fails the request
         // (503, no credentials) instead of holding it.
         let audit = AuditWriter::start(db.clone(), config.request_timeout / 2, metrics.clone());
-        let credentials = CredentialCache::new(config.denied_cache);
+        let assumed_roles = AssumedRoleCache::new(config.denied_cache);
         let exports = Exports::new(config.export_idle, config.export_max, metrics.clone());
         let auth_cache = Arc::new(AuthCache::default());
-        crate::revocation::spawn_listener(db.clone(), auth_cache.clone());
+        crate::auth::cache::spawn_listener(db.clone(), auth_cache.clone());
         let state = AppState(Arc::new(Inner {
             config,
             db,
@@ -92,7 +67,7 @@ impl Application {
             sts,
             metrics,
             audit,
-            credentials,
+            assumed_roles,
             auth_cache,
             exports,
         }));

@@ -60,8 +60,8 @@ pub enum TokenCommand {
         /// Who the token is for (a person or a service); recorded as the actor in audit rows.
         #[arg(long)]
         subject: String,
-        /// What the token may do.
-        #[arg(long, value_enum)]
+        /// What the token may do: admin, support, service or auditor.
+        #[arg(long, value_parser = parse_role)]
         role: Role,
         /// Limit the token to this customer (repeat for several). Default: all customers.
         #[arg(long = "customer", value_name = "CUSTOMER")]
@@ -80,6 +80,11 @@ pub enum TokenCommand {
         #[arg(long)]
         all: bool,
     },
+}
+
+fn parse_role(raw: &str) -> Result<Role, String> {
+    Role::parse(raw)
+        .ok_or_else(|| format!("invalid role '{raw}': use admin, support, service or auditor"))
 }
 
 fn parse_ttl(raw: &str) -> Result<Duration, String> {
@@ -190,13 +195,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     let row = db::tokens::revoke(&mut tx, jti)
                         .await?
                         .with_context(|| format!("no token with id {jti}"))?;
-                    db::audit::insert(
+                    crate::audit::record_in(
                         &mut tx,
                         &db::audit::NewEvent {
-                            actor,
-                            action: "token.revoke",
                             detail: Some(serde_json::json!({ "jti": jti, "subject": row.subject })),
-                            ..db::audit::NewEvent::success()
+                            ..db::audit::NewEvent::success(actor, "token.revoke")
                         },
                     )
                     .await?;

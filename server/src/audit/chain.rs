@@ -25,6 +25,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::db::{self, audit::NewEvent};
+
 pub type Hash = [u8; 32];
 
 /// The previous hash of a chain's first row.
@@ -53,6 +55,29 @@ pub struct Content<'a> {
     pub duration_ms: Option<i32>,
     pub cache_hit: Option<bool>,
     pub detail: Option<&'a Value>,
+}
+
+/// What the hash of `event`, written at `occurred_at`, covers.
+pub fn content(event: &NewEvent, occurred_at: DateTime<Utc>) -> Content<'_> {
+    Content {
+        occurred_at,
+        request_id: event.request_id.as_deref(),
+        actor: &event.actor,
+        actor_role: event.actor_role,
+        action: event.action,
+        customer_id: event.customer_id.as_deref(),
+        role_name: event.role_name.as_deref(),
+        session_id: event.session_id,
+        case_id: event.case_id.as_deref(),
+        profile: event.profile.as_deref(),
+        source_ip: event.source_ip,
+        user_agent: event.user_agent.as_deref(),
+        outcome: event.outcome.as_str(),
+        error_code: event.error_code.as_deref(),
+        duration_ms: event.duration_ms,
+        cache_hit: event.cache_hit,
+        detail: event.detail.as_ref(),
+    }
 }
 
 /// The time as the database keeps it: whole microseconds.
@@ -187,76 +212,23 @@ impl std::fmt::Display for Break {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct StoredRow {
-    id: i64,
-    chain_id: Uuid,
-    seq: i64,
-    hash: Vec<u8>,
-    occurred_at: DateTime<Utc>,
-    request_id: Option<String>,
-    actor: String,
-    actor_role: Option<String>,
-    action: String,
-    customer_id: Option<String>,
-    role_name: Option<String>,
-    session_id: Option<Uuid>,
-    case_id: Option<String>,
-    profile: Option<String>,
-    source_ip: Option<String>,
-    user_agent: Option<String>,
-    outcome: String,
-    error_code: Option<String>,
-    duration_ms: Option<i32>,
-    cache_hit: Option<bool>,
-    detail: Option<Value>,
-}
-
-struct ChainHead {
-    writer: String,
-    head_seq: i64,
-    head_hash: Vec<u8>,
-}
-
 /// Walks every chain in `seq` order (from its prune point when retention cut it, see
 /// `crate::audit::retention`), recomputing each row's hash from its stored content and the
 /// previous row's stored hash. The first row that does not match is the one that
 /// was changed (or, when its `seq` skips, follows rows that were removed); a chain whose
 /// last row is not its recorded head lost rows at its end.
 pub async fn verify(pool: &PgPool) -> Result<Verification, sqlx::Error> {
-    // One snapshot for every read: writers and retention keep committing meanwhile, and a
-    // head read before a batch committed must not meet the batch's rows.
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await?;
-    let mut heads: BTreeMap<Uuid, ChainHead> = BTreeMap::new();
-    let rows: Vec<(Uuid, String, i64, Vec<u8>)> =
-        sqlx::query_as("SELECT id, writer, head_seq, head_hash FROM audit_chain")
-            .fetch_all(&mut *tx)
-            .await?;
-    for (id, writer, head_seq, head_hash) in rows {
-        heads.insert(
-            id,
-            ChainHead {
-                writer,
-                head_seq,
-                head_hash,
-            },
-        );
-    }
+    let mut tx = db::chain::snapshot(pool).await?;
+    let heads: BTreeMap<Uuid, db::chain::ChainRow> = db::chain::heads(&mut tx)
+        .await?
+        .into_iter()
+        .map(|h| (h.id, h))
+        .collect();
+    let (unchained, unchained_since_chains) = db::chain::unchained(&mut tx).await?;
     let mut result = Verification {
         chains: heads.len(),
-        unchained: sqlx::query_scalar("SELECT count(*) FROM audit_event WHERE chain_id IS NULL")
-            .fetch_one(&mut *tx)
-            .await?,
-        unchained_since_chains: sqlx::query_scalar(
-            "SELECT count(*) FROM audit_event
-             WHERE chain_id IS NULL
-               AND occurred_at > (SELECT min(started_at) FROM audit_chain)",
-        )
-        .fetch_one(&mut *tx)
-        .await?,
+        unchained,
+        unchained_since_chains,
         ..Verification::default()
     };
 
@@ -268,30 +240,20 @@ pub async fn verify(pool: &PgPool) -> Result<Verification, sqlx::Error> {
     }
     let mut walks: BTreeMap<Uuid, Walk> = BTreeMap::new();
     // Chains cut by retention go on from their prune point.
-    let anchors: Vec<(Uuid, i64, Vec<u8>)> =
-        sqlx::query_as("SELECT chain_id, pruned_seq, pruned_hash FROM audit_chain_prune")
-            .fetch_all(&mut *tx)
-            .await?;
     let mut pruned_at: BTreeMap<Uuid, i64> = BTreeMap::new();
-    for (chain, seq, hash) in anchors {
-        pruned_at.insert(chain, seq);
-        let hash: Hash = hash.try_into().unwrap_or(GENESIS);
+    for point in db::chain::prune_points(&mut tx).await? {
+        pruned_at.insert(point.chain_id, point.pruned_seq);
+        let hash: Hash = point.pruned_hash.try_into().unwrap_or(GENESIS);
         walks.insert(
-            chain,
+            point.chain_id,
             Walk {
-                seq,
+                seq: point.pruned_seq,
                 hash,
                 broken: false,
             },
         );
     }
-    let mut stream = sqlx::query_as::<_, StoredRow>(
-        "SELECT id, chain_id, seq, hash, occurred_at, request_id, actor, actor_role, action,
-                customer_id, role_name, session_id, case_id, profile, host(source_ip) AS source_ip,
-                user_agent, outcome, error_code, duration_ms, cache_hit, detail
-         FROM audit_event WHERE chain_id IS NOT NULL ORDER BY chain_id, seq, id",
-    )
-    .fetch(&mut *tx);
+    let mut stream = std::pin::pin!(db::chain::rows(&mut tx));
     while let Some(row) = stream.try_next().await? {
         result.rows += 1;
         let walk = walks.entry(row.chain_id).or_insert(Walk {

@@ -37,8 +37,9 @@ use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::db::audit::NewEvent;
-use crate::db::usage;
+use crate::auth::Principal;
+use crate::db;
+use crate::db::audit::{BatchRow, Head, NewEvent};
 use crate::metrics::Metrics;
 
 pub mod chain;
@@ -121,7 +122,7 @@ impl AuditWriter {
         AuditWriter { queue }
     }
 
-    /// Writes `event` and returns once it is committed.
+    /// Writes `event` (with a group of others) and returns once it is committed.
     pub async fn record(&self, event: NewEvent) -> Result<(), AuditError> {
         let (done, committed) = oneshot::channel();
         let size = encoded_size(&event);
@@ -151,8 +152,7 @@ struct Worker {
 #[derive(Clone, Copy)]
 struct ChainHead {
     id: uuid::Uuid,
-    seq: i64,
-    hash: chain::Hash,
+    head: Head,
 }
 
 async fn work(
@@ -197,10 +197,20 @@ async fn work(
             };
             let head = match worker.chain {
                 Some(head) => head,
-                None => start_chain(conn, &worker.writer).await?,
+                None => {
+                    let id = uuid::Uuid::now_v7();
+                    db::audit::start_chain(conn, id, &worker.writer).await?;
+                    ChainHead {
+                        id,
+                        head: Head {
+                            seq: 0,
+                            hash: chain::GENESIS,
+                        },
+                    }
+                }
             };
             worker.chain = Some(head);
-            insert_batch(conn, &batch, head).await
+            write_batch(conn, &batch, head).await
         };
         let started = std::time::Instant::now();
         let result = match tokio::time::timeout(write_timeout, write).await {
@@ -291,98 +301,77 @@ fn encoded_size(e: &NewEvent) -> usize {
         + text(&e.case_id)
         + text(&e.profile)
         + text(&e.user_agent)
-        + e.outcome.len()
+        + e.outcome.as_str().len()
         + text(&e.error_code)
         + detail
 }
 
-async fn start_chain(
-    conn: &mut PoolConnection<Postgres>,
-    writer: &str,
-) -> Result<ChainHead, sqlx::Error> {
-    let id = uuid::Uuid::now_v7();
-    sqlx::query("INSERT INTO audit_chain (id, writer) VALUES ($1, $2)")
-        .bind(id)
-        .bind(writer)
-        .execute(&mut **conn)
-        .await?;
-    Ok(ChainHead {
-        id,
-        seq: 0,
-        hash: chain::GENESIS,
-    })
-}
-
-/// The batch statement (built once).
-static STATEMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-/// One statement for the whole batch: the rows (column arrays unnested), the rollups and the
-/// chain's new head. Returns the new head.
-async fn insert_batch(
+/// Numbers and hashes the batch's rows after `head` and writes them in one statement (see
+/// `db::audit::insert_batch`); returns the chain's new head.
+async fn write_batch(
     conn: &mut PoolConnection<Postgres>,
     batch: &[Pending],
-    head: ChainHead,
+    chain: ChainHead,
 ) -> Result<ChainHead, sqlx::Error> {
-    fn col<'a, T>(batch: &'a [Pending], f: impl Fn(&'a NewEvent) -> T) -> Vec<T> {
-        batch.iter().map(|p| f(&p.event)).collect()
-    }
-    let mut next = head;
-    let mut seqs = Vec::with_capacity(batch.len());
-    let mut hashes = Vec::with_capacity(batch.len());
+    let mut head = chain.head;
+    let mut rows = Vec::with_capacity(batch.len());
     for pending in batch {
-        next.seq += 1;
-        next.hash = chain::hash(
-            &next.hash,
-            next.seq,
-            &pending.event.content(pending.occurred_at),
+        head.seq += 1;
+        head.hash = chain::hash(
+            &head.hash,
+            head.seq,
+            &chain::content(&pending.event, pending.occurred_at),
         );
-        seqs.push(next.seq);
-        hashes.push(next.hash.to_vec());
+        rows.push(BatchRow {
+            event: &pending.event,
+            occurred_at: pending.occurred_at,
+            seq: head.seq,
+            hash: head.hash,
+        });
     }
-    let sql = STATEMENT.get_or_init(|| {
-        format!(
-            "WITH ev AS (
-                 INSERT INTO audit_event (occurred_at, request_id, actor, actor_role, action,
-                                          customer_id, role_name, session_id, case_id, profile,
-                                          source_ip, user_agent, outcome, error_code,
-                                          duration_ms, cache_hit, detail, chain_id, seq, hash)
-                 SELECT ts, r, a, ar, ac, c, rn, s, ca, p, ip::inet, ua, o, ec, d, ch, dt, $18,
-                        sq, h
-                 FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[],
-                             $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[],
-                             $11::text[], $12::text[], $13::text[], $14::text[], $15::int4[],
-                             $16::bool[], $17::jsonb[], $19::int8[], $20::bytea[])
-                      AS t(ts, r, a, ar, ac, c, rn, s, ca, p, ip, ua, o, ec, d, ch, dt, sq, h)
-                 RETURNING occurred_at, customer_id, profile, case_id, actor, action, outcome,
-                           cache_hit, duration_ms
-             ), {}
-             UPDATE audit_chain SET head_seq = $21, head_hash = $22 WHERE id = $18",
-            usage::upsert_ctes()
-        )
-    });
-    let query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-        .bind(batch.iter().map(|p| p.occurred_at).collect::<Vec<_>>())
-        .bind(col(batch, |e| e.request_id.as_deref()))
-        .bind(col(batch, |e| e.actor.as_str()))
-        .bind(col(batch, |e| e.actor_role))
-        .bind(col(batch, |e| e.action))
-        .bind(col(batch, |e| e.customer_id.as_deref()))
-        .bind(col(batch, |e| e.role_name.as_deref()))
-        .bind(col(batch, |e| e.session_id))
-        .bind(col(batch, |e| e.case_id.as_deref()))
-        .bind(col(batch, |e| e.profile.as_deref()))
-        .bind(col(batch, |e| e.source_ip.map(|ip| ip.to_string())))
-        .bind(col(batch, |e| e.user_agent.as_deref()))
-        .bind(col(batch, |e| e.outcome))
-        .bind(col(batch, |e| e.error_code.as_deref()))
-        .bind(col(batch, |e| e.duration_ms))
-        .bind(col(batch, |e| e.cache_hit))
-        .bind(col(batch, |e| e.detail.as_ref()))
-        .bind(head.id)
-        .bind(seqs)
-        .bind(hashes)
-        .bind(next.seq)
-        .bind(next.hash.to_vec());
-    query.execute(&mut **conn).await?;
-    Ok(next)
+    db::audit::insert_batch(conn, chain.id, &rows).await?;
+    Ok(ChainHead { id: chain.id, head })
+}
+
+/// Writes one administrative event inside the caller's transaction, on the shared
+/// administrative chain (see [`chain::ADMIN_CHAIN`]): the chain's head stays locked until the
+/// transaction ends, which serialises the (rare) administrative events of every instance, and
+/// the event commits or rolls back with the change it records.
+pub async fn record_in(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    event: &NewEvent,
+) -> Result<(), sqlx::Error> {
+    let prev = db::audit::lock_head(tx, chain::ADMIN_CHAIN).await?;
+    let occurred_at = chain::now();
+    let seq = prev.seq + 1;
+    let hash = chain::hash(&prev.hash, seq, &chain::content(event, occurred_at));
+    db::audit::insert_one(
+        tx,
+        event,
+        occurred_at,
+        chain::ADMIN_CHAIN,
+        Head { seq, hash },
+    )
+    .await
+}
+
+/// Who sent a request and from where: what every audit row of the request carries.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    pub request_id: Option<String>,
+    pub source_ip: Option<std::net::IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+impl Context {
+    /// A successful `action` of `principal` in this request; the caller fills in the rest.
+    pub fn event(&self, principal: &Principal, action: &'static str) -> NewEvent {
+        NewEvent {
+            request_id: self.request_id.clone(),
+            actor_role: Some(principal.role.as_str()),
+            source_ip: self.source_ip,
+            user_agent: self.user_agent.clone(),
+            ..NewEvent::success(principal.actor(), action)
+        }
+    }
 }

@@ -16,6 +16,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::PgPool;
 
+use crate::db;
+
 /// How much time (of rows, oldest first) one statement removes.
 const STEP: TimeDelta = TimeDelta::hours(1);
 /// How often the background task prunes.
@@ -23,8 +25,6 @@ const EVERY: Duration = Duration::from_secs(3600);
 /// Rows stamped up to this much later than the cutoff may still belong to a pruned prefix
 /// (the writer's queue wait is bounded by the request timeout).
 const STRAGGLERS: TimeDelta = TimeDelta::minutes(10);
-/// `pg_try_advisory_xact_lock` key: "lanyard audit retention".
-const LOCK_KEY: i64 = 0x6c61_6e79_6172_6401;
 
 /// What one pruning pass removed.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -39,55 +39,15 @@ pub struct Pruned {
 pub async fn prune(pool: &PgPool, cutoff: DateTime<Utc>) -> Result<Pruned, sqlx::Error> {
     let mut pruned = Pruned::default();
     loop {
-        let oldest: Option<DateTime<Utc>> =
-            sqlx::query_scalar("SELECT min(occurred_at) FROM audit_event")
-                .fetch_one(pool)
-                .await?;
-        let Some(oldest) = oldest.filter(|t| *t < cutoff) else {
+        let Some(oldest) = db::retention::oldest(pool).await?.filter(|t| *t < cutoff) else {
             return Ok(pruned);
         };
         let step = cutoff.min(oldest + STEP);
         let mut tx = pool.begin().await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-            .bind(LOCK_KEY)
-            .fetch_one(&mut *tx)
-            .await?;
-        if !locked {
+        if !db::retention::try_lock(&mut tx).await? {
             return Ok(pruned);
         }
-        // Per chain, the last seq to remove (the newest row older than `step`) and that
-        // row's hash, recorded as the chain's prune point; then the chains' prefixes and the
-        // unchained rows older than `step`.
-        let (rows, chains): (i64, i64) = sqlx::query_as(
-            "WITH targets AS (
-                 SELECT chain_id, max(seq) AS last FROM audit_event
-                 WHERE occurred_at < $1 AND chain_id IS NOT NULL GROUP BY chain_id
-             ), anchors AS (
-                 SELECT e.chain_id, e.seq, e.hash
-                 FROM audit_event e JOIN targets t ON e.chain_id = t.chain_id AND e.seq = t.last
-                 WHERE e.occurred_at < $1
-             ), mark AS (
-                 INSERT INTO audit_chain_prune (chain_id, pruned_seq, pruned_hash)
-                 SELECT chain_id, seq, hash FROM anchors
-                 ON CONFLICT (chain_id) DO UPDATE
-                     SET pruned_seq = EXCLUDED.pruned_seq, pruned_hash = EXCLUDED.pruned_hash,
-                         pruned_at = now()
-                     WHERE audit_chain_prune.pruned_seq < EXCLUDED.pruned_seq
-                 RETURNING 1
-             ), gone AS (
-                 DELETE FROM audit_event e
-                 WHERE e.occurred_at < $2
-                   AND (e.chain_id IS NULL AND e.occurred_at < $1
-                        OR EXISTS (SELECT 1 FROM targets t
-                                   WHERE t.chain_id = e.chain_id AND e.seq <= t.last))
-                 RETURNING 1
-             )
-             SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM mark)",
-        )
-        .bind(step)
-        .bind(step + STRAGGLERS)
-        .fetch_one(&mut *tx)
-        .await?;
+        let (rows, chains) = db::retention::prune_before(&mut tx, step, step + STRAGGLERS).await?;
         tx.commit().await?;
         pruned.rows += rows as u64;
         pruned.chains += chains as usize;

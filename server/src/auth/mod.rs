@@ -2,55 +2,27 @@
 //!
 //! A request is authenticated by a bearer JWT that this broker signed (see [`token`]); the
 //! token names a subject, one [`Role`] and optionally the customers it is limited to.
-//! [`Principal::authorize`] is the single place that decides what a role may do.
+//! [`Principal`] is the single place that decides what a role may do and what a token may
+//! see: [`Principal::authorize`], [`Principal::authorize_owner`],
+//! [`Principal::may_see_session`] and [`Principal::customer_scope`]. Recently verified tokens
+//! are kept in [`cache`] for at most 500 ms, and revocations reach every instance through
+//! Postgres notifications.
 
+pub mod cache;
+mod error;
 pub mod token;
 
-use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
-use axum::http::request::Parts;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use std::time::Instant;
 
-use crate::app::AppState;
+use sqlx::PgPool;
+
+pub use error::AuthError;
+/// What a token may do (`admin`, `support`, `service`, `auditor`).
+pub use lanyard_api::whoami::TokenRole as Role;
+
 use crate::domain::{CustomerId, SessionKind};
-use crate::http::error::ApiError;
-
-/// What a token may do. Roles are not hierarchical except `admin`, which may do everything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-#[schema(as = TokenRole)]
-pub enum Role {
-    /// Everything: customers, roles, sessions, audit.
-    Admin,
-    /// Open support sessions, fetch credentials for their own sessions, list customers.
-    Support,
-    /// Customer sessions for services and batch jobs.
-    Service,
-    /// Read the audit log and reports.
-    Auditor,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Support => "support",
-            Role::Service => "service",
-            Role::Auditor => "auditor",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "admin" => Some(Role::Admin),
-            "support" => Some(Role::Support),
-            "service" => Some(Role::Service),
-            "auditor" => Some(Role::Auditor),
-            _ => None,
-        }
-    }
-}
+use cache::AuthCache;
+use token::TokenKeys;
 
 /// Every kind of operation a permission is decided for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,9 +79,13 @@ impl Principal {
     /// The role is checked first (403: what the role may do is no secret). A customer outside
     /// the token's customer limit is then answered exactly as one that does not exist (404),
     /// on every route: a limited token cannot even learn which other customers there are.
-    pub fn authorize(&self, action: Action, customer: Option<&CustomerId>) -> Result<(), ApiError> {
+    pub fn authorize(
+        &self,
+        action: Action,
+        customer: Option<&CustomerId>,
+    ) -> Result<(), AuthError> {
         if !action.allowed_for(self.role) {
-            return Err(ApiError::Forbidden(format!(
+            return Err(AuthError::Forbidden(format!(
                 "a token with role '{}' may not do this",
                 self.role.as_str()
             )));
@@ -138,7 +114,7 @@ impl Principal {
         customer: &CustomerId,
         owner: &str,
         kind: SessionKind,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), AuthError> {
         self.authorize(Action::UseSession, Some(customer))?;
         if self.role == Role::Admin {
             return Ok(());
@@ -148,7 +124,7 @@ impl Principal {
             SessionKind::Customer => Action::OpenCustomerSession,
         };
         if self.subject != owner || !opens.allowed_for(self.role) {
-            return Err(ApiError::Forbidden(
+            return Err(AuthError::Forbidden(
                 "only the session's owner or an admin may do this".into(),
             ));
         }
@@ -158,6 +134,12 @@ impl Principal {
     /// Admins and auditors see every session; others only the ones they opened.
     pub fn sees_all_sessions(&self) -> bool {
         matches!(self.role, Role::Admin | Role::Auditor)
+    }
+
+    /// Whether a session of `customer` opened by `owner` is visible to this principal (a
+    /// session it may not see is answered as one that does not exist).
+    pub fn may_see_session(&self, customer: &CustomerId, owner: &str) -> bool {
+        self.may_see(customer) && (self.sees_all_sessions() || owner == self.actor())
     }
 
     /// Whether the token's customer limit (if any) includes `customer`.
@@ -175,66 +157,62 @@ impl Principal {
 
 /// The answer for a customer that does not exist, or that the caller may not see: the same
 /// either way.
-pub fn customer_not_found(customer: &CustomerId) -> ApiError {
-    ApiError::NotFound(format!("customer '{customer}' does not exist"))
+pub fn customer_not_found(customer: &CustomerId) -> AuthError {
+    AuthError::NotFound(format!("customer '{customer}' does not exist"))
 }
 
-impl FromRequestParts<AppState> for Principal {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
-        let raw = header
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                let (scheme, token) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into())
-            })?;
-        if let Some(cached) = state.auth_cache.principal(raw) {
-            if cached.refresh {
-                refresh_token(state.clone(), raw.to_owned(), cached.value.token_id);
-            }
-            return Ok(cached.value);
+/// The principal a bearer token stands for: from the short-lived cache, or verified
+/// (signature, issuer, audience, expiry, dates) and checked against its record.
+pub async fn authenticate(
+    cache: &std::sync::Arc<AuthCache>,
+    keys: &std::sync::Arc<TokenKeys>,
+    db: &PgPool,
+    raw: &str,
+) -> Result<Principal, AuthError> {
+    if let Some(cached) = cache.principal(raw) {
+        if cached.refresh {
+            refresh_token(
+                cache.clone(),
+                keys.clone(),
+                db.clone(),
+                raw.to_owned(),
+                cached.value.token_id,
+            );
         }
-        let claims = state.keys.verify(raw)?;
-        let read_at = std::time::Instant::now();
-        token::check_record(&state.db, &claims).await?;
-        let exp = claims.exp;
-        let principal = claims.into_principal()?;
-        state
-            .auth_cache
-            .store_principal(raw, &principal, exp, read_at);
-        Ok(principal)
+        return Ok(cached.value);
     }
+    let claims = keys.verify(raw)?;
+    let read_at = Instant::now();
+    token::check_record(db, &claims).await?;
+    let exp = claims.exp;
+    let principal = claims.into_principal()?;
+    cache.store_principal(raw, &principal, exp, read_at);
+    Ok(principal)
 }
 
-/// Re-reads a cached token's revocation state in the background (see `revocation`).
-fn refresh_token(state: AppState, raw: String, jti: uuid::Uuid) {
+/// Re-reads a cached token's record in the background (see [`cache`]).
+fn refresh_token(
+    cache: std::sync::Arc<AuthCache>,
+    keys: std::sync::Arc<TokenKeys>,
+    db: PgPool,
+    raw: String,
+    jti: uuid::Uuid,
+) {
     tokio::spawn(async move {
-        let read_at = std::time::Instant::now();
-        let Ok(claims) = state.keys.verify(&raw) else {
-            return state.auth_cache.forget_token(jti);
+        let read_at = Instant::now();
+        let Ok(claims) = keys.verify(&raw) else {
+            return cache.forget_token(jti);
         };
-        match token::check_record(&state.db, &claims).await {
+        match token::check_record(&db, &claims).await {
             Ok(()) => {
                 if let Ok(principal) = claims.clone().into_principal() {
-                    state
-                        .auth_cache
-                        .store_principal(&raw, &principal, claims.exp, read_at);
+                    cache.store_principal(&raw, &principal, claims.exp, read_at);
                 }
             }
             // Unknown (the database did not answer): leave the entry to expire on its own
             // (at most MAX_STALENESS).
-            Err(ApiError::Unavailable(_) | ApiError::Internal(_)) => {}
-            Err(_) => state.auth_cache.forget_token(jti),
+            Err(AuthError::Unavailable(_) | AuthError::Internal(_)) => {}
+            Err(_) => cache.forget_token(jti),
         }
     });
 }
@@ -373,7 +351,7 @@ mod tests {
         let refused = p
             .authorize(Action::ReadCustomers, Some(&other))
             .unwrap_err();
-        assert_eq!(refused.status(), axum::http::StatusCode::NOT_FOUND);
+        assert!(matches!(refused, AuthError::NotFound(_)));
         assert_eq!(refused.to_string(), customer_not_found(&other).to_string());
     }
 }

@@ -19,11 +19,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Principal, Role};
+use super::{AuthError, Principal, Role};
 use crate::config::Config;
 use crate::db;
 use crate::domain::CustomerId;
-use crate::http::error::ApiError;
 
 pub const ISSUER: &str = "lanyard";
 pub const AUDIENCE: &str = "lanyard-api";
@@ -51,8 +50,8 @@ pub struct Claims {
 }
 
 impl Claims {
-    pub fn into_principal(self) -> Result<Principal, ApiError> {
-        let bad = || ApiError::Unauthorized("token claims are invalid".into());
+    pub fn into_principal(self) -> Result<Principal, AuthError> {
+        let bad = || AuthError::Unauthorized("token claims are invalid".into());
         let role = Role::parse(&self.role).ok_or_else(bad)?;
         let customers = self
             .customers
@@ -157,18 +156,18 @@ impl TokenKeys {
     /// the future (beyond [`LEEWAY_SECS`]): a token dated ahead was not issued by this
     /// broker's clock (<https://www.rfc-editor.org/rfc/rfc7519#section-4.1.5>). The record
     /// behind the token is checked separately ([`check_record`]).
-    pub fn verify(&self, raw: &str) -> Result<Claims, ApiError> {
+    pub fn verify(&self, raw: &str) -> Result<Claims, AuthError> {
         let claims = self.decode(raw)?;
         let latest = Utc::now().timestamp() + LEEWAY_SECS as i64;
         if claims.iat > latest || claims.nbf.is_some_and(|nbf| nbf > latest) {
-            return Err(ApiError::Unauthorized(
+            return Err(AuthError::Unauthorized(
                 "token is not valid yet (issued or valid from a time in the future)".into(),
             ));
         }
         Ok(claims)
     }
 
-    fn decode(&self, raw: &str) -> Result<Claims, ApiError> {
+    fn decode(&self, raw: &str) -> Result<Claims, AuthError> {
         jsonwebtoken::decode::<Claims>(raw, &self.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| {
@@ -180,7 +179,7 @@ impl TokenKeys {
                     }
                     _ => "token is malformed",
                 };
-                ApiError::Unauthorized(why.into())
+                AuthError::Unauthorized(why.into())
             })
     }
 }
@@ -267,22 +266,20 @@ pub async fn issue(
         &mut tx,
         jti,
         subject,
-        role.as_str(),
+        role,
         customer_names.as_deref(),
         now,
         expires_at,
     )
     .await?;
-    db::audit::insert(
+    crate::audit::record_in(
         &mut tx,
         &db::audit::NewEvent {
-            actor: actor.into(),
-            action: "token.issue",
             detail: Some(serde_json::json!({
                 "jti": jti, "subject": subject, "role": role.as_str(),
                 "customers": customer_names, "expires_at": expires_at,
             })),
-            ..db::audit::NewEvent::success()
+            ..db::audit::NewEvent::success(actor, "token.issue")
         },
     )
     .await?;
@@ -296,15 +293,15 @@ pub async fn issue(
 
 /// Rejects tokens whose record is missing (not issued here), revoked, or says something
 /// else than the token: a token means what its row says, whoever holds the signing key.
-pub async fn check_record(pool: &PgPool, claims: &Claims) -> Result<(), ApiError> {
+pub async fn check_record(pool: &PgPool, claims: &Claims) -> Result<(), AuthError> {
     let row = db::tokens::get(pool, claims.jti)
         .await?
-        .ok_or_else(|| ApiError::Unauthorized("token is not known to this broker".into()))?;
+        .ok_or_else(|| AuthError::Unauthorized("token is not known to this broker".into()))?;
     if row.revoked_at.is_some() {
-        return Err(ApiError::Unauthorized("token has been revoked".into()));
+        return Err(AuthError::Unauthorized("token has been revoked".into()));
     }
     if !matches_record(claims, &row) {
-        return Err(ApiError::Unauthorized(
+        return Err(AuthError::Unauthorized(
             "token does not match the broker's record of it".into(),
         ));
     }
@@ -320,7 +317,7 @@ fn matches_record(claims: &Claims, row: &db::tokens::TokenRow) -> bool {
         })
     };
     claims.sub == row.subject
-        && claims.role == row.role
+        && claims.role == row.role.as_str()
         && sorted(&claims.customers) == sorted(&row.customers)
         && claims.exp == row.expires_at.timestamp()
 }

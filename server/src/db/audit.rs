@@ -1,4 +1,6 @@
-//! `audit_event`: the append-only record of every security-relevant action.
+//! `audit_event` and `audit_chain`: the append-only record of every security-relevant action
+//! and the heads of its hash chains. The hashes are computed by `crate::audit`; these
+//! functions store rows and heads exactly as given.
 
 use std::net::IpAddr;
 
@@ -6,10 +8,10 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::audit::chain;
+use crate::domain::Outcome;
 
 /// One audit row to write. Never put a secret in any field.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NewEvent {
     pub request_id: Option<String>,
     pub actor: String,
@@ -22,7 +24,7 @@ pub struct NewEvent {
     pub profile: Option<String>,
     pub source_ip: Option<IpAddr>,
     pub user_agent: Option<String>,
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub error_code: Option<String>,
     pub duration_ms: Option<i32>,
     pub cache_hit: Option<bool>,
@@ -30,60 +32,68 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    pub fn success() -> Self {
+    /// A successful `action` by `actor`, every other field empty.
+    pub fn success(actor: impl Into<String>, action: &'static str) -> Self {
         NewEvent {
-            outcome: "success",
-            ..NewEvent::default()
-        }
-    }
-
-    /// What the row's hash covers, with the time it is written at.
-    pub fn content(&self, occurred_at: DateTime<Utc>) -> chain::Content<'_> {
-        chain::Content {
-            occurred_at,
-            request_id: self.request_id.as_deref(),
-            actor: &self.actor,
-            actor_role: self.actor_role,
-            action: self.action,
-            customer_id: self.customer_id.as_deref(),
-            role_name: self.role_name.as_deref(),
-            session_id: self.session_id,
-            case_id: self.case_id.as_deref(),
-            profile: self.profile.as_deref(),
-            source_ip: self.source_ip,
-            user_agent: self.user_agent.as_deref(),
-            outcome: self.outcome,
-            error_code: self.error_code.as_deref(),
-            duration_ms: self.duration_ms,
-            cache_hit: self.cache_hit,
-            detail: self.detail.as_ref(),
+            request_id: None,
+            actor: actor.into(),
+            actor_role: None,
+            action,
+            customer_id: None,
+            role_name: None,
+            session_id: None,
+            case_id: None,
+            profile: None,
+            source_ip: None,
+            user_agent: None,
+            outcome: Outcome::Success,
+            error_code: None,
+            duration_ms: None,
+            cache_hit: None,
+            detail: None,
         }
     }
 }
 
-/// Writes one event inside the caller's transaction, on the shared administrative chain
-/// (see `crate::audit::chain`): the chain's head row stays locked until the transaction ends,
-/// which serialises the (rare) administrative events of every instance.
-#[tracing::instrument(skip_all, fields(action = event.action))]
-pub async fn insert(
+/// A chain's head: the last row's `seq` and hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub seq: i64,
+    pub hash: [u8; 32],
+}
+
+/// The head of chain `chain`, locked until the transaction ends (a transaction, never a bare
+/// connection: outside one the lock would end with the SELECT, and two writers could read
+/// the same head and fork the chain).
+#[tracing::instrument(skip_all)]
+pub async fn lock_head(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    event: &NewEvent,
-) -> Result<(), sqlx::Error> {
-    // A transaction, never a bare connection: outside one the head's lock would end with
-    // the SELECT, and two writers could read the same head and fork the chain.
+    chain: Uuid,
+) -> Result<Head, sqlx::Error> {
     let conn: &mut PgConnection = tx;
-    let (head_seq, head_hash): (i64, Vec<u8>) = sqlx::query_as(
+    let (seq, hash): (i64, Vec<u8>) = sqlx::query_as(
         "SELECT head_seq, head_hash FROM audit_chain WHERE id = $1 FOR NO KEY UPDATE",
     )
-    .bind(chain::ADMIN_CHAIN)
-    .fetch_one(&mut *conn)
+    .bind(chain)
+    .fetch_one(conn)
     .await?;
-    let prev: chain::Hash = head_hash
+    let hash = hash
         .try_into()
         .map_err(|_| sqlx::Error::Protocol("audit chain head is not 32 bytes".into()))?;
-    let occurred_at = chain::now();
-    let seq = head_seq + 1;
-    let hash = chain::hash(&prev, seq, &event.content(occurred_at));
+    Ok(Head { seq, hash })
+}
+
+/// Writes one row of chain `chain` at `head` (its `seq` and hash) and moves the chain's
+/// head there, in the caller's transaction (after [`lock_head`]).
+#[tracing::instrument(skip_all, fields(action = event.action))]
+pub async fn insert_one(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    event: &NewEvent,
+    occurred_at: DateTime<Utc>,
+    chain: Uuid,
+    head: Head,
+) -> Result<(), sqlx::Error> {
+    let conn: &mut PgConnection = tx;
     sqlx::query(
         "WITH ev AS (
              INSERT INTO audit_event (occurred_at, request_id, actor, actor_role, action,
@@ -112,10 +122,98 @@ pub async fn insert(
     .bind(event.duration_ms)
     .bind(event.cache_hit)
     .bind(&event.detail)
-    .bind(chain::ADMIN_CHAIN)
-    .bind(seq)
-    .bind(&hash[..])
-    .execute(&mut *conn)
+    .bind(chain)
+    .bind(head.seq)
+    .bind(&head.hash[..])
+    .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// Records a new chain written by `writer` (`host/pid/worker`).
+pub async fn start_chain(
+    conn: &mut PgConnection,
+    id: Uuid,
+    writer: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO audit_chain (id, writer) VALUES ($1, $2)")
+        .bind(id)
+        .bind(writer)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// One row of a batch: the event, when it happened, and its place in the chain.
+pub struct BatchRow<'a> {
+    pub event: &'a NewEvent,
+    pub occurred_at: DateTime<Utc>,
+    pub seq: i64,
+    pub hash: [u8; 32],
+}
+
+/// The batch statement (built once).
+static STATEMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// One statement for a whole batch of chain `chain`: the rows (column arrays unnested), the
+/// usage rollups (`super::usage`) and the chain's new head (the last row's), so that rows,
+/// chain and rollups commit or fail together.
+pub async fn insert_batch(
+    conn: &mut PgConnection,
+    chain: Uuid,
+    rows: &[BatchRow<'_>],
+) -> Result<(), sqlx::Error> {
+    fn col<'a, T>(rows: &'a [BatchRow<'a>], f: impl Fn(&'a NewEvent) -> T) -> Vec<T> {
+        rows.iter().map(|r| f(r.event)).collect()
+    }
+    let Some(last) = rows.last() else {
+        return Ok(());
+    };
+    let sql = STATEMENT.get_or_init(|| {
+        format!(
+            "WITH ev AS (
+                 INSERT INTO audit_event (occurred_at, request_id, actor, actor_role, action,
+                                          customer_id, role_name, session_id, case_id, profile,
+                                          source_ip, user_agent, outcome, error_code,
+                                          duration_ms, cache_hit, detail, chain_id, seq, hash)
+                 SELECT ts, r, a, ar, ac, c, rn, s, ca, p, ip::inet, ua, o, ec, d, ch, dt, $18,
+                        sq, h
+                 FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[],
+                             $11::text[], $12::text[], $13::text[], $14::text[], $15::int4[],
+                             $16::bool[], $17::jsonb[], $19::int8[], $20::bytea[])
+                      AS t(ts, r, a, ar, ac, c, rn, s, ca, p, ip, ua, o, ec, d, ch, dt, sq, h)
+                 RETURNING occurred_at, customer_id, profile, case_id, actor, action, outcome,
+                           cache_hit, duration_ms
+             ), {}
+             UPDATE audit_chain SET head_seq = $21, head_hash = $22 WHERE id = $18",
+            super::usage::upsert_ctes()
+        )
+    });
+    sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(rows.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
+        .bind(col(rows, |e| e.request_id.as_deref()))
+        .bind(col(rows, |e| e.actor.as_str()))
+        .bind(col(rows, |e| e.actor_role))
+        .bind(col(rows, |e| e.action))
+        .bind(col(rows, |e| e.customer_id.as_deref()))
+        .bind(col(rows, |e| e.role_name.as_deref()))
+        .bind(col(rows, |e| e.session_id))
+        .bind(col(rows, |e| e.case_id.as_deref()))
+        .bind(col(rows, |e| e.profile.as_deref()))
+        .bind(col(rows, |e| e.source_ip.map(|ip| ip.to_string())))
+        .bind(col(rows, |e| e.user_agent.as_deref()))
+        .bind(col(rows, |e| e.outcome.as_str()))
+        .bind(col(rows, |e| e.error_code.as_deref()))
+        .bind(col(rows, |e| e.duration_ms))
+        .bind(col(rows, |e| e.cache_hit))
+        .bind(col(rows, |e| e.detail.as_ref()))
+        .bind(chain)
+        .bind(rows.iter().map(|r| r.seq).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.hash.to_vec()).collect::<Vec<_>>())
+        .bind(last.seq)
+        .bind(last.hash.to_vec())
+        .execute(conn)
+        .await?;
     Ok(())
 }

@@ -14,6 +14,8 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::domain::Outcome;
+
 /// One audit row as the API shows it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventRow {
@@ -31,7 +33,7 @@ pub struct EventRow {
     /// `host(source_ip)`: the address without a prefix length.
     pub source_ip: Option<String>,
     pub user_agent: Option<String>,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub error_code: Option<String>,
     pub duration_ms: Option<i32>,
     pub cache_hit: Option<bool>,
@@ -50,7 +52,7 @@ pub struct Filter {
     pub case_id: Option<String>,
     pub session: Option<Uuid>,
     pub action: Option<String>,
-    pub outcome: Option<&'static str>,
+    pub outcome: Option<Outcome>,
     /// Only rows of these customers (customer-limited tokens); rows without a customer are
     /// then left out too.
     pub customers: Option<Vec<String>>,
@@ -201,4 +203,29 @@ pub fn export(pool: PgPool, filter: Filter) -> mpsc::Receiver<Result<EventRow, s
         .instrument(tracing::Span::current()),
     );
     rx
+}
+
+impl From<EventRow> for lanyard_api::audit::AuditEvent {
+    fn from(row: EventRow) -> Self {
+        lanyard_api::audit::AuditEvent {
+            id: row.id,
+            occurred_at: row.occurred_at,
+            request_id: row.request_id,
+            actor: row.actor,
+            actor_role: row.actor_role,
+            action: row.action,
+            customer: row.customer_id,
+            role: row.role_name,
+            session_id: row.session_id,
+            case_id: row.case_id,
+            profile: row.profile,
+            source_ip: row.source_ip,
+            user_agent: row.user_agent,
+            outcome: row.outcome,
+            error_code: row.error_code,
+            duration_ms: row.duration_ms,
+            cache_hit: row.cache_hit,
+            detail: row.detail,
+        }
+    }
 }

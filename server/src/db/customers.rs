@@ -1,13 +1,16 @@
 //! `customer` and `external_id`.
 
 use chrono::{DateTime, Utc};
+use lanyard_api::customers::Customer;
 use sqlx::{PgConnection, PgExecutor};
+
+use crate::domain::{CustomerId, CustomerStatus};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CustomerRow {
-    pub id: String,
+    pub id: CustomerId,
     pub display_name: String,
-    pub status: String,
+    pub status: CustomerStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub disabled_at: Option<DateTime<Utc>>,
@@ -72,7 +75,7 @@ pub async fn lock(conn: &mut PgConnection, id: &str) -> Result<Option<CustomerRo
 pub async fn list<'e>(
     exec: impl PgExecutor<'e>,
     only: Option<&[String]>,
-    status: Option<&str>,
+    status: Option<CustomerStatus>,
 ) -> Result<Vec<CustomerRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{SELECT} WHERE ($1::text[] IS NULL OR c.id = ANY($1)) AND ($2::text IS NULL OR c.status = $2)
@@ -85,11 +88,11 @@ pub async fn list<'e>(
 }
 
 /// Sets the status; `disabled` records when. Returns false if the customer does not exist.
-#[tracing::instrument(skip_all, fields(customer = id, status))]
+#[tracing::instrument(skip_all, fields(customer = id, status = status.as_str()))]
 pub async fn set_status(
     conn: &mut PgConnection,
     id: &str,
-    status: &str,
+    status: CustomerStatus,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE customer
@@ -146,4 +149,19 @@ pub async fn promote_pending_external_id(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+impl From<CustomerRow> for Customer {
+    fn from(row: CustomerRow) -> Self {
+        Customer {
+            id: row.id,
+            display_name: row.display_name,
+            external_id: row.external_id,
+            pending_external_id: row.pending_external_id,
+            status: row.status,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            disabled_at: row.disabled_at,
+        }
+    }
 }

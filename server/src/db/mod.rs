@@ -3,7 +3,9 @@
 
 pub mod audit;
 pub mod audit_query;
+pub mod chain;
 pub mod customers;
+pub mod retention;
 pub mod roles;
 pub mod sessions;
 pub mod tokens;
@@ -81,4 +83,30 @@ pub async fn is_ready(pool: &PgPool) -> Result<bool, sqlx::Error> {
         .fetch_one(pool)
         .await?;
     Ok(applied >= MIGRATOR.iter().count() as i64)
+}
+
+/// Whether a database error means the database cannot be reached or is refusing work (the
+/// caller answers 503 and may retry), as opposed to a query that is wrong (a bug).
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed
+        // A front end (pooler, load balancer) that accepts and then drops connections.
+        | sqlx::Error::Protocol(_) => true,
+        // Postgres refusing work: connection exceptions (08), insufficient resources (53: too
+        // many connections, disk full), operator intervention (57: shutting down, starting
+        // up, query cancelled).
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| ["08", "53", "57"].iter().any(|class| c.starts_with(class))),
+        _ => false,
+    }
+}
+
+/// Whether a database error is a unique-constraint violation (the caller answers 409).
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }

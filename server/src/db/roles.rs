@@ -1,18 +1,21 @@
 //! `role`: the IAM roles customers registered, and what their last verification found.
 
 use chrono::{DateTime, Utc};
+use lanyard_api::roles::Role;
 use sqlx::{PgConnection, PgExecutor};
+
+use crate::domain::{CustomerId, RoleName, RoleStatus, SessionKind, TrustCheck};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RoleRow {
-    pub customer_id: String,
-    pub name: String,
+    pub customer_id: CustomerId,
+    pub name: RoleName,
     pub role_arn: String,
-    pub session_kinds: Vec<String>,
+    pub session_kinds: Vec<SessionKind>,
     pub max_session_seconds: i32,
     pub session_policy: Option<serde_json::Value>,
-    pub status: String,
-    pub trust_check: String,
+    pub status: RoleStatus,
+    pub trust_check: TrustCheck,
     pub verified_at: Option<DateTime<Utc>>,
     pub last_checked_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
@@ -26,7 +29,7 @@ const COLUMNS: &str =
 
 pub struct RoleSpec<'a> {
     pub role_arn: &'a str,
-    pub session_kinds: &'a [String],
+    pub session_kinds: &'a [SessionKind],
     pub max_session_seconds: i32,
     pub session_policy: Option<&'a serde_json::Value>,
 }
@@ -103,13 +106,13 @@ pub async fn any_verified<'e>(
 
 /// The outcome of one verification run.
 pub struct CheckResult<'a> {
-    pub status: &'a str,
-    pub trust_check: &'a str,
+    pub status: RoleStatus,
+    pub trust_check: TrustCheck,
     pub verified_external_id: Option<&'a str>,
     pub error: Option<&'a str>,
 }
 
-#[tracing::instrument(skip_all, fields(customer, name, status = result.status))]
+#[tracing::instrument(skip_all, fields(customer, name, status = result.status.as_str()))]
 pub async fn record_check(
     conn: &mut PgConnection,
     customer: &str,
@@ -132,4 +135,24 @@ pub async fn record_check(
     .bind(result.error)
     .fetch_one(conn)
     .await
+}
+
+impl From<RoleRow> for Role {
+    fn from(row: RoleRow) -> Self {
+        Role {
+            name: row.name,
+            customer: row.customer_id,
+            role_arn: row.role_arn,
+            session_kinds: row.session_kinds,
+            max_session_seconds: row.max_session_seconds,
+            session_policy: row.session_policy,
+            status: row.status,
+            verified_at: row.verified_at,
+            last_checked_at: row.last_checked_at,
+            last_error: row.last_error,
+            trust_check: row.trust_check,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
 }

@@ -1,16 +1,21 @@
 //! `session` and `credential_issue`: access grants, and every AssumeRole made for them.
 
 use chrono::{DateTime, Utc};
+use lanyard_api::sessions::Session;
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
+
+use crate::domain::{
+    CaseId, CustomerId, CustomerStatus, RoleName, RoleStatus, SessionKind, SessionStatus,
+};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionRow {
     pub id: Uuid,
-    pub kind: String,
-    pub customer_id: String,
-    pub role_name: String,
-    pub case_id: Option<String>,
+    pub kind: SessionKind,
+    pub customer_id: CustomerId,
+    pub role_name: RoleName,
+    pub case_id: Option<CaseId>,
     pub reason: Option<String>,
     pub profile_name: String,
     pub requested_by: String,
@@ -29,15 +34,16 @@ const COLUMNS: &str =
 
 pub struct NewSession<'a> {
     pub id: Uuid,
-    pub kind: &'a str,
-    pub customer_id: &'a str,
-    pub role_name: &'a str,
-    pub case_id: Option<&'a str>,
+    pub kind: SessionKind,
+    pub customer_id: &'a CustomerId,
+    pub role_name: &'a RoleName,
+    pub case_id: Option<&'a CaseId>,
     pub reason: Option<&'a str>,
     pub profile_name: &'a str,
     pub requested_by: &'a str,
     pub requested_by_role: &'a str,
-    pub expires_at: DateTime<Utc>,
+    /// The session ends this long after now (the database's clock).
+    pub duration_seconds: i64,
 }
 
 #[tracing::instrument(skip_all, fields(session = %s.id))]
@@ -48,7 +54,7 @@ pub async fn insert(
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO session AS s (id, kind, customer_id, role_name, case_id, reason, profile_name,
                                    requested_by, requested_by_role, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now() + make_interval(secs => $10))
          RETURNING {COLUMNS}"
     )))
     .bind(s.id)
@@ -60,7 +66,7 @@ pub async fn insert(
     .bind(s.profile_name)
     .bind(s.requested_by)
     .bind(s.requested_by_role)
-    .bind(s.expires_at)
+    .bind(s.duration_seconds as f64)
     .fetch_one(conn)
     .await
 }
@@ -82,8 +88,8 @@ pub async fn get<'e>(
 /// Runs under the customer row lock, so two requests cannot both open one.
 pub async fn find_open_customer_session(
     conn: &mut PgConnection,
-    customer: &str,
-    role: &str,
+    customer: &CustomerId,
+    role: &RoleName,
     requested_by: &str,
     min_remaining_secs: i64,
 ) -> Result<Option<SessionRow>, sqlx::Error> {
@@ -105,9 +111,9 @@ pub async fn find_open_customer_session(
 /// Filters for listing; `None` means "any".
 #[derive(Debug, Default)]
 pub struct Filter<'a> {
-    pub customer: Option<&'a str>,
-    pub case_id: Option<&'a str>,
-    pub kind: Option<&'a str>,
+    pub customer: Option<&'a CustomerId>,
+    pub case_id: Option<&'a CaseId>,
+    pub kind: Option<SessionKind>,
     pub active: Option<bool>,
     /// Only sessions this subject opened (non-admin callers).
     pub requested_by: Option<&'a str>,
@@ -166,10 +172,10 @@ pub async fn revoke<'e>(
 pub struct Grant {
     #[sqlx(flatten)]
     pub session: SessionRow,
-    pub customer_status: String,
+    pub customer_status: CustomerStatus,
     pub role_arn: String,
-    pub role_status: String,
-    pub role_kinds: Vec<String>,
+    pub role_status: RoleStatus,
+    pub role_kinds: Vec<SessionKind>,
     pub role_max_session_seconds: i32,
     pub role_session_policy: Option<serde_json::Value>,
     /// The external ID the role verified with.
@@ -237,4 +243,38 @@ pub async fn count_active(db: &PgPool) -> Result<i64, sqlx::Error> {
     )
     .fetch_one(db)
     .await
+}
+
+impl SessionRow {
+    /// Where the session stands at `now`.
+    pub fn status(&self, now: DateTime<Utc>) -> SessionStatus {
+        if self.revoked_at.is_some() {
+            SessionStatus::Revoked
+        } else if self.expires_at <= now {
+            SessionStatus::Expired
+        } else {
+            SessionStatus::Active
+        }
+    }
+}
+
+impl From<SessionRow> for Session {
+    fn from(row: SessionRow) -> Self {
+        Session {
+            status: row.status(Utc::now()),
+            id: row.id,
+            kind: row.kind,
+            customer: row.customer_id,
+            role: row.role_name,
+            case_id: row.case_id,
+            reason: row.reason,
+            profile_name: row.profile_name,
+            requested_by: row.requested_by,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            revoked_at: row.revoked_at,
+            revoked_by: row.revoked_by,
+            credentials_valid_until: row.credentials_valid_until,
+        }
+    }
 }

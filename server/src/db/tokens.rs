@@ -4,11 +4,13 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::auth::Role;
+
 #[derive(Debug, sqlx::FromRow)]
 pub struct TokenRow {
     pub jti: Uuid,
     pub subject: String,
-    pub role: String,
+    pub role: Role,
     pub customers: Option<Vec<String>>,
     pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -20,7 +22,7 @@ pub async fn insert(
     conn: &mut PgConnection,
     jti: Uuid,
     subject: &str,
-    role: &str,
+    role: Role,
     customers: Option<&[String]>,
     issued_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,

@@ -136,26 +136,15 @@ pub fn upsert_ctes() -> String {
     )
 }
 
-/// How report rows are grouped.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum GroupBy {
-    Profile,
-    Customer,
-    Case,
-    Actor,
-}
+pub use lanyard_api::reports::GroupBy;
 
-impl GroupBy {
-    fn column(self) -> &'static str {
-        match self {
-            GroupBy::Profile => "profile",
-            GroupBy::Customer => "customer_id",
-            GroupBy::Case => "case_id",
-            GroupBy::Actor => "actor",
-        }
+/// The rollup column a grouping reads.
+fn column(group_by: GroupBy) -> &'static str {
+    match group_by {
+        GroupBy::Profile => "profile",
+        GroupBy::Customer => "customer_id",
+        GroupBy::Case => "case_id",
+        GroupBy::Actor => "actor",
     }
 }
 
@@ -202,7 +191,7 @@ pub async fn report(
     customer: Option<&str>,
     allowed: Option<&[String]>,
 ) -> Result<Vec<UsageGroup>, sqlx::Error> {
-    let key = group_by.column();
+    let key = column(group_by);
     // Only the filters in use: a generic plan over `$2 IS NULL OR ...` misjudges the rows.
     let mut filter = String::from("day >= $1");
     if customer.is_some() {
@@ -269,6 +258,31 @@ pub async fn report(
             },
         )
         .collect())
+}
+
+impl UsageGroup {
+    /// The group as a report row: counts become rates where the API shows rates.
+    pub fn into_row(self, group_by: GroupBy) -> lanyard_api::reports::UsageRow {
+        let key = Some(self.key);
+        let ratio = |n: i64, d: i64| (d > 0).then(|| n as f64 / d as f64);
+        lanyard_api::reports::UsageRow {
+            profile: key.clone().filter(|_| group_by == GroupBy::Profile),
+            customer: key.clone().filter(|_| group_by == GroupBy::Customer),
+            case_id: key
+                .clone()
+                .filter(|k| group_by == GroupBy::Case && !k.is_empty()),
+            actor: key.filter(|_| group_by == GroupBy::Actor),
+            total_requests: self.requests,
+            successful_requests: self.successes,
+            success_rate: ratio(self.successes, self.requests).unwrap_or(0.0),
+            avg_duration_ms: ratio(self.duration_sum, self.duration_count),
+            p95_duration_ms: self.p95_ms,
+            cache_hits: self.cache_hits,
+            cache_hit_rate: ratio(self.cache_hits, self.cache_lookups),
+            user_count: self.users.len(),
+            users: self.users,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 //! role names are 1-64 characters of `[\w+=,.@-]`; paths start and end with `/` and hold
 //! printable ASCII; the whole ARN is at most 2048 characters.
 
-use super::{ParseError, string_newtype};
+use lanyard_api::string_newtype;
+
+use super::ParseError;
 
 const PARTITIONS: [&str; 5] = ["aws", "aws-cn", "aws-us-gov", "aws-iso", "aws-iso-b"];
 

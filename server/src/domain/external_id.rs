@@ -4,7 +4,9 @@
 //! AWS's limits of 2-1224 characters of `[\w+=,.@:/-]`
 //! (<https://docs.aws.amazon.com/IAM/latest/UserGuide/id_roles_common-scenarios_third-party.html>).
 
-use super::{CustomerId, ParseError, string_newtype};
+use lanyard_api::string_newtype;
+
+use super::{CustomerId, ParseError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExternalId(String);

@@ -1,8 +1,18 @@
-//! Extractors that reject with `ApiError` (problem+json) instead of axum's plain text.
+//! Extractors: the caller (`Principal`, from the bearer token), the request's audit context,
+//! and `Json`/`Query`/`Path` that reject with problem documents instead of axum's plain
+//! text.
 
-use axum::extract::{FromRequest, FromRequestParts};
+use std::net::SocketAddr;
 
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
+use axum::http::header::{AUTHORIZATION, USER_AGENT};
+use axum::http::request::Parts;
+
+use super::RequestId;
 use super::error::ApiError;
+use crate::audit::Context;
+use crate::auth::{self, Principal};
+use crate::state::AppState;
 
 /// `Json<T>` whose rejections are problem documents (400 syntax, 413 size, 415 type,
 /// 422 unknown or invalid fields).
@@ -20,51 +30,48 @@ pub struct ApiQuery<T>(pub T);
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
 
-/// Deserializes an optional `i32` that JSON may spell `18368` or `18368.0`: JSON Schema's
-/// `integer` (and many clients' number encoders) treat both as the same integer.
-pub fn integral<'de, D>(deserializer: D) -> Result<Option<i32>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    use serde::de::{Deserialize, Error};
-    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
-        return Ok(None);
-    };
-    let value = if let Some(i) = number.as_i64() {
-        i32::try_from(i).ok()
-    } else {
-        number
-            .as_f64()
-            .filter(|f| f.fract() == 0.0 && *f >= f64::from(i32::MIN) && *f <= f64::from(i32::MAX))
-            .map(|f| f as i32)
-    };
-    value.map(Some).ok_or_else(|| {
-        D::Error::custom(format!(
-            "invalid value: {number}, expected a 32-bit integer"
-        ))
-    })
+/// The authenticated caller. A missing or bad token is refused (401), never treated as
+/// anonymous: every route that takes a `Principal` requires a valid one.
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
+        let raw = header
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into())
+            })?;
+        Ok(auth::authenticate(&state.auth_cache, &state.keys, &state.db, raw).await?)
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    #[derive(Debug, serde::Deserialize)]
-    struct T {
-        #[serde(default, deserialize_with = "super::integral")]
-        n: Option<i32>,
-    }
+/// Who sent a request and from where, for its audit rows: the request id, the TCP peer's
+/// address (a proxy's, behind one) and the first 256 characters of the user agent.
+impl<S: Send + Sync> FromRequestParts<S> for Context {
+    type Rejection = std::convert::Infallible;
 
-    fn parse(json: &str) -> Result<Option<i32>, serde_json::Error> {
-        serde_json::from_str::<T>(json).map(|t| t.n)
-    }
-
-    #[test]
-    fn integral_numbers_in_either_spelling_are_accepted() {
-        assert_eq!(parse(r#"{"n": 3600}"#).unwrap(), Some(3600));
-        assert_eq!(parse(r#"{"n": 3600.0}"#).unwrap(), Some(3600));
-        assert_eq!(parse(r#"{"n": null}"#).unwrap(), None);
-        assert_eq!(parse("{}").unwrap(), None);
-        assert!(parse(r#"{"n": 3600.5}"#).is_err());
-        assert!(parse(r#"{"n": 1e12}"#).is_err());
-        assert!(parse(r#"{"n": "3600"}"#).is_err());
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Context {
+            request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
+            source_ip: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+            user_agent: parts
+                .headers
+                .get(USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(256).collect()),
+        })
     }
 }

@@ -17,7 +17,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use error::{ApiError, REQUEST_ID};
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -27,17 +27,23 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 pub fn router(state: AppState) -> Router {
     let (api, openapi) = openapi::split();
     let body_limit = state.config.body_limit_bytes;
-    api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
-        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+    // Outermost first: a panic anywhere becomes a problem document; then the one middleware
+    // (request id, span, metrics, security headers, timeout, declared body size); the body
+    // limit is enforced by the extractors through `DefaultBodyLimit`, so that it answers
+    // with problem+json too.
+    let layers = tower::ServiceBuilder::new()
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Service(anyhow::anyhow!("handler panicked").into()).into_response()
+        }))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware,
         ))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
-        }))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit));
+    api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(layers)
         .with_state(state)
 }
 

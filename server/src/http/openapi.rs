@@ -88,7 +88,10 @@ impl Modify for ProblemJson {
 }
 
 /// The API routes and the finished OpenAPI document that describes them.
-pub fn split() -> (axum::Router<crate::app::AppState>, utoipa::openapi::OpenApi) {
+pub fn split() -> (
+    axum::Router<crate::state::AppState>,
+    utoipa::openapi::OpenApi,
+) {
     let (router, mut api) = super::routes::router().split_for_parts();
     ProblemJson.modify(&mut api);
     (router, api)

@@ -1,4 +1,5 @@
-//! Credentials cached per session, with single-flight refresh and a short negative cache.
+//! Credentials from AssumeRole, cached per session and holder, with single-flight refresh and a
+//! short negative cache.
 //!
 //! Each session has one slot behind an async mutex. A request takes the slot, and either
 //! finds usable credentials (a cache hit) or makes the AssumeRole call while holding it, so
@@ -17,7 +18,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{AssumedCredentials, StsError};
+use super::AssumedCredentials;
+use crate::domain::verification::AwsError;
 
 /// Credentials as cached: what STS returned, and what they were issued under.
 #[derive(Debug)]
@@ -79,10 +81,10 @@ struct Slot {
 struct Failures {
     /// An AccessDenied, remembered until the instant given, for the role version it was
     /// met under (a changed or re-verified role is asked again at once).
-    denied: Option<(Instant, StsError, DateTime<Utc>)>,
+    denied: Option<(Instant, AwsError, DateTime<Utc>)>,
     /// The last failed flight and when it ended: requests that were already waiting for it
     /// share its outcome instead of each making their own call.
-    last: Option<(Instant, StsError)>,
+    last: Option<(Instant, AwsError)>,
 }
 
 impl Slot {
@@ -96,7 +98,7 @@ impl Slot {
     }
 }
 
-/// The outcome of [`CredentialCache::get_or_issue`].
+/// The outcome of [`AssumedRoleCache::get_or_issue`].
 #[derive(Debug)]
 pub enum Lookup {
     /// Usable credentials were cached.
@@ -104,10 +106,10 @@ pub enum Lookup {
     /// This request made the AssumeRole call.
     Issued(Arc<Cached>),
     /// AssumeRole failed; `cached` says whether it was a remembered AccessDenied.
-    Failed { error: StsError, cached: bool },
+    Failed { error: AwsError, cached: bool },
 }
 
-pub struct CredentialCache {
+pub struct AssumedRoleCache {
     /// The slots per session, and the size at which expired ones are swept out next.
     slots: Mutex<(HashMap<Uuid, SessionSlots>, usize)>,
     denied_ttl: Duration,
@@ -116,9 +118,9 @@ pub struct CredentialCache {
 /// Slots kept before expired ones are swept out.
 const SWEEP_ABOVE: usize = 4096;
 
-impl CredentialCache {
+impl AssumedRoleCache {
     pub fn new(denied_ttl: Duration) -> Self {
-        CredentialCache {
+        AssumedRoleCache {
             slots: Mutex::new((HashMap::new(), SWEEP_ABOVE)),
             denied_ttl,
         }
@@ -170,7 +172,7 @@ impl CredentialCache {
     ) -> Lookup
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Cached, StsError>>,
+        Fut: Future<Output = Result<Cached, AwsError>>,
     {
         let slot = self.slot(session, holder);
         if let Some(cached) = slot.usable(&usable) {
@@ -252,7 +254,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_cold_requests_share_one_issue() {
-        let cache = Arc::new(CredentialCache::new(Duration::from_secs(10)));
+        let cache = Arc::new(AssumedRoleCache::new(Duration::from_secs(10)));
         let calls = Arc::new(AtomicUsize::new(0));
         let session = Uuid::new_v4();
         let mut tasks = Vec::new();
@@ -287,7 +289,7 @@ mod tests {
 
     #[tokio::test]
     async fn requests_waiting_on_a_failed_flight_share_its_failure() {
-        let cache = Arc::new(CredentialCache::new(Duration::ZERO));
+        let cache = Arc::new(AssumedRoleCache::new(Duration::ZERO));
         let calls = Arc::new(AtomicUsize::new(0));
         let session = Uuid::new_v4();
         let mut tasks = Vec::new();
@@ -303,7 +305,7 @@ mod tests {
                         || async {
                             calls.fetch_add(1, Ordering::SeqCst);
                             tokio::task::yield_now().await;
-                            Err(StsError {
+                            Err(AwsError {
                                 code: "Throttling".into(),
                                 message: "slow down".into(),
                             })
@@ -320,7 +322,7 @@ mod tests {
 
     #[tokio::test]
     async fn unusable_credentials_are_replaced_and_denials_remembered() {
-        let cache = CredentialCache::new(Duration::from_secs(60));
+        let cache = AssumedRoleCache::new(Duration::from_secs(60));
         let session = Uuid::new_v4();
         let first = cache
             .get_or_issue(
@@ -333,7 +335,7 @@ mod tests {
             .await;
         assert!(matches!(first, Lookup::Issued(_)));
         let denied = || async {
-            Err(StsError {
+            Err(AwsError {
                 code: "AccessDenied".into(),
                 message: "no".into(),
             })
@@ -350,7 +352,7 @@ mod tests {
                 version(),
                 |_| false,
                 || async {
-                    Err(StsError {
+                    Err(AwsError {
                         code: "Throttling".into(),
                         message: "asked again".into(),
                     })
@@ -385,7 +387,7 @@ mod tests {
 
     #[tokio::test]
     async fn someone_acting_on_anothers_session_never_gets_the_owners_credentials() {
-        let cache = CredentialCache::new(Duration::from_secs(10));
+        let cache = AssumedRoleCache::new(Duration::from_secs(10));
         let session = Uuid::new_v4();
         let hour = || Utc::now() + chrono::Duration::hours(1);
         let issued = |holder| {

@@ -7,79 +7,59 @@
 pub mod cache;
 
 use std::num::NonZeroU32;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use aws_config::default_provider::region::DefaultRegionChain;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::SdkConfig;
 use aws_sdk_sts::config::http::HttpResponse;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::types::Tag;
 use tokio::sync::OnceCell;
 
 use crate::config::Config;
+use crate::domain::verification::{AwsError, Probe};
 use crate::domain::{ExternalId, RoleArn};
 use crate::metrics::StsMetrics;
 
-/// What went wrong in an STS call, without any secret: an AWS error code and its message.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct StsError {
-    pub code: String,
-    pub message: String,
-}
-
-impl StsError {
-    pub fn is_access_denied(&self) -> bool {
-        self.code == "AccessDenied"
-    }
-
-    fn from_sdk<E>(err: SdkError<E, HttpResponse>) -> Self
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-    {
-        match &err {
-            SdkError::ServiceError(service) => {
-                let inner = service.err();
-                // The SDK reads `ErrorResponse/Error/Code`. Some STS-compatible endpoints
-                // (moto among them) nest it as `ErrorResponse/Errors/Error/Code`; read the
-                // raw body then, so the operator still sees the real code.
-                let body = std::str::from_utf8(service.raw().body().bytes().unwrap_or_default())
-                    .unwrap_or_default();
-                let code = inner
-                    .code()
-                    .map(str::to_owned)
-                    .or_else(|| xml_element(body, "Code"))
-                    .unwrap_or_else(|| format!("HTTP{}", service.raw().status().as_u16()));
-                let message = inner
-                    .message()
-                    .map(str::to_owned)
-                    .or_else(|| xml_element(body, "Message"))
-                    .unwrap_or_else(|| "no message".to_owned());
-                StsError { code, message }
-            }
-            SdkError::TimeoutError(_) => StsError {
-                code: "Timeout".into(),
-                message: "STS did not answer in time".into(),
+/// An SDK failure as an [`AwsError`]: the AWS error code and message, or a code of the
+/// broker's own for what never reached AWS (`Timeout`, `Unreachable`, `ClientError`).
+pub(crate) fn aws_error<E>(err: SdkError<E, HttpResponse>) -> AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match &err {
+        SdkError::ServiceError(service) => {
+            let inner = service.err();
+            // The SDK reads `ErrorResponse/Error/Code`. Some STS-compatible endpoints
+            // (moto among them) nest it as `ErrorResponse/Errors/Error/Code`; read the
+            // raw body then, so the operator still sees the real code.
+            let body = std::str::from_utf8(service.raw().body().bytes().unwrap_or_default())
+                .unwrap_or_default();
+            let code = inner
+                .code()
+                .map(str::to_owned)
+                .or_else(|| xml_element(body, "Code"))
+                .unwrap_or_else(|| format!("HTTP{}", service.raw().status().as_u16()));
+            let message = inner
+                .message()
+                .map(str::to_owned)
+                .or_else(|| xml_element(body, "Message"))
+                .unwrap_or_else(|| "no message".to_owned());
+            AwsError { code, message }
+        }
+        SdkError::TimeoutError(_) => AwsError::new("Timeout", "STS did not answer in time"),
+        SdkError::DispatchFailure(f) => AwsError::new(
+            "Unreachable",
+            if f.is_timeout() {
+                "STS did not answer in time"
+            } else {
+                "could not reach STS"
             },
-            SdkError::DispatchFailure(f) => StsError {
-                code: "Unreachable".into(),
-                message: if f.is_timeout() {
-                    "STS did not answer in time".into()
-                } else {
-                    "could not reach STS".into()
-                },
-            },
-            _ => {
-                // The SDK's own failures (no broker credentials, bad configuration) can
-                // describe the broker's setup: the log gets them, the client a fixed text.
-                tracing::error!(error = %error_text(&err), "calling STS failed");
-                StsError {
-                    code: "ClientError".into(),
-                    message: "the broker could not call STS; see its log".into(),
-                }
-            }
+        ),
+        _ => {
+            // The SDK's own failures (no broker credentials, bad configuration) can describe
+            // the broker's setup: the log gets them, the client a fixed text.
+            tracing::error!(error = %error_text(&err), "calling STS failed");
+            AwsError::new("ClientError", "the broker could not call STS; see its log")
         }
     }
 }
@@ -151,43 +131,6 @@ pub struct Sts {
     metrics: StsMetrics,
 }
 
-/// The AWS configuration of the instance (region, credentials chain, endpoint, retries,
-/// timeouts), shared by the STS and CloudWatch clients.
-/// The region when none is configured anywhere.
-const DEFAULT_REGION: &str = "us-east-1";
-
-pub async fn sdk_config(config: &Config) -> SdkConfig {
-    let region = match config.aws_region.clone() {
-        Some(region) => aws_config::Region::new(region),
-        // The standard chain (AWS_REGION, the profile, instance metadata). Its own warnings
-        // are filtered (see `telemetry`); this one line says what happens instead.
-        None => match DefaultRegionChain::builder().build().region().await {
-            Some(region) => region,
-            None => {
-                tracing::info!(
-                    "no AWS region found (LANYARD_AWS_REGION, AWS_REGION, the AWS profile, \
-                     instance metadata); using {DEFAULT_REGION}"
-                );
-                aws_config::Region::new(DEFAULT_REGION)
-            }
-        },
-    };
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(region)
-        .retry_config(RetryConfig::standard().with_max_attempts(3))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(3))
-                .operation_attempt_timeout(Duration::from_secs(5))
-                .operation_timeout(Duration::from_secs(12))
-                .build(),
-        );
-    if let Some(url) = &config.aws_endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    loader.load().await
-}
-
 impl Sts {
     pub fn new(config: &Config, sdk: &SdkConfig, metrics: StsMetrics) -> Self {
         let per_second = NonZeroU32::new(config.sts_rate_limit).unwrap_or(NonZeroU32::MIN);
@@ -202,14 +145,14 @@ impl Sts {
 
     /// The IAM principal customers must trust: from configuration, else from
     /// sts:GetCallerIdentity (an assumed-role ARN is turned into its role ARN).
-    pub async fn broker_principal(&self) -> Result<String, StsError> {
+    pub async fn broker_principal(&self) -> Result<String, AwsError> {
         if let Some(arn) = &self.configured_principal {
             return Ok(arn.clone());
         }
         Ok(principal_from_caller_arn(self.caller_arn().await?))
     }
 
-    async fn caller_arn(&self) -> Result<&str, StsError> {
+    async fn caller_arn(&self) -> Result<&str, AwsError> {
         self.caller
             .get_or_try_init(|| async {
                 let out = self
@@ -217,7 +160,7 @@ impl Sts {
                     .get_caller_identity()
                     .send()
                     .await
-                    .map_err(StsError::from_sdk)?;
+                    .map_err(aws_error)?;
                 Ok(out.arn().unwrap_or_default().to_owned())
             })
             .await
@@ -237,13 +180,13 @@ impl Sts {
     pub async fn assume_role(
         &self,
         req: &AssumeRoleRequest<'_>,
-    ) -> Result<AssumedCredentials, StsError> {
+    ) -> Result<AssumedCredentials, AwsError> {
         let tags = req
             .tags
             .iter()
             .map(|(k, v)| Tag::builder().key(k).value(v).build())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StsError {
+            .map_err(|e| AwsError {
                 code: "InvalidTag".into(),
                 message: e.to_string(),
             })?;
@@ -261,13 +204,13 @@ impl Sts {
             .set_policy(req.policy.clone())
             .send()
             .await
-            .map_err(StsError::from_sdk);
+            .map_err(aws_error);
         self.metrics.observe(
             out.as_ref().err().map(|e| e.code.as_str()),
             started.elapsed(),
         );
         let out = out?;
-        let creds = out.credentials().ok_or_else(|| StsError {
+        let creds = out.credentials().ok_or_else(|| AwsError {
             code: "NoCredentials".into(),
             message: "AssumeRole returned no credentials".into(),
         })?;
@@ -289,7 +232,7 @@ impl Sts {
         role_arn: &RoleArn,
         customer: &str,
         candidates: &[&ExternalId],
-    ) -> Verification {
+    ) -> Probe {
         let request = |external_id| AssumeRoleRequest {
             role_arn,
             external_id,
@@ -311,51 +254,13 @@ impl Sts {
             }
         }
         let Some(verified_with) = verified_with else {
-            return Verification::Failed(last_error.unwrap_or_else(|| StsError {
-                code: "NoExternalId".into(),
-                message: "the customer has no external ID".into(),
+            return Probe::Failed(last_error.unwrap_or_else(|| {
+                AwsError::new("NoExternalId", "the customer has no external ID")
             }));
         };
-        let trust = match self.assume_role(&request(None)).await {
-            Ok(_) => TrustCheck::Open,
-            Err(e) if e.is_access_denied() => TrustCheck::Passed,
-            Err(e) => TrustCheck::Inconclusive(e),
-        };
-        Verification::Assumed {
+        Probe::Assumed {
             verified_with,
-            trust,
-        }
-    }
-}
-
-/// What verifying a role found.
-#[derive(Debug)]
-pub enum Verification {
-    /// No candidate external ID let the broker assume the role.
-    Failed(StsError),
-    /// The role was assumed with `verified_with`; `trust` says whether it also opened without one.
-    Assumed {
-        verified_with: ExternalId,
-        trust: TrustCheck,
-    },
-}
-
-#[derive(Debug)]
-pub enum TrustCheck {
-    /// AssumeRole without the external ID was denied, as it must be.
-    Passed,
-    /// AssumeRole without the external ID succeeded: the role is open to the confused deputy.
-    Open,
-    /// The check itself failed for another reason.
-    Inconclusive(StsError),
-}
-
-impl TrustCheck {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            TrustCheck::Passed => "passed",
-            TrustCheck::Open => "open",
-            TrustCheck::Inconclusive(_) => "inconclusive",
+            without_external_id: self.assume_role(&request(None)).await.map(|_| ()),
         }
     }
 }

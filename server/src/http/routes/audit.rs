@@ -9,18 +9,20 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use lanyard_api::audit::{AuditEvent, AuditFormat, AuditPage};
+use lanyard_api::problem::Problem;
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::audit::export::Render;
 use crate::auth::{Action, Principal};
 use crate::db::audit_query::{self, EventRow, Filter};
-use crate::domain::{CaseId, CustomerId};
-use crate::http::error::{ApiError, Problem};
+use crate::domain::{CaseId, CustomerId, Outcome};
+use crate::http::error::ApiError;
 use crate::http::extract::ApiQuery;
+use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_audit_events))
@@ -32,99 +34,6 @@ const MAX_LIMIT: i64 = 1000;
 /// How long a first page waits for audit rows that are being committed (usually
 /// milliseconds; see `audit_query::settled_horizon`).
 const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// One audit event: who did what, to which customer, when, from where, and how it ended.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AuditEvent {
-    /// Increases with every event written; the listing's order (newest first).
-    pub id: i64,
-    pub occurred_at: DateTime<Utc>,
-    pub request_id: Option<String>,
-    /// The token's subject.
-    pub actor: String,
-    #[schema(example = "support")]
-    pub actor_role: Option<String>,
-    #[schema(example = "credentials.issue")]
-    pub action: String,
-    pub customer: Option<String>,
-    pub role: Option<String>,
-    pub session_id: Option<Uuid>,
-    pub case_id: Option<String>,
-    pub profile: Option<String>,
-    pub source_ip: Option<String>,
-    pub user_agent: Option<String>,
-    /// `success`, `denied` or `error`.
-    #[schema(example = "success")]
-    pub outcome: String,
-    pub error_code: Option<String>,
-    pub duration_ms: Option<i32>,
-    pub cache_hit: Option<bool>,
-    /// Action-specific details (never a secret).
-    #[schema(value_type = Option<Object>)]
-    pub detail: Option<serde_json::Value>,
-}
-
-impl From<EventRow> for AuditEvent {
-    fn from(row: EventRow) -> Self {
-        AuditEvent {
-            id: row.id,
-            occurred_at: row.occurred_at,
-            request_id: row.request_id,
-            actor: row.actor,
-            actor_role: row.actor_role,
-            action: row.action,
-            customer: row.customer_id,
-            role: row.role_name,
-            session_id: row.session_id,
-            case_id: row.case_id,
-            profile: row.profile,
-            source_ip: row.source_ip,
-            user_agent: row.user_agent,
-            outcome: row.outcome,
-            error_code: row.error_code,
-            duration_ms: row.duration_ms,
-            cache_hit: row.cache_hit,
-            detail: row.detail,
-        }
-    }
-}
-
-/// A page of events, newest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AuditPage {
-    pub events: Vec<AuditEvent>,
-    /// Pass as `cursor` (with the same filters) for the next, older page; `null` when there
-    /// is none.
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum AuditOutcome {
-    Success,
-    Denied,
-    Error,
-}
-
-impl AuditOutcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            AuditOutcome::Success => "success",
-            AuditOutcome::Denied => "denied",
-            AuditOutcome::Error => "error",
-        }
-    }
-}
-
-/// `json`: one page and a cursor. `ndjson`, `csv`: every matching row, streamed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum AuditFormat {
-    #[default]
-    Json,
-    Ndjson,
-    Csv,
-}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -157,7 +66,7 @@ pub struct AuditQuery {
     pub action: Option<String>,
     /// Only events with this outcome.
     #[param(inline)]
-    pub outcome: Option<AuditOutcome>,
+    pub outcome: Option<Outcome>,
     /// At most this many events per page (1-1000, default 100). Exports return every
     /// matching event unless `limit` is given.
     #[param(minimum = 1, maximum = 1000)]
@@ -296,7 +205,7 @@ fn filter(query: &AuditQuery) -> Result<Filter, ApiError> {
         case_id: case.map(|c| c.to_string()),
         session,
         action: query.action.clone(),
-        outcome: query.outcome.map(AuditOutcome::as_str),
+        outcome: query.outcome,
         customers: None,
         before_id,
         max_id: None,
@@ -439,7 +348,7 @@ fn csv_row(row: &EventRow) -> String {
         text(&row.profile),
         text(&row.source_ip),
         text(&row.user_agent),
-        row.outcome.clone(),
+        row.outcome.as_str().to_owned(),
         text(&row.error_code),
         row.duration_ms.map(|d| d.to_string()).unwrap_or_default(),
         row.cache_hit.map(|b| b.to_string()).unwrap_or_default(),

@@ -1,31 +1,17 @@
 //! The caller's own token: who the broker takes it for.
 
 use axum::Json;
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use utoipa::ToSchema;
+use chrono::DateTime;
+use lanyard_api::problem::Problem;
+use lanyard_api::whoami::WhoAmI;
 use utoipa_axum::{router::OpenApiRouter, routes};
-use uuid::Uuid;
 
-use crate::app::AppState;
-use crate::auth::{Principal, Role};
-use crate::http::error::{ApiError, Problem};
+use crate::auth::Principal;
+use crate::http::error::ApiError;
+use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(whoami))
-}
-
-/// What the broker knows of the token a request carried.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct WhoAmI {
-    /// The token's subject: the actor in audit rows.
-    pub subject: String,
-    pub role: Role,
-    /// The customers the token is limited to; `null` for every customer.
-    pub customers: Option<Vec<String>>,
-    /// The token's id (`jti`), as `lanyard-server token list` shows it.
-    pub token_id: Uuid,
-    pub expires_at: DateTime<Utc>,
 }
 
 /// Who the broker takes the caller's token for (any valid token). `lanyard login` and

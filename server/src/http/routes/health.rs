@@ -3,23 +3,16 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Serialize;
-use utoipa::ToSchema;
+use lanyard_api::problem::Health;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::app::AppState;
 use crate::db;
+use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Health {
-    /// `ok`, or what is missing.
-    pub status: String,
 }
 
 /// Liveness: the process answers.

@@ -1,4 +1,5 @@
-//! One file per resource; each exposes its routes with their OpenAPI annotations.
+//! One file per resource; each exposes its routes with their OpenAPI annotations. Handlers
+//! parse, authorize, call a service (`crate::sessions`, `crate::registry`, ...) and respond.
 
 pub mod audit;
 pub mod auth;
@@ -8,19 +9,11 @@ pub mod reports;
 pub mod roles;
 pub mod sessions;
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::header::USER_AGENT;
-use axum::http::request::Parts;
 use utoipa::{IntoParams, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
-use super::RequestId;
 use super::openapi::ApiDoc;
-use crate::app::AppState;
-use crate::auth::Principal;
-use crate::db::audit::NewEvent;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -59,46 +52,4 @@ pub struct RolePath {
         max_length = 63
     )]
     name: String,
-}
-
-/// Who sent a request and from where, for audit rows.
-#[derive(Debug, Clone)]
-pub struct RequestContext {
-    pub request_id: Option<String>,
-    pub source_ip: Option<std::net::IpAddr>,
-    pub user_agent: Option<String>,
-}
-
-impl RequestContext {
-    /// An audit event pre-filled with this request's context and the principal.
-    pub fn event(&self, principal: &Principal, action: &'static str) -> NewEvent {
-        NewEvent {
-            request_id: self.request_id.clone(),
-            actor: principal.actor().to_owned(),
-            actor_role: Some(principal.role.as_str()),
-            action,
-            source_ip: self.source_ip,
-            user_agent: self.user_agent.clone(),
-            ..NewEvent::success()
-        }
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(RequestContext {
-            request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
-            source_ip: parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-            user_agent: parts
-                .headers
-                .get(USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(|s| s.chars().take(256).collect()),
-        })
-    }
 }

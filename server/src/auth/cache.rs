@@ -24,7 +24,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
-use crate::auth::Principal;
+use super::Principal;
 use crate::db::sessions::Grant;
 
 /// The longest any instance acts on authorization state it read earlier.
@@ -173,7 +173,7 @@ impl AuthCache {
         self.grants
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, e| e.value.session.customer_id != customer);
+            .retain(|_, e| e.value.session.customer_id.as_str() != customer);
         self.customer_sessions
             .write()
             .unwrap_or_else(|p| p.into_inner())

@@ -17,7 +17,10 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::cloudwatch::{CredentialRequest, Outcome, Recorder};
+pub mod cloudwatch;
+
+use crate::domain::Outcome;
+use cloudwatch::{CredentialRequest, Recorder};
 
 #[derive(Clone)]
 pub struct Metrics {

@@ -1,61 +1,33 @@
-//! Issuing credentials for a session: whether the session may have them now, the AssumeRole
-//! context (external ID, session name, source identity, tags, lifetime, session policy),
-//! the cache, and the record of every AssumeRole.
+//! Credentials for a session: whether the session may have them now, the AssumeRole
+//! context (external ID, session name, source identity, tags, lifetime, session policy), the
+//! per-holder cache, and the record of every AssumeRole.
 //!
-//! The caller audits the outcome and answers only after that audit row committed.
+//! The caller (`vend`) audits the outcome and answers only after that audit row committed.
 
 use std::time::Instant;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
-use utoipa::ToSchema;
+use chrono::{SecondsFormat, Utc};
+use lanyard_api::sessions::CredentialProcess;
 
-use crate::app::AppState;
 use crate::db::sessions::Grant;
 use crate::domain::session::{
     credential_lifetime, role_session_name, session_policy, source_identity, tag_value,
 };
-use crate::domain::{CaseId, CustomerId, ExternalId, RoleArn, SessionKind};
-use crate::http::error::ApiError;
+use crate::domain::verification::AwsError;
+use crate::domain::{CustomerStatus, ExternalId, Outcome, RoleArn, RoleStatus};
+use crate::error::Error;
+use crate::state::AppState;
+use crate::sts::AssumeRoleRequest;
 use crate::sts::cache::{Cached, Holder, Lookup};
-use crate::sts::{AssumeRoleRequest, StsError};
 
 /// STS's limit on a session policy's plain-text size.
 const MAX_POLICY_CHARS: usize = 2048;
-
-/// The `credential_process` document, exactly as the AWS CLI and SDKs read it
-/// (<https://docs.aws.amazon.com/cli/latest/userguide/cli-configure-sourcing-external.html>).
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct CredentialProcess {
-    /// Always 1.
-    #[schema(example = 1)]
-    pub version: u8,
-    #[schema(example = "ASIAIOSFODNN7EXAMPLE")]
-    pub access_key_id: String,
-    pub secret_access_key: String,
-    pub session_token: String,
-    /// When the credentials stop working (RFC 3339, UTC): the STS expiry, or the session's
-    /// end when a policy cuts them off earlier.
-    #[schema(example = "2026-11-26T12:30:00Z")]
-    pub expiration: String,
-}
-
-impl std::fmt::Debug for CredentialProcess {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CredentialProcess")
-            .field("access_key_id", &self.access_key_id)
-            .field("expiration", &self.expiration)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Credentials handed out, and how.
 #[derive(Debug)]
 pub struct Issued {
     pub document: CredentialProcess,
     pub cache_hit: bool,
-    pub expires_at: DateTime<Utc>,
     /// The SourceIdentity and RoleSessionName the credentials were issued with (what the
     /// customer's CloudTrail shows for every call made with them).
     pub source_identity: String,
@@ -65,27 +37,27 @@ pub struct Issued {
 /// Why no credentials: the client's answer, and the audit row's outcome and code.
 #[derive(Debug)]
 pub struct Refused {
-    pub error: ApiError,
+    pub error: Error,
     /// `denied` (the rules or AWS said no) or `error` (something failed).
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub code: String,
     pub cache_hit: Option<bool>,
 }
 
 impl Refused {
-    fn denied(code: &str, error: ApiError) -> Self {
+    pub fn denied(code: &str, error: Error) -> Self {
         Refused {
             error,
-            outcome: "denied",
+            outcome: Outcome::Denied,
             code: code.to_owned(),
             cache_hit: None,
         }
     }
 
-    fn failed(code: &str, error: ApiError) -> Self {
+    fn failed(code: &str, error: Error) -> Self {
         Refused {
             error,
-            outcome: "error",
+            outcome: Outcome::Error,
             code: code.to_owned(),
             cache_hit: None,
         }
@@ -94,7 +66,7 @@ impl Refused {
 
 /// Whether the session may have credentials right now, and why not. Every instance reads
 /// the grant from the database on every request, so a revocation holds everywhere at once.
-pub fn check(grant: &Grant) -> Result<(), Refused> {
+pub(super) fn check(grant: &Grant) -> Result<(), Refused> {
     let s = &grant.session;
     if let Some(revoked_at) = s.revoked_at {
         let still = s
@@ -109,7 +81,7 @@ pub fn check(grant: &Grant) -> Result<(), Refused> {
             .unwrap_or_default();
         return Err(Refused::denied(
             "SessionRevoked",
-            ApiError::Gone(format!(
+            Error::Gone(format!(
                 "session {} was revoked at {}{still}",
                 s.id,
                 revoked_at.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -119,23 +91,23 @@ pub fn check(grant: &Grant) -> Result<(), Refused> {
     if s.expires_at <= grant.now {
         return Err(Refused::denied(
             "SessionExpired",
-            ApiError::Gone(format!(
+            Error::Gone(format!(
                 "session {} expired at {}",
                 s.id,
                 s.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
             )),
         ));
     }
-    if grant.customer_status == "disabled" {
+    if grant.customer_status == CustomerStatus::Disabled {
         return Err(Refused::denied(
             "CustomerDisabled",
-            ApiError::Conflict(format!("customer '{}' is disabled", s.customer_id)),
+            Error::Conflict(format!("customer '{}' is disabled", s.customer_id)),
         ));
     }
-    if grant.role_status != "verified" || grant.external_id.is_none() {
+    if grant.role_status != RoleStatus::Verified || grant.external_id.is_none() {
         return Err(Refused::denied(
             "RoleNotVerified",
-            ApiError::Conflict(format!(
+            Error::Conflict(format!(
                 "role '{}' of customer '{}' is {}; verify it first",
                 s.role_name, s.customer_id, grant.role_status
             )),
@@ -144,7 +116,7 @@ pub fn check(grant: &Grant) -> Result<(), Refused> {
     if !grant.role_kinds.contains(&s.kind) {
         return Err(Refused::denied(
             "SessionKindNotAllowed",
-            ApiError::Conflict(format!(
+            Error::Conflict(format!(
                 "role '{}' does not allow {} sessions",
                 s.role_name, s.kind
             )),
@@ -161,7 +133,7 @@ pub fn check(grant: &Grant) -> Result<(), Refused> {
 /// (SourceIdentity, RoleSessionName) and a cache entry of their own, so the customer's
 /// CloudTrail shows who really made each call.
 #[tracing::instrument(skip_all, fields(session = %grant.session.id))]
-pub async fn issue(
+pub(super) async fn issue(
     state: &AppState,
     grant: &Grant,
     actor: &str,
@@ -184,7 +156,7 @@ pub async fn issue(
             && (exp - now > refresh || exp >= session_end)
     };
     let lookup = state
-        .credentials
+        .assumed_roles
         .get_or_issue(
             grant.session.id,
             holder,
@@ -212,7 +184,6 @@ pub async fn issue(
             expiration: expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
         },
         cache_hit,
-        expires_at,
         source_identity: cached.source_identity.clone(),
         role_session_name: cached.role_session_name.clone(),
     })
@@ -229,22 +200,11 @@ async fn assume(
     grant: &Grant,
     actor: &str,
     request_id: Option<&str>,
-) -> Result<Cached, StsError> {
-    let internal = |message: String| StsError {
-        code: BROKER_ERROR.into(),
-        message,
-    };
+) -> Result<Cached, AwsError> {
+    let internal = |message: String| AwsError::new(BROKER_ERROR, message);
     let s = &grant.session;
     let role_arn = RoleArn::parse(&grant.role_arn).map_err(|e| internal(e.to_string()))?;
     let external_id = ExternalId::parse(grant.external_id.as_deref().unwrap_or_default())
-        .map_err(|e| internal(e.to_string()))?;
-    let kind = SessionKind::parse(&s.kind).map_err(|e| internal(e.to_string()))?;
-    let customer = CustomerId::parse(&s.customer_id).map_err(|e| internal(e.to_string()))?;
-    let case = s
-        .case_id
-        .as_deref()
-        .map(CaseId::parse)
-        .transpose()
         .map_err(|e| internal(e.to_string()))?;
 
     let broker_on_role = state.sts.broker_on_role().await;
@@ -260,20 +220,23 @@ async fn assume(
         lifetime.cut_at_session_end.then_some(s.expires_at),
     );
     if policy.as_ref().is_some_and(|p| p.len() > MAX_POLICY_CHARS) {
-        return Err(StsError {
-            code: POLICY_TOO_LARGE.into(),
-            message: format!(
+        return Err(AwsError::new(
+            POLICY_TOO_LARGE,
+            format!(
                 "the role's session policy plus the session-end statement exceed STS's \
                  {MAX_POLICY_CHARS} characters; shorten the role's session_policy"
             ),
-        });
+        ));
     }
     let mut tags = vec![
         ("lanyard-session-id".to_owned(), s.id.to_string()),
-        ("lanyard-kind".to_owned(), s.kind.clone()),
-        ("lanyard-customer".to_owned(), tag_value(&s.customer_id)),
+        ("lanyard-kind".to_owned(), s.kind.as_str().to_owned()),
+        (
+            "lanyard-customer".to_owned(),
+            tag_value(s.customer_id.as_str()),
+        ),
     ];
-    if let Some(case) = &case {
+    if let Some(case) = &s.case_id {
         tags.push(("lanyard-case-id".to_owned(), tag_value(case.as_str())));
     }
     if actor != s.requested_by {
@@ -282,7 +245,7 @@ async fn assume(
             tag_value(&s.requested_by),
         ));
     }
-    let session_name = role_session_name(kind, &customer, case.as_ref(), actor);
+    let session_name = role_session_name(s.kind, &s.customer_id, s.case_id.as_ref(), actor);
     let identity = source_identity(actor);
     let request = AssumeRoleRequest {
         role_arn: &role_arn,
@@ -316,20 +279,17 @@ async fn assume(
     .await
     .map_err(|e| {
         tracing::error!(error = %e, "recording the credential issue failed");
-        StsError {
-            code: DATABASE_ERROR.into(),
-            message: "database".into(),
-        }
+        AwsError::new(DATABASE_ERROR, "database")
     })?;
     if !recorded {
         // Revoked or expired while STS was answering: these credentials go nowhere.
-        return Err(StsError {
-            code: SESSION_ENDED.into(),
-            message: format!(
+        return Err(AwsError::new(
+            SESSION_ENDED,
+            format!(
                 "session {} ended while its credentials were being issued",
                 s.id
             ),
-        });
+        ));
     }
     Ok(Cached {
         credentials,
@@ -341,21 +301,20 @@ async fn assume(
 }
 
 /// The client's answer for a failed AssumeRole.
-fn refusal(error: StsError) -> Refused {
-    use axum::http::StatusCode;
+fn refusal(error: AwsError) -> Refused {
     match error.code.as_str() {
         DATABASE_ERROR => Refused::failed(
             DATABASE_ERROR,
-            ApiError::Unavailable("database unavailable while recording credentials".into()),
+            Error::Unavailable("database unavailable while recording credentials".into()),
         ),
         BROKER_ERROR => Refused::failed(
             BROKER_ERROR,
-            ApiError::Internal(anyhow::anyhow!("{}", error.message)),
+            Error::Internal(anyhow::anyhow!("{}", error.message)),
         ),
-        POLICY_TOO_LARGE => Refused::denied(POLICY_TOO_LARGE, ApiError::Conflict(error.message)),
-        SESSION_ENDED => Refused::denied(SESSION_ENDED, ApiError::Gone(error.message)),
+        POLICY_TOO_LARGE => Refused::denied(POLICY_TOO_LARGE, Error::Conflict(error.message)),
+        SESSION_ENDED => Refused::denied(SESSION_ENDED, Error::Gone(error.message)),
         code => {
-            let retry_may_help = matches!(
+            let retry = matches!(
                 code,
                 "Throttling"
                     | "ThrottlingException"
@@ -376,20 +335,15 @@ fn refusal(error: StsError) -> Refused {
                     | "ValidationError"
                     | "InvalidClientTokenId"
             );
-            let status = if retry_may_help {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::BAD_GATEWAY
-            };
             Refused {
-                outcome: if denied { "denied" } else { "error" },
+                outcome: if denied {
+                    Outcome::Denied
+                } else {
+                    Outcome::Error
+                },
                 code: code.to_owned(),
                 cache_hit: None,
-                error: ApiError::Aws {
-                    status,
-                    code: code.to_owned(),
-                    message: error.message,
-                },
+                error: Error::Aws { error, retry },
             }
         }
     }

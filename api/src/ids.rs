@@ -1,9 +1,11 @@
-//! Customer ids, role names, display names and session kinds.
+//! The ids that name things in requests and paths: customers, roles, support cases, and the
+//! two kinds of session. Each parses once, at the edge, by the broker's rules.
 
-use super::{ParseError, string_newtype};
+use crate::{ParseError, string_newtype};
 
 /// A customer slug: `^[a-z0-9][a-z0-9-]{1,62}$`, e.g. `acme-corp`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(transparent))]
 pub struct CustomerId(String);
 
 impl CustomerId {
@@ -27,6 +29,7 @@ string_newtype!(CustomerId);
 
 /// A role's short name within a customer: `^[a-z0-9][a-z0-9_-]{0,62}$`, e.g. `readonly`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(transparent))]
 pub struct RoleName(String);
 
 impl RoleName {
@@ -47,28 +50,42 @@ impl RoleName {
 }
 string_newtype!(RoleName);
 
-/// A human-readable customer name: 1-200 characters of plain text (see
-/// [`check_plain_text`](super::check_plain_text)).
+/// A support case reference such as `CS-12345`: `^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DisplayName(String);
+#[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(transparent))]
+pub struct CaseId(String);
 
-impl DisplayName {
+impl CaseId {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
-        let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.chars().count() > 200 {
-            return Err(ParseError::new("display name must be 1-200 characters"));
+        let bytes = raw.as_bytes();
+        let ok = (2..=64).contains(&bytes.len())
+            && bytes[0].is_ascii_alphanumeric()
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(ParseError::new(
+                "case id must be 2-64 characters of letters, digits, '.', '_' and '-', \
+                 starting with a letter or digit",
+            ))
         }
-        super::check_plain_text("display name", trimmed)?;
-        Ok(Self(trimmed.to_owned()))
     }
 }
-string_newtype!(DisplayName);
+string_newtype!(CaseId);
 
 /// Who a session serves: a support engineer on a case, or a service acting for a customer.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "snake_case")
+)]
 pub enum SessionKind {
     Support,
     Customer,
@@ -95,6 +112,12 @@ impl SessionKind {
     }
 }
 
+impl std::fmt::Display for SessionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +136,9 @@ mod tests {
             "acme_corp",
             "acme corp",
             "ac/me",
+            "acme/../x",
+            "acme?x",
+            "acme%2F",
             too_long.as_str(),
         ] {
             assert!(CustomerId::parse(bad).is_err(), "{bad}");
@@ -128,14 +154,32 @@ mod tests {
     }
 
     #[test]
-    fn display_names_are_trimmed_and_bounded() {
+    fn case_ids_follow_the_rule() {
+        assert!(CaseId::parse("CS-12345").is_ok());
+        assert!(CaseId::parse("a.b_c-1").is_ok());
+        for bad in [
+            "",
+            "C",
+            "-CS1",
+            ".CS",
+            "CS 1",
+            "CS/1",
+            "CS#1",
+            "CS?1",
+            "CS%2F1",
+            &"x".repeat(65),
+        ] {
+            assert!(CaseId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_deserialize_through_their_parser() {
+        assert!(serde_json::from_str::<CustomerId>("\"acme-corp\"").is_ok());
+        assert!(serde_json::from_str::<CustomerId>("\"Acme Corp\"").is_err());
         assert_eq!(
-            DisplayName::parse("  Acme  ").map(|d| d.0),
-            Ok("Acme".to_owned())
+            serde_json::from_str::<SessionKind>("\"support\"").unwrap(),
+            SessionKind::Support
         );
-        assert!(DisplayName::parse("   ").is_err());
-        assert!(DisplayName::parse("a\nb").is_err());
-        assert!(DisplayName::parse("Acme\u{202e}proC").is_err());
-        assert!(DisplayName::parse(&"x".repeat(201)).is_err());
     }
 }

@@ -1,0 +1,219 @@
+//! Opening sessions: the rules a new session must meet (customer enabled, role verified and
+//! allowing the kind, duration within the caps), and finding the caller's live customer
+//! session to reuse.
+
+use crate::audit::{self, Context};
+use crate::auth::{Action, Principal, customer_not_found};
+use crate::db::{self, sessions::SessionRow};
+use crate::domain::session::profile_name;
+use crate::domain::{
+    CaseId, CustomerId, CustomerStatus, Reason, RoleName, RoleStatus, SessionKind,
+};
+use crate::error::Error;
+use crate::state::AppState;
+
+/// A session to open, its fields already parsed.
+pub struct OpenRequest {
+    pub kind: SessionKind,
+    pub customer: CustomerId,
+    pub role: RoleName,
+    pub case: Option<CaseId>,
+    pub reason: Option<Reason>,
+    pub duration_seconds: Option<i32>,
+}
+
+/// Opens a session after checking the customer, the role and the duration; the session and
+/// its audit row commit together. A refusal is audited too.
+pub async fn open(
+    state: &AppState,
+    principal: &Principal,
+    ctx: &Context,
+    req: &OpenRequest,
+) -> Result<SessionRow, Error> {
+    let opened = open_checked(state, principal, ctx, req, false).await;
+    super::audit_denial(
+        state,
+        principal,
+        ctx,
+        "session.open",
+        Some(&req.customer),
+        opened,
+    )
+    .await
+}
+
+/// [`open`], or with `reuse` the caller's live customer session that outlasts the reuse
+/// margin, found under the customer's row lock (so concurrent first requests share one).
+pub(super) async fn open_checked(
+    state: &AppState,
+    principal: &Principal,
+    ctx: &Context,
+    req: &OpenRequest,
+    reuse: bool,
+) -> Result<SessionRow, Error> {
+    let action = match req.kind {
+        SessionKind::Support => Action::OpenSupportSession,
+        SessionKind::Customer => Action::OpenCustomerSession,
+    };
+    principal.authorize(action, Some(&req.customer))?;
+    let mut tx = state.db.begin().await?;
+    let customer = db::customers::lock(&mut tx, req.customer.as_str())
+        .await?
+        .ok_or_else(|| customer_not_found(&req.customer))?;
+    if customer.status == CustomerStatus::Disabled {
+        return Err(Error::Conflict(format!(
+            "customer '{}' is disabled",
+            req.customer
+        )));
+    }
+    let role = db::roles::get(&mut *tx, req.customer.as_str(), req.role.as_str())
+        .await?
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "customer '{}' has no role '{}'",
+                req.customer, req.role
+            ))
+        })?;
+    if role.status != RoleStatus::Verified {
+        return Err(Error::Conflict(format!(
+            "role '{}' is {}; it must be verified before sessions can use it",
+            req.role, role.status
+        )));
+    }
+    if !role.session_kinds.contains(&req.kind) {
+        return Err(Error::Conflict(format!(
+            "role '{}' does not allow {} sessions",
+            req.role, req.kind
+        )));
+    }
+    let duration = duration_secs(state, req, role.max_session_seconds)?;
+    if reuse
+        && let Some(row) = db::sessions::find_open_customer_session(
+            &mut tx,
+            &req.customer,
+            &req.role,
+            principal.actor(),
+            reuse_margin_secs(state),
+        )
+        .await?
+    {
+        return Ok(row);
+    }
+    let id = uuid::Uuid::now_v7();
+    let profile = profile_name(req.kind, &req.customer, req.case.as_ref());
+    let row = db::sessions::insert(
+        &mut tx,
+        &db::sessions::NewSession {
+            id,
+            kind: req.kind,
+            customer_id: &req.customer,
+            role_name: &req.role,
+            case_id: req.case.as_ref(),
+            reason: req.reason.as_ref().map(Reason::as_str),
+            profile_name: &profile,
+            requested_by: principal.actor(),
+            requested_by_role: principal.role.as_str(),
+            duration_seconds: duration,
+        },
+    )
+    .await?;
+    let event = db::audit::NewEvent {
+        customer_id: Some(req.customer.to_string()),
+        role_name: Some(req.role.to_string()),
+        session_id: Some(id),
+        case_id: req.case.as_ref().map(ToString::to_string),
+        profile: Some(profile),
+        detail: Some(serde_json::json!({
+            "kind": req.kind.as_str(),
+            "duration_seconds": duration,
+            "reason": req.reason.as_ref().map(Reason::as_str),
+        })),
+        ..ctx.event(principal, "session.open")
+    };
+    audit::record_in(&mut tx, &event).await?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// The session's length: the requested one within 60 s and the caps (configuration and the
+/// role's maximum), else the kind's default.
+fn duration_secs(state: &AppState, req: &OpenRequest, role_max: i32) -> Result<i64, Error> {
+    let (default, config_max) = match req.kind {
+        SessionKind::Support => (
+            i64::from(crate::config::DEFAULT_SUPPORT_SESSION_SECS),
+            state.config.support_session_max.as_secs() as i64,
+        ),
+        SessionKind::Customer => {
+            let secs = state.config.customer_session.as_secs() as i64;
+            (secs, secs)
+        }
+    };
+    let max = config_max.min(i64::from(role_max));
+    match req.duration_seconds {
+        Some(d) if !(60..=max).contains(&i64::from(d)) => Err(Error::invalid(
+            "duration_seconds",
+            format!(
+                "must be between 60 and {max} (the configured maximum and role '{}''s max_session_seconds)",
+                req.role
+            ),
+        )),
+        Some(d) => Ok(i64::from(d)),
+        None => Ok(default.min(max)),
+    }
+}
+
+/// The caller's live customer session for this customer and role that outlasts the reuse
+/// margin, if any.
+pub(super) async fn reusable(
+    state: &AppState,
+    customer: &CustomerId,
+    role: &RoleName,
+    actor: &str,
+) -> Result<Option<SessionRow>, Error> {
+    let mut conn = state.db.acquire().await?;
+    Ok(db::sessions::find_open_customer_session(
+        &mut conn,
+        customer,
+        role,
+        actor,
+        reuse_margin_secs(state),
+    )
+    .await?)
+}
+
+/// A customer session is reused only while it outlasts the credential refresh window (and a
+/// minute more): near its end every credential request would otherwise return credentials
+/// that SDKs consider stale at once, so a fresh session is opened instead.
+pub(super) fn reuse_margin_secs(state: &AppState) -> i64 {
+    i64::try_from(state.config.credential_refresh.as_secs()).unwrap_or(0) + 60
+}
+
+/// The customer's one verified role that allows customer sessions.
+pub(super) async fn only_customer_role(
+    state: &AppState,
+    customer: &CustomerId,
+) -> Result<RoleName, Error> {
+    let roles = db::roles::list(&state.db, customer.as_str()).await?;
+    if roles.is_empty()
+        && db::customers::get(&state.db, customer.as_str())
+            .await?
+            .is_none()
+    {
+        return Err(customer_not_found(customer).into());
+    }
+    let usable: Vec<_> = roles
+        .into_iter()
+        .filter(|r| {
+            r.status == RoleStatus::Verified && r.session_kinds.contains(&SessionKind::Customer)
+        })
+        .collect();
+    match usable.as_slice() {
+        [one] => Ok(one.name.clone()),
+        [] => Err(Error::Conflict(format!(
+            "customer '{customer}' has no verified role that allows customer sessions"
+        ))),
+        _ => Err(Error::Conflict(format!(
+            "customer '{customer}' has several roles for customer sessions; name one in 'role'"
+        ))),
+    }
+}
