@@ -9,9 +9,10 @@ use uuid::Uuid;
 
 use crate::app::Application;
 use crate::auth::Role;
-use crate::auth::token::{self, TokenKeys};
+use crate::auth::token::TokenKeys;
 use crate::config::Settings;
 use crate::domain::{CustomerId, parse_duration};
+use crate::registry::tokens;
 use crate::{db, http, telemetry};
 
 #[derive(Debug, Parser)]
@@ -181,7 +182,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         )
                     };
                     let issued =
-                        token::issue(&pool, &keys, &actor, &subject, role, customers, ttl).await?;
+                        tokens::issue(&pool, &keys, &actor, &subject, role, customers, ttl).await?;
                     eprintln!(
                         "token {} for {subject} ({}) expires {}",
                         issued.jti,
@@ -191,19 +192,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("{}", issued.token);
                 }
                 TokenCommand::Revoke { jti } => {
-                    let mut tx = pool.begin().await?;
-                    let row = db::tokens::revoke(&mut tx, jti)
-                        .await?
-                        .with_context(|| format!("no token with id {jti}"))?;
-                    crate::audit::record_in(
-                        &mut tx,
-                        &db::audit::NewEvent {
-                            detail: Some(serde_json::json!({ "jti": jti, "subject": row.subject })),
-                            ..db::audit::NewEvent::success(actor, "token.revoke")
-                        },
-                    )
-                    .await?;
-                    tx.commit().await?;
+                    let row = tokens::revoke(&pool, &actor, jti).await?;
                     eprintln!("revoked token {jti} of {}", row.subject);
                 }
                 TokenCommand::List { all } => {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use lanyard_server::app::Application;
 use lanyard_server::auth::Role;
-use lanyard_server::auth::token::{self, TokenKeys};
+use lanyard_server::auth::token::TokenKeys;
 use lanyard_server::config::{Config, Settings, TrustCheckMode};
 use lanyard_server::domain::CustomerId;
 use reqwest::{Method, Response};
@@ -190,10 +190,12 @@ impl TestApp {
         let keys = TokenKeys::load_or_generate(&self.config).unwrap();
         let customers =
             customers.map(|c| c.iter().map(|s| CustomerId::parse(s).unwrap()).collect());
-        token::issue(&self.db, &keys, "test", subject, role, customers, ttl)
-            .await
-            .unwrap()
-            .token
+        lanyard_server::registry::tokens::issue(
+            &self.db, &keys, "test", subject, role, customers, ttl,
+        )
+        .await
+        .unwrap()
+        .token
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -7,12 +7,11 @@
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -220,75 +219,6 @@ fn generate_if_missing(data_dir: &Path) -> anyhow::Result<PathBuf> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(path),
         Err(e) => Err(e).with_context(|| format!("writing {}", path.display())),
     }
-}
-
-/// A token just issued, as printed by `lanyard-server token issue`.
-#[derive(Debug)]
-pub struct IssuedToken {
-    pub token: String,
-    pub jti: Uuid,
-    pub expires_at: DateTime<Utc>,
-}
-
-/// Records and signs a new token. `actor` is who asked for it, for the audit row.
-pub async fn issue(
-    pool: &PgPool,
-    keys: &TokenKeys,
-    actor: &str,
-    subject: &str,
-    role: Role,
-    customers: Option<Vec<CustomerId>>,
-    ttl: Duration,
-) -> anyhow::Result<IssuedToken> {
-    if subject.is_empty() || subject.chars().count() > 128 {
-        bail!("subject must be 1-128 characters");
-    }
-    crate::domain::check_plain_text("subject", subject)?;
-    let now = Utc::now();
-    let expires_at = now + chrono::Duration::from_std(ttl).context("ttl too large")?;
-    let jti = Uuid::new_v4();
-    let customer_names: Option<Vec<String>> =
-        customers.map(|list| list.iter().map(|c| c.to_string()).collect());
-    let claims = Claims {
-        iss: ISSUER.into(),
-        aud: AUDIENCE.into(),
-        sub: subject.into(),
-        role: role.as_str().into(),
-        customers: customer_names.clone(),
-        jti,
-        iat: now.timestamp(),
-        nbf: None,
-        exp: expires_at.timestamp(),
-    };
-    let token = keys.sign(&claims)?;
-    let mut tx = pool.begin().await?;
-    db::tokens::insert(
-        &mut tx,
-        jti,
-        subject,
-        role,
-        customer_names.as_deref(),
-        now,
-        expires_at,
-    )
-    .await?;
-    crate::audit::record_in(
-        &mut tx,
-        &db::audit::NewEvent {
-            detail: Some(serde_json::json!({
-                "jti": jti, "subject": subject, "role": role.as_str(),
-                "customers": customer_names, "expires_at": expires_at,
-            })),
-            ..db::audit::NewEvent::success(actor, "token.issue")
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(IssuedToken {
-        token,
-        jti,
-        expires_at,
-    })
 }
 
 /// Rejects tokens whose record is missing (not issued here), revoked, or says something

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::auth::Role;
+use crate::domain::TokenRole as Role;
 
 #[derive(Debug, sqlx::FromRow)]
 pub struct TokenRow {

@@ -12,6 +12,7 @@ pub mod verification;
 pub use arn::RoleArn;
 pub use external_id::ExternalId;
 pub use lanyard_api::status::{CustomerStatus, Outcome, RoleStatus, SessionStatus, TrustCheck};
+pub use lanyard_api::whoami::TokenRole;
 pub use lanyard_api::{
     CaseId, CustomerId, DisplayName, ParseError, Reason, RoleName, SessionKind, check_plain_text,
     parse_duration,

@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use lanyard_api::audit::{AuditEvent, AuditFormat, AuditPage};
 use lanyard_api::problem::Problem;
 use serde::Deserialize;
@@ -23,6 +23,7 @@ use crate::domain::{CaseId, CustomerId, Outcome};
 use crate::http::error::ApiError;
 use crate::http::extract::ApiQuery;
 use crate::state::AppState;
+use csv::{CSV_HEADER, csv_record, csv_row};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_audit_events))
@@ -310,155 +311,6 @@ async fn export(
     Ok(response)
 }
 
-/// The CSV columns: the JSON fields, in the same order.
-const CSV_HEADER: [&str; 18] = [
-    "id",
-    "occurred_at",
-    "request_id",
-    "actor",
-    "actor_role",
-    "action",
-    "customer",
-    "role",
-    "session_id",
-    "case_id",
-    "profile",
-    "source_ip",
-    "user_agent",
-    "outcome",
-    "error_code",
-    "duration_ms",
-    "cache_hit",
-    "detail",
-];
-
-fn csv_row(row: &EventRow) -> String {
-    let text = |v: &Option<String>| v.clone().unwrap_or_default();
-    let cells = [
-        row.id.to_string(),
-        row.occurred_at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-        text(&row.request_id),
-        row.actor.clone(),
-        text(&row.actor_role),
-        row.action.clone(),
-        text(&row.customer_id),
-        text(&row.role_name),
-        row.session_id.map(|s| s.to_string()).unwrap_or_default(),
-        text(&row.case_id),
-        text(&row.profile),
-        text(&row.source_ip),
-        text(&row.user_agent),
-        row.outcome.as_str().to_owned(),
-        text(&row.error_code),
-        row.duration_ms.map(|d| d.to_string()).unwrap_or_default(),
-        row.cache_hit.map(|b| b.to_string()).unwrap_or_default(),
-        row.detail
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-    ];
-    csv_record(cells.iter().map(String::as_str))
-}
-
-/// One RFC 4180 record (<https://www.rfc-editor.org/rfc/rfc4180#section-2>) ending in CRLF.
-/// A cell that a spreadsheet would run as a formula (starting with `=`, `+`, `-`, `@`, tab or
-/// carriage return) gets a leading `'`, as OWASP advises
-/// (<https://owasp.org/www-community/attacks/CSV_Injection>): actors, user agents and case ids
-/// come from clients.
-fn csv_record<'a>(cells: impl Iterator<Item = &'a str>) -> String {
-    let mut out = String::new();
-    for (i, cell) in cells.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let guarded = if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-            format!("'{cell}")
-        } else {
-            cell.to_owned()
-        };
-        if guarded.contains([',', '"', '\r', '\n']) {
-            out.push('"');
-            out.push_str(&guarded.replace('"', "\"\""));
-            out.push('"');
-        } else {
-            out.push_str(&guarded);
-        }
-    }
-    out.push_str("\r\n");
-    out
-}
-
+mod csv;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_anything_else_is_refused() {
-        for id in [1, 42, 1 << 40, i64::MAX] {
-            let cursor = encode_cursor(id);
-            assert_eq!(cursor.len(), 11);
-            assert_eq!(decode_cursor(&cursor).unwrap(), id);
-        }
-        for bad in [
-            "",
-            "abc",
-            "AAAAAAAAAAA",  // id 0
-            "gAAAAAAAAAA",  // negative
-            "AAAAAAAAAAB",  // non-canonical trailing bits
-            "AAAAAAAAACo=", // padded
-            "AAAAAAAAAA+",  // not the URL-safe alphabet
-            "AAAAAAAAAAAAAAA",
-        ] {
-            assert!(decode_cursor(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn csv_cells_are_quoted_and_guarded_against_formulas() {
-        let record = csv_record(
-            [
-                "plain",
-                "a,b",
-                "say \"hi\"",
-                "line\nbreak",
-                "=SUM(A1)",
-                "-2+3",
-                "+1",
-                "@cmd",
-                "\tx",
-                "",
-                "a=b",
-            ]
-            .into_iter(),
-        );
-        assert_eq!(
-            record,
-            "plain,\"a,b\",\"say \"\"hi\"\"\",\"line\nbreak\",'=SUM(A1),'-2+3,'+1,'@cmd,'\tx,,a=b\r\n"
-        );
-    }
-
-    #[test]
-    fn timestamps_must_be_rfc_3339() {
-        assert!(timestamp("from", "2026-11-25T10:00:00Z").is_ok());
-        assert!(timestamp("from", "2026-11-25T10:00:00.123+01:00").is_ok());
-        for bad in [
-            "2026-11-25",
-            "2026-11-25 10:00:00Z",
-            "2026-11-25T10:00:00",
-            "2026-11-25T10:00:00 01:00",
-            "yesterday",
-            "",
-        ] {
-            assert!(timestamp("from", bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn action_names_follow_the_documented_pattern() {
-        assert!(is_action_name("credentials.issue"));
-        assert!(is_action_name("session.open"));
-        for bad in ["", "Session.open", ".x", "a b", &"a".repeat(65)] {
-            assert!(!is_action_name(bad), "{bad}");
-        }
-    }
-}
+mod tests;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, ValueEnum};
+use clap::ValueEnum;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -50,157 +50,6 @@ pub enum LogFormat {
     #[default]
     Text,
     Json,
-}
-
-/// Server settings. Every flag can also be set by its `LANYARD_*` variable or in the TOML
-/// file given with `--config` (keys are the flag names with `_` for `-`).
-#[derive(Debug, Clone, Default, Args, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Settings {
-    /// TOML file with settings; flags and environment variables override it.
-    #[arg(long, env = "LANYARD_CONFIG", global = true)]
-    #[serde(skip)]
-    pub config: Option<PathBuf>,
-
-    /// Postgres URL; the database is created if missing and migrated on start.
-    /// [default: postgres://postgres@127.0.0.1:5432/lanyard]
-    #[arg(long, env = "LANYARD_DATABASE_URL", global = true, hide_env_values = true,
-          value_parser = parse_secret)]
-    pub database_url: Option<SecretString>,
-
-    /// Largest number of Postgres connections this instance opens. [default: 16]
-    #[arg(long, env = "LANYARD_DB_MAX_CONNECTIONS", global = true)]
-    pub db_max_connections: Option<u32>,
-
-    /// Address of the API listener. [default: 127.0.0.1:8080]
-    #[arg(long, env = "LANYARD_LISTEN_ADDR", global = true)]
-    pub listen_addr: Option<SocketAddr>,
-
-    /// Address of the Prometheus `/metrics` listener. [default: 127.0.0.1:9090]
-    #[arg(long, env = "LANYARD_METRICS_ADDR", global = true)]
-    pub metrics_addr: Option<SocketAddr>,
-
-    /// Directory for local state such as the generated signing key (created 0700).
-    /// [default: ./lanyard-data]
-    #[arg(long, env = "LANYARD_DATA_DIR", global = true)]
-    pub data_dir: Option<PathBuf>,
-
-    /// PEM file with the Ed25519 (PKCS#8) key that signs API tokens. Several instances must
-    /// share one key. [default: <data-dir>/signing-key.pem, generated on first use]
-    #[arg(long, env = "LANYARD_SIGNING_KEY_FILE", global = true)]
-    pub signing_key_file: Option<PathBuf>,
-
-    /// One endpoint for STS and CloudWatch (a local AWS emulator). The standard `AWS_*`
-    /// variables and credential chain apply as usual. [default: real AWS]
-    #[arg(long, env = "LANYARD_AWS_ENDPOINT_URL", global = true)]
-    pub aws_endpoint_url: Option<String>,
-
-    /// AWS region for the regional STS endpoint. [default: from the AWS chain, else us-east-1]
-    #[arg(long, env = "LANYARD_AWS_REGION", global = true)]
-    pub aws_region: Option<String>,
-
-    /// The broker's own IAM principal ARN, put in customers' trust policies.
-    /// [default: derived from sts:GetCallerIdentity]
-    #[arg(long, env = "LANYARD_BROKER_PRINCIPAL_ARN", global = true)]
-    pub broker_principal_arn: Option<String>,
-
-    /// CloudWatch namespace for published metrics. [default: unset, CloudWatch off]
-    #[arg(long, env = "LANYARD_CLOUDWATCH_NAMESPACE", global = true)]
-    pub cloudwatch_namespace: Option<String>,
-
-    /// CloudWatch endpoint, when it differs from --aws-endpoint-url.
-    /// [default: --aws-endpoint-url, else real AWS]
-    #[arg(long, env = "LANYARD_CLOUDWATCH_ENDPOINT_URL", global = true)]
-    pub cloudwatch_endpoint_url: Option<String>,
-
-    /// Length of the windows credential requests are counted in for CloudWatch, and how
-    /// often closed windows are published, in seconds; must divide 60. Shorter windows cost
-    /// more PutMetricData calls (tests use them to be fast). [default: 60]
-    #[arg(long, env = "LANYARD_CLOUDWATCH_FLUSH_SECS", global = true)]
-    pub cloudwatch_flush_secs: Option<u64>,
-
-    /// Prefix of generated external IDs. [default: Lanyard]
-    #[arg(long, env = "LANYARD_EXTERNAL_ID_PREFIX", global = true)]
-    pub external_id_prefix: Option<String>,
-
-    /// What a role whose trust policy does not require the external ID gets. [default: enforce]
-    #[arg(long, env = "LANYARD_TRUST_CHECK", global = true, value_enum)]
-    pub trust_check: Option<TrustCheckMode>,
-
-    /// PEM certificate chain; with --tls-key the API listener speaks TLS. [default: plain HTTP]
-    #[arg(long, env = "LANYARD_TLS_CERT", global = true, requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-
-    /// PEM private key for --tls-cert.
-    #[arg(long, env = "LANYARD_TLS_KEY", global = true, requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-
-    /// S3 URL of the customer-role template, for CloudFormation quick-create links in
-    /// onboarding documents. [default: unset, no link]
-    #[arg(long, env = "LANYARD_ONBOARDING_TEMPLATE_URL", global = true)]
-    pub onboarding_template_url: Option<String>,
-
-    /// Longest time a request may take before it is answered with 503. [default: 30]
-    #[arg(long, env = "LANYARD_REQUEST_TIMEOUT_SECS", global = true)]
-    pub request_timeout_secs: Option<u64>,
-
-    /// Largest request body accepted, in bytes; larger bodies get 413. [default: 65536]
-    #[arg(long, env = "LANYARD_BODY_LIMIT_BYTES", global = true)]
-    pub body_limit_bytes: Option<usize>,
-
-    /// Time in-flight requests get to finish after SIGTERM or ctrl-c. [default: 20]
-    #[arg(long, env = "LANYARD_SHUTDOWN_GRACE_SECS", global = true)]
-    pub shutdown_grace_secs: Option<u64>,
-
-    /// Log line format; the level comes from `RUST_LOG` (default `info`). [default: text]
-    #[arg(long, env = "LANYARD_LOG_FORMAT", global = true, value_enum)]
-    pub log_format: Option<LogFormat>,
-
-    /// Longest support session, in seconds; the role's max_session_seconds caps it too.
-    /// [default: 28800]
-    #[arg(long, env = "LANYARD_SUPPORT_SESSION_MAX_SECS", global = true)]
-    pub support_session_max_secs: Option<u32>,
-
-    /// Length of customer sessions (opened by services and batch jobs), in seconds; the
-    /// role's max_session_seconds caps it. [default: 43200]
-    #[arg(long, env = "LANYARD_CUSTOMER_SESSION_SECS", global = true)]
-    pub customer_session_secs: Option<u32>,
-
-    /// Ceiling on the lifetime of issued AWS credentials, in seconds (at least 900).
-    /// [default: 43200]
-    #[arg(long, env = "LANYARD_CREDENTIAL_MAX_SECS", global = true)]
-    pub credential_max_secs: Option<u32>,
-
-    /// Cached credentials closer than this to their expiry are replaced by fresh ones (unless
-    /// they already last until the session ends). 900 matches botocore's refresh window.
-    /// [default: 900]
-    #[arg(long, env = "LANYARD_CREDENTIAL_REFRESH_SECS", global = true)]
-    pub credential_refresh_secs: Option<u32>,
-
-    /// Largest number of AssumeRole calls per second this instance makes (STS allows 600/s
-    /// per account and region, shared by everything in the broker's account). [default: 50]
-    #[arg(long, env = "LANYARD_STS_RATE_LIMIT", global = true)]
-    pub sts_rate_limit: Option<u32>,
-
-    /// How long an AccessDenied from AssumeRole is remembered for a session before STS is
-    /// asked again, in seconds (0 turns this off). [default: 10]
-    #[arg(long, env = "LANYARD_DENIED_CACHE_SECS", global = true)]
-    pub denied_cache_secs: Option<u32>,
-
-    /// An audit export (format=ndjson or csv) whose client takes no data for this many
-    /// seconds is cut off and its export slot freed. [default: 30]
-    #[arg(long, env = "LANYARD_EXPORT_IDLE_SECS", global = true)]
-    pub export_idle_secs: Option<u64>,
-
-    /// Longest time one audit export may stream, in seconds; then it is cut off and its
-    /// export slot freed. [default: 3600]
-    #[arg(long, env = "LANYARD_EXPORT_MAX_SECS", global = true)]
-    pub export_max_secs: Option<u64>,
-
-    /// Delete audit rows older than this many days (1-36500), hourly, keeping the hash chains
-    /// verifiable; the usage rollups are kept. [default: unset, keep every row]
-    #[arg(long, env = "LANYARD_AUDIT_RETENTION_DAYS", global = true)]
-    pub audit_retention_days: Option<u32>,
 }
 
 /// The resolved configuration the application runs with.
@@ -415,7 +264,7 @@ impl Settings {
     }
 }
 
-fn parse_secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+pub(crate) fn parse_secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(raw))
 }
 
@@ -424,80 +273,8 @@ fn parse_addr(raw: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("invalid address {raw}"))
 }
 
+mod settings;
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use secrecy::ExposeSecret;
+mod tests;
 
-    #[test]
-    fn flags_override_the_file_and_defaults_fill_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lanyard.toml");
-        std::fs::write(
-            &path,
-            "listen_addr = \"127.0.0.1:7000\"\nexternal_id_prefix = \"Acme\"\ntrust_check = \"warn\"\n",
-        )
-        .unwrap();
-        let settings = Settings {
-            config: Some(path),
-            external_id_prefix: Some("Flag".into()),
-            ..Settings::default()
-        };
-        let config = settings.resolve().unwrap();
-        assert_eq!(config.listen_addr.port(), 7000);
-        assert_eq!(config.external_id_prefix, "Flag");
-        assert_eq!(config.trust_check, TrustCheckMode::Warn);
-        assert_eq!(config.database_url.expose_secret(), DEFAULT_DATABASE_URL);
-    }
-
-    #[test]
-    fn unknown_file_keys_and_bad_prefixes_are_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lanyard.toml");
-        std::fs::write(&path, "listen_adr = \"127.0.0.1:7000\"\n").unwrap();
-        let settings = Settings {
-            config: Some(path),
-            ..Settings::default()
-        };
-        assert!(settings.resolve().is_err());
-        let settings = Settings {
-            external_id_prefix: Some("has space".into()),
-            ..Settings::default()
-        };
-        assert!(settings.resolve().is_err());
-    }
-
-    #[test]
-    fn cloudwatch_windows_must_tile_a_minute() {
-        let with = |secs| Settings {
-            cloudwatch_flush_secs: Some(secs),
-            ..Settings::default()
-        };
-        assert!(with(7).resolve().is_err());
-        assert!(with(0).resolve().is_err());
-        assert!(with(120).resolve().is_err());
-        assert_eq!(with(15).resolve().unwrap().cloudwatch_flush.as_secs(), 15);
-        let named = |ns: &str| Settings {
-            cloudwatch_namespace: Some(ns.into()),
-            ..Settings::default()
-        };
-        assert!(named("Lanyard/prod").resolve().is_ok());
-        assert!(named("AWS/EC2").resolve().is_err());
-        assert!(named("bad|name").resolve().is_err());
-        assert!(named(&"x".repeat(256)).resolve().is_err());
-        let config = Settings::default().resolve().unwrap();
-        assert_eq!(config.cloudwatch_flush.as_secs(), 60);
-        assert!(config.cloudwatch_namespace.is_none());
-    }
-
-    #[test]
-    fn debug_output_hides_the_database_password() {
-        let settings = Settings {
-            database_url: Some(SecretString::from("postgres://u:hunter2@db/lanyard")),
-            ..Settings::default()
-        };
-        assert!(!format!("{settings:?}").contains("hunter2"));
-        let config = settings.resolve().unwrap();
-        assert!(!format!("{config:?}").contains("hunter2"));
-    }
-}
+pub use settings::Settings;
