@@ -2,8 +2,6 @@
 //! moto, and the real AWS CLI (awscli v1 from PyPI) reading the profiles it writes. Each test
 //! has its own HOME, config and cache directories and AWS config file.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::time::Duration;
 
 use lanyard_server::auth::Role;

@@ -4,8 +4,6 @@
 //! seconds once Postgres is back, without a restart. Faults are injected with
 //! [`lanyard_tests::FaultProxy`] between the app and the real Postgres.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};

@@ -13,8 +13,6 @@
 //! revocation check, the session's grant read from Postgres, the cached credentials, and an
 //! audit row committed (group commit) before the answer.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

@@ -2,8 +2,6 @@
 //! cache and single-flight, the audit trail, revocation across instances, expiry, and AWS
 //! refusals.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::time::{Duration, Instant};
 
 use lanyard_server::auth::Role;

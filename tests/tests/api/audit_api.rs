@@ -3,8 +3,6 @@
 //! roles verified against moto, sessions, credentials) and, for volume and exact times, from
 //! rows inserted with SQL.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 

@@ -8,8 +8,6 @@
 //!
 //! The goal: the median warm `credential-process` takes at most 3 times the median `cat`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -17,8 +17,6 @@
 //!   revoked` and until when its credentials keep working, because that record is what
 //!   auditors and the owner need. The credentials endpoint does refuse it (410).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

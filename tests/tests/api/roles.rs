@@ -1,8 +1,6 @@
 //! Roles: registration validates the ARN and verifies the role against the AWS endpoint
 //! (moto), with the external ID, plus the confused-deputy check without it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use lanyard_server::auth::Role;
 use lanyard_tests::{PrivateMoto, ServerProcess, TestApp, recorded_assume_roles};
 use reqwest::Method;

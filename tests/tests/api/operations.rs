@@ -3,8 +3,6 @@
 //! and a SIGTERM that lets in-flight requests finish. Faults are injected with
 //! [`lanyard_tests::FaultProxy`] in front of the real Postgres and moto.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

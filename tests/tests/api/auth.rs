@@ -1,7 +1,5 @@
 //! Authentication and the role × endpoint permission matrix.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use lanyard_server::auth::Role;
 use lanyard_server::auth::token::{AUDIENCE, Claims, ISSUER, TokenKeys};
 use lanyard_tests::TestApp;

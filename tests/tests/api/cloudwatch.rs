@@ -2,8 +2,6 @@
 //! moto, read back with GetMetricStatistics) and Prometheus counters on the metrics
 //! listener; a dead CloudWatch endpoint costs the credential path nothing.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

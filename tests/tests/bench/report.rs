@@ -11,8 +11,6 @@
 //! successes from the cache. Their rollups are built from the rows by SQL as the audit
 //! writer would have folded them, and the report's figures are checked against the raw aggregate before timing.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::time::{Duration, Instant};
 
 use lanyard_server::auth::Role;

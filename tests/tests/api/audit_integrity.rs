@@ -1,8 +1,6 @@
 //! The usage report against raw aggregates over the same audit rows, and the audit log's
 //! hash chains checked by the real `lanyard-server audit verify` after tampering.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::time::Duration;
 
 use lanyard_server::auth::Role;

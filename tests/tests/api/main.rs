@@ -1,0 +1,19 @@
+//! The end-to-end suite: the real server (in process and as the real binary) on a real
+//! Postgres, moto as AWS, the real `lanyard` and `aws` CLIs. One test binary, one module per
+//! resource or concern, so that the whole stack is linked once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod audit_api;
+mod audit_integrity;
+mod auth;
+mod binaries;
+mod cli;
+mod cloudwatch;
+mod customers;
+mod fuzz;
+mod http;
+mod operations;
+mod resilience;
+mod roles;
+mod sessions;
