@@ -58,7 +58,7 @@ impl Application {
         let audit = AuditWriter::start(db.clone(), config.request_timeout / 2, metrics.clone());
         let assumed_roles = AssumedRoleCache::new(config.denied_cache);
         let exports = Exports::new(config.export_idle, config.export_max, metrics.clone());
-        let auth_cache = Arc::new(AuthCache::default());
+        let auth_cache = Arc::new(AuthCache::new(config.auth_cache));
         crate::auth::cache::spawn_listener(db.clone(), auth_cache.clone());
         let state = AppState(Arc::new(Inner {
             config,

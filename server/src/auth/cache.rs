@@ -3,14 +3,15 @@
 //! Postgres is the truth for token revocation, session revocation and expiry, customer
 //! status and roles. Reading all of that on every credential request would make the
 //! database the bottleneck of the cached credential path, so each instance keeps what it
-//! read for at most [`MAX_STALENESS`], and drops it sooner when told:
+//! read for at most its staleness bound (`LANYARD_AUTH_CACHE_MS`, [`DEFAULT_MAX_STALENESS`]
+//! by default), and drops it sooner when told:
 //!
 //! - the instance that makes a change drops its own entries at once;
 //! - database triggers (`migrations/*_revocation_notify.sql`) send `NOTIFY lanyard_revocation`
 //!   for every revoked token or session and every customer or role change, and every
 //!   instance listens and drops the matching entries (typically within milliseconds);
 //! - if the listening connection fails, everything cached is dropped, and the staleness
-//!   bound holds regardless: no instance acts on state older than [`MAX_STALENESS`].
+//!   bound holds regardless: no instance acts on state older than the bound.
 //!
 //! So a revocation made anywhere is honoured by every instance within 1 second, usually at
 //! once. Tokens are cached only after their signature verified; a token's own expiry is
@@ -27,11 +28,8 @@ use uuid::Uuid;
 use super::Principal;
 use crate::db::sessions::Grant;
 
-/// The longest any instance acts on authorization state it read earlier.
-pub const MAX_STALENESS: Duration = Duration::from_millis(500);
-/// Entries older than this are re-read in the background while still served, so that busy
-/// tokens and sessions never all expire at once and send every request to the database.
-pub const REFRESH_AFTER: Duration = Duration::from_millis(250);
+/// The longest any instance acts on authorization state it read earlier, by default.
+pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_millis(500);
 /// The channel the triggers notify on.
 pub const CHANNEL: &str = "lanyard_revocation";
 /// Entries kept before the caches are emptied (they refill from the database).
@@ -53,9 +51,11 @@ impl<T> Entry<T> {
         }
     }
 
-    /// True for exactly one caller once the entry is due for a re-read.
-    fn claim_refresh(&self) -> bool {
-        self.read_at.elapsed() >= REFRESH_AFTER
+    /// True for exactly one caller once the entry is due for a re-read (half way through its
+    /// life): busy tokens and sessions are re-read in the background while still served, so
+    /// that they never all expire at once and send every request to the database.
+    fn claim_refresh(&self, refresh_after: Duration) -> bool {
+        self.read_at.elapsed() >= refresh_after
             && !self
                 .refreshing
                 .swap(true, std::sync::atomic::Ordering::Relaxed)
@@ -68,8 +68,8 @@ pub struct Cached<T> {
     pub refresh: bool,
 }
 
-#[derive(Default)]
 pub struct AuthCache {
+    max_staleness: Duration,
     /// Verified, unrevoked tokens by their text, with their expiry (Unix seconds).
     tokens: RwLock<HashMap<String, Entry<(Principal, i64)>>>,
     grants: RwLock<HashMap<Uuid, Entry<Grant>>>,
@@ -81,20 +81,34 @@ pub struct AuthCache {
 /// (customer, requested role, actor): the key of [`AuthCache::customer_session`].
 pub type CustomerSessionKey = (String, Option<String>, String);
 
-fn fresh<T>(entry: &Entry<T>) -> bool {
-    entry.read_at.elapsed() < MAX_STALENESS
-}
-
 impl AuthCache {
+    /// A cache whose entries are served for at most `max_staleness`.
+    pub fn new(max_staleness: Duration) -> Self {
+        AuthCache {
+            max_staleness,
+            tokens: RwLock::default(),
+            grants: RwLock::default(),
+            customer_sessions: RwLock::default(),
+        }
+    }
+
+    fn fresh<T>(&self, entry: &Entry<T>) -> bool {
+        entry.read_at.elapsed() < self.max_staleness
+    }
+
+    fn claim_refresh<T>(&self, entry: &Entry<T>) -> bool {
+        entry.claim_refresh(self.max_staleness / 2)
+    }
+
     /// The principal for a token verified and found unrevoked within the staleness bound.
     pub fn principal(&self, token: &str) -> Option<Cached<Principal>> {
         let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
-        let entry = tokens.get(token).filter(|e| fresh(e))?;
+        let entry = tokens.get(token).filter(|e| self.fresh(e))?;
         let (principal, exp) = &entry.value;
         let leeway = i64::try_from(crate::auth::token::LEEWAY_SECS).unwrap_or(0);
         (chrono::Utc::now().timestamp() < *exp + leeway).then(|| Cached {
             value: principal.clone(),
-            refresh: entry.claim_refresh(),
+            refresh: self.claim_refresh(entry),
         })
     }
 
@@ -114,12 +128,12 @@ impl AuthCache {
     /// since it was read (so expiry checks use the present).
     pub fn grant(&self, session: Uuid) -> Option<Cached<Grant>> {
         let grants = self.grants.read().unwrap_or_else(|p| p.into_inner());
-        let entry = grants.get(&session).filter(|e| fresh(e))?;
+        let entry = grants.get(&session).filter(|e| self.fresh(e))?;
         let mut grant = entry.value.clone();
         grant.now += chrono::Duration::from_std(entry.read_at.elapsed()).ok()?;
         Some(Cached {
             value: grant,
-            refresh: entry.claim_refresh(),
+            refresh: self.claim_refresh(entry),
         })
     }
 

@@ -210,7 +210,7 @@ fn refresh_token(
                 }
             }
             // Unknown (the database did not answer): leave the entry to expire on its own
-            // (at most MAX_STALENESS).
+            // (at most the staleness bound).
             Err(AuthError::Unavailable(_) | AuthError::Internal(_)) => {}
             Err(_) => cache.forget_token(jti),
         }

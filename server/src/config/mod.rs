@@ -31,6 +31,7 @@ pub const DEFAULT_STS_RATE_LIMIT: u32 = 50;
 pub const DEFAULT_DENIED_CACHE_SECS: u32 = 10;
 pub const DEFAULT_CLOUDWATCH_FLUSH_SECS: u64 = 60;
 pub const DEFAULT_EXPORT_IDLE_SECS: u64 = 30;
+pub const DEFAULT_AUTH_CACHE_MS: u64 = 500;
 pub const DEFAULT_EXPORT_MAX_SECS: u64 = 3600;
 
 /// What to do when a role's trust policy lets AssumeRole through without the external ID.
@@ -85,6 +86,8 @@ pub struct Config {
     pub audit_retention: Option<chrono::TimeDelta>,
     pub export_idle: Duration,
     pub export_max: Duration,
+    /// How long token and session state read from the database is acted on.
+    pub auth_cache: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -166,7 +169,12 @@ impl Settings {
         if export_idle == 0 || export_max < export_idle {
             bail!("export_idle_secs must be at least 1, and export_max_secs at least as long");
         }
+        let auth_cache_ms = s.auth_cache_ms.unwrap_or(DEFAULT_AUTH_CACHE_MS);
+        if !(1..=600_000).contains(&auth_cache_ms) {
+            bail!("auth_cache_ms must be between 1 and 600000");
+        }
         Ok(Config {
+            auth_cache: Duration::from_millis(auth_cache_ms),
             export_idle: Duration::from_secs(export_idle),
             export_max: Duration::from_secs(export_max),
             audit_retention,
@@ -260,6 +268,7 @@ impl Settings {
             audit_retention_days: self.audit_retention_days.or(lower.audit_retention_days),
             export_idle_secs: self.export_idle_secs.or(lower.export_idle_secs),
             export_max_secs: self.export_max_secs.or(lower.export_max_secs),
+            auth_cache_ms: self.auth_cache_ms.or(lower.auth_cache_ms),
         }
     }
 }

@@ -146,6 +146,12 @@ pub struct Settings {
     #[arg(long, env = "LANYARD_DENIED_CACHE_SECS", global = true)]
     pub denied_cache_secs: Option<u32>,
 
+    /// Longest time, in milliseconds, an instance acts on token and session state it read
+    /// earlier (revocations and changes also reach every instance at once through Postgres
+    /// notifications; this bounds what a lost notification costs). [default: 500]
+    #[arg(long, env = "LANYARD_AUTH_CACHE_MS", global = true)]
+    pub auth_cache_ms: Option<u64>,
+
     /// An audit export (format=ndjson or csv) whose client takes no data for this many
     /// seconds is cut off and its export slot freed. [default: 30]
     #[arg(long, env = "LANYARD_EXPORT_IDLE_SECS", global = true)]

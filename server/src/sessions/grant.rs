@@ -20,7 +20,7 @@ pub(super) async fn cached_grant(state: &AppState, id: Uuid) -> Result<Option<Gr
                 match db::sessions::grant(&state.db, id).await {
                     Ok(Some(grant)) => state.auth_cache.store_grant(&grant, read_at),
                     Ok(None) => state.auth_cache.forget_session(id),
-                    // Unknown: the entry expires on its own (at most MAX_STALENESS).
+                    // Unknown: the entry expires on its own (at most the staleness bound).
                     Err(_) => {}
                 }
             });

@@ -53,7 +53,9 @@ fn claims(role: &str, exp_offset: i64) -> Claims {
 
 #[tokio::test]
 async fn missing_malformed_expired_tampered_foreign_and_revoked_tokens_get_401() {
-    let app = TestApp::spawn().await;
+    // Token state is kept for a minute: only the database's notification can make the
+    // revocation below take effect within 1 s.
+    let app = TestApp::spawn_with(|s| s.auth_cache_ms = Some(60_000)).await;
     assert_unauthorized(&app, None, "missing bearer token").await;
     assert_unauthorized(&app, Some("not-a-jwt"), "malformed").await;
 
@@ -180,11 +182,252 @@ async fn tokens_that_disagree_with_their_record_or_are_dated_ahead_get_401() {
 type Expect = [u16; 4];
 const ROLES: [Role; 4] = [Role::Support, Role::Service, Role::Auditor, Role::Admin];
 
-/// Every endpoint against every role: 403 where the role may not act, 404 for a session the
-/// caller may not see, never 401 or 5xx. Sessions are alice's (a support engineer); each
-/// role's tokens have a subject of their own.
+/// One row of the role matrix: an operation of the OpenAPI document (method and path
+/// template), the request made for it, and what each role gets.
+struct Check {
+    method: Method,
+    template: &'static str,
+    /// The path with its parameters filled in (`{sid}` is alice's session of the run).
+    path: String,
+    body: Option<serde_json::Value>,
+    expect: Expect,
+}
+
+/// Every operation of the OpenAPI document: a route added without a row here fails
+/// `each_role_gets_exactly_the_operations_of_the_document_it_is_allowed`.
+fn matrix(sid: &str) -> Vec<Check> {
+    const OK: u16 = 200;
+    const NEW: u16 = 201;
+    let role_body = json!({ "role_arn": "arn:aws:iam::111122223333:role/LanyardAccess" });
+    let support_session = json!({
+        "kind": "support", "customer": "acme-corp", "role": "readonly",
+        "case_id": "CS-1", "reason": "matrix"
+    });
+    let customer_session =
+        json!({ "kind": "customer", "customer": "acme-corp", "role": "readonly" });
+    let check = |method: Method,
+                 template: &'static str,
+                 path: &str,
+                 body: Option<serde_json::Value>,
+                 expect: Expect| Check {
+        method,
+        template,
+        path: path.replace("{sid}", sid),
+        body,
+        expect,
+    };
+    vec![
+        check(Method::GET, "/healthz", "/healthz", None, [OK, OK, OK, OK]),
+        check(Method::GET, "/readyz", "/readyz", None, [OK, OK, OK, OK]),
+        check(
+            Method::GET,
+            "/v1/auth/whoami",
+            "/v1/auth/whoami",
+            None,
+            [OK, OK, OK, OK],
+        ),
+        check(
+            Method::GET,
+            "/v1/customers",
+            "/v1/customers",
+            None,
+            [OK, 403, OK, OK],
+        ),
+        check(
+            Method::GET,
+            "/v1/customers/{id}",
+            "/v1/customers/acme-corp",
+            None,
+            [OK, 403, OK, OK],
+        ),
+        check(
+            Method::GET,
+            "/v1/customers/{id}/roles",
+            "/v1/customers/acme-corp/roles",
+            None,
+            [OK, 403, OK, OK],
+        ),
+        check(
+            Method::GET,
+            "/v1/customers/{id}/roles/{name}",
+            "/v1/customers/acme-corp/roles/readonly",
+            None,
+            [OK, 403, OK, OK],
+        ),
+        check(
+            Method::GET,
+            "/v1/customers/{id}/onboarding",
+            "/v1/customers/acme-corp/onboarding",
+            None,
+            [403, 403, 403, OK],
+        ),
+        check(
+            Method::POST,
+            "/v1/customers",
+            "/v1/customers",
+            Some(json!({ "id": "new-one" })),
+            [403, 403, 403, NEW],
+        ),
+        check(
+            Method::POST,
+            "/v1/customers/{id}/disable",
+            "/v1/customers/acme-corp/disable",
+            None,
+            [403, 403, 403, OK],
+        ),
+        check(
+            Method::POST,
+            "/v1/customers/{id}/enable",
+            "/v1/customers/acme-corp/enable",
+            None,
+            [403, 403, 403, OK],
+        ),
+        check(
+            Method::POST,
+            "/v1/customers/{id}/external-id/rotate",
+            "/v1/customers/acme-corp/external-id/rotate",
+            None,
+            [403, 403, 403, OK],
+        ),
+        check(
+            Method::PUT,
+            "/v1/customers/{id}/roles/{name}",
+            "/v1/customers/acme-corp/roles/readonly",
+            Some(role_body),
+            [403, 403, 403, OK],
+        ),
+        check(
+            Method::POST,
+            "/v1/customers/{id}/roles/{name}/verify",
+            "/v1/customers/acme-corp/roles/readonly/verify",
+            None,
+            [403, 403, 403, OK],
+        ),
+        check(
+            Method::POST,
+            "/v1/sessions",
+            "/v1/sessions",
+            Some(support_session),
+            [NEW, 403, 403, NEW],
+        ),
+        check(
+            Method::POST,
+            "/v1/sessions",
+            "/v1/sessions",
+            Some(customer_session),
+            [403, NEW, 403, NEW],
+        ),
+        check(
+            Method::GET,
+            "/v1/sessions",
+            "/v1/sessions",
+            None,
+            [OK, OK, OK, OK],
+        ),
+        check(
+            Method::GET,
+            "/v1/sessions/{id}",
+            "/v1/sessions/{sid}",
+            None,
+            [404, 404, OK, OK],
+        ),
+        check(
+            Method::POST,
+            "/v1/sessions/{id}/credentials",
+            "/v1/sessions/{sid}/credentials",
+            None,
+            [404, 404, 403, OK],
+        ),
+        check(
+            Method::POST,
+            "/v1/customers/{id}/credentials",
+            "/v1/customers/acme-corp/credentials",
+            None,
+            [403, OK, 403, OK],
+        ),
+        check(
+            Method::GET,
+            "/v1/audit",
+            "/v1/audit",
+            None,
+            [403, 403, OK, OK],
+        ),
+        check(
+            Method::GET,
+            "/v1/audit",
+            "/v1/audit?format=csv",
+            None,
+            [403, 403, OK, OK],
+        ),
+        check(
+            Method::GET,
+            "/v1/audit",
+            "/v1/audit?format=ndjson",
+            None,
+            [403, 403, OK, OK],
+        ),
+        check(
+            Method::GET,
+            "/v1/reports/usage",
+            "/v1/reports/usage",
+            None,
+            [403, 403, OK, OK],
+        ),
+        check(
+            Method::GET,
+            "/v1/reports/usage",
+            "/v1/reports/usage?customer=acme-corp",
+            None,
+            [403, 403, OK, OK],
+        ),
+        // Last: it ends the session the rows above use.
+        check(
+            Method::DELETE,
+            "/v1/sessions/{id}",
+            "/v1/sessions/{sid}",
+            None,
+            [404, 404, 403, OK],
+        ),
+    ]
+}
+
+/// The operations (method, path template) of the committed OpenAPI document.
+fn documented_operations() -> std::collections::BTreeSet<(String, String)> {
+    let doc: serde_json::Value =
+        serde_json::from_str(include_str!("../../../openapi/lanyard.json")).unwrap();
+    let mut operations = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in ["get", "put", "post", "delete", "patch"] {
+            if item.get(method).is_some() {
+                operations.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    operations
+}
+
+/// Every operation of the OpenAPI document against every role: 403 where the role may not
+/// act, 404 for a session the caller may not see, never 401 or 5xx. The matrix is checked
+/// against the document first: an operation without a row (a new route) fails the test, and
+/// so does a row for an operation the document does not have.
 #[tokio::test]
-async fn each_role_gets_exactly_the_endpoints_it_is_allowed() {
+async fn each_role_gets_exactly_the_operations_of_the_document_it_is_allowed() {
+    let covered: std::collections::BTreeSet<(String, String)> = matrix("sid")
+        .iter()
+        .map(|c| (c.method.to_string(), c.template.to_owned()))
+        .collect();
+    let documented = documented_operations();
+    let missing: Vec<_> = documented.difference(&covered).collect();
+    assert!(
+        missing.is_empty(),
+        "operations without a row in the role matrix: {missing:?}"
+    );
+    let stale: Vec<_> = covered.difference(&documented).collect();
+    assert!(
+        stale.is_empty(),
+        "matrix rows for operations the document lacks: {stale:?}"
+    );
+
     let app = TestApp::spawn().await;
     app.create_customer("acme-corp").await;
     app.register_role("acme-corp", "readonly").await;
@@ -196,16 +439,10 @@ async fn each_role_gets_exactly_the_endpoints_it_is_allowed() {
             std::time::Duration::from_secs(3600),
         )
         .await;
-    let role_body = json!({ "role_arn": "arn:aws:iam::111122223333:role/LanyardAccess" });
     let support_session = json!({
         "kind": "support", "customer": "acme-corp", "role": "readonly",
         "case_id": "CS-1", "reason": "matrix"
     });
-    let customer_session = json!({
-        "kind": "customer", "customer": "acme-corp", "role": "readonly"
-    });
-    const OK: u16 = 200;
-    const NEW: u16 = 201;
     for (i, role) in ROLES.into_iter().enumerate() {
         let token = app
             .token_for(
@@ -215,7 +452,7 @@ async fn each_role_gets_exactly_the_endpoints_it_is_allowed() {
                 std::time::Duration::from_secs(3600),
             )
             .await;
-        // A live session of alice's for each role's run (one of the checks revokes it).
+        // A live session of alice's for each role's run (the last row revokes it).
         let (status, session) = app
             .call(
                 Method::POST,
@@ -225,145 +462,22 @@ async fn each_role_gets_exactly_the_endpoints_it_is_allowed() {
             )
             .await;
         assert_eq!(status, 201, "{session}");
-        let sid = session["id"].as_str().unwrap().to_owned();
-        let endpoints: Vec<(Method, String, Option<serde_json::Value>, Expect)> = vec![
-            (
-                Method::GET,
-                "/v1/auth/whoami".into(),
-                None,
-                [OK, OK, OK, OK],
-            ),
-            (Method::GET, "/v1/customers".into(), None, [OK, 403, OK, OK]),
-            (
-                Method::GET,
-                "/v1/customers/acme-corp".into(),
-                None,
-                [OK, 403, OK, OK],
-            ),
-            (
-                Method::GET,
-                "/v1/customers/acme-corp/roles".into(),
-                None,
-                [OK, 403, OK, OK],
-            ),
-            (
-                Method::GET,
-                "/v1/customers/acme-corp/roles/readonly".into(),
-                None,
-                [OK, 403, OK, OK],
-            ),
-            (
-                Method::GET,
-                "/v1/customers/acme-corp/onboarding".into(),
-                None,
-                [403, 403, 403, OK],
-            ),
-            (
-                Method::POST,
-                "/v1/customers".into(),
-                Some(json!({ "id": "new-one" })),
-                [403, 403, 403, NEW],
-            ),
-            (
-                Method::POST,
-                "/v1/customers/acme-corp/disable".into(),
-                None,
-                [403, 403, 403, OK],
-            ),
-            (
-                Method::POST,
-                "/v1/customers/acme-corp/enable".into(),
-                None,
-                [403, 403, 403, OK],
-            ),
-            (
-                Method::POST,
-                "/v1/customers/acme-corp/external-id/rotate".into(),
-                None,
-                [403, 403, 403, OK],
-            ),
-            (
-                Method::PUT,
-                "/v1/customers/acme-corp/roles/readonly".into(),
-                Some(role_body.clone()),
-                [403, 403, 403, OK],
-            ),
-            (
-                Method::POST,
-                "/v1/customers/acme-corp/roles/readonly/verify".into(),
-                None,
-                [403, 403, 403, OK],
-            ),
-            (
-                Method::POST,
-                "/v1/sessions".into(),
-                Some(support_session.clone()),
-                [NEW, 403, 403, NEW],
-            ),
-            (
-                Method::POST,
-                "/v1/sessions".into(),
-                Some(customer_session.clone()),
-                [403, NEW, 403, NEW],
-            ),
-            (Method::GET, "/v1/sessions".into(), None, [OK, OK, OK, OK]),
-            (
-                Method::GET,
-                format!("/v1/sessions/{sid}"),
-                None,
-                [404, 404, OK, OK],
-            ),
-            (
-                Method::POST,
-                format!("/v1/sessions/{sid}/credentials"),
-                None,
-                [404, 404, 403, OK],
-            ),
-            (
-                Method::POST,
-                "/v1/customers/acme-corp/credentials".into(),
-                None,
-                [403, OK, 403, OK],
-            ),
-            (Method::GET, "/v1/audit".into(), None, [403, 403, OK, OK]),
-            (
-                Method::GET,
-                "/v1/audit?format=csv".into(),
-                None,
-                [403, 403, OK, OK],
-            ),
-            (
-                Method::GET,
-                "/v1/audit?format=ndjson".into(),
-                None,
-                [403, 403, OK, OK],
-            ),
-            (
-                Method::GET,
-                "/v1/reports/usage".into(),
-                None,
-                [403, 403, OK, OK],
-            ),
-            (
-                Method::GET,
-                "/v1/reports/usage?customer=acme-corp".into(),
-                None,
-                [403, 403, OK, OK],
-            ),
-            (
-                Method::DELETE,
-                format!("/v1/sessions/{sid}"),
-                None,
-                [404, 404, 403, OK],
-            ),
-        ];
-        for (method, path, body, expect) in &endpoints {
+        for check in matrix(session["id"].as_str().unwrap()) {
             let response = app
-                .send(method.clone(), path, Some(&token), body.clone())
+                .send(
+                    check.method.clone(),
+                    &check.path,
+                    Some(&token),
+                    check.body.clone(),
+                )
                 .await;
             let status = response.status().as_u16();
             let text = response.text().await.unwrap();
-            assert_eq!(status, expect[i], "{role:?} {method} {path}: {text}");
+            assert_eq!(
+                status, check.expect[i],
+                "{role:?} {} {}: {text}",
+                check.method, check.path
+            );
         }
         // Undo the creation so the next role's run sees the same state.
         sqlx::query("DELETE FROM customer WHERE id = 'new-one'")

@@ -454,16 +454,28 @@ async fn only_the_owner_or_an_admin_gets_a_sessions_credentials() {
     assert_eq!(none["sessions"], json!([]));
 }
 
-#[tokio::test]
-async fn a_revoked_session_is_refused_by_another_instance_at_once() {
-    let a = TestApp::spawn().await;
+/// How long the instances of the revocation tests keep what they read: far beyond the 1 s
+/// they get to refuse, so that only the notification (LISTEN/NOTIFY) can explain a refusal.
+const LONG_AUTH_CACHE_MS: u64 = 60_000;
+
+/// Two instances on one database and one signing key, each acting on what it read for a
+/// minute unless told otherwise.
+async fn two_instances() -> (TestApp, TestApp) {
+    let a = TestApp::spawn_with(|s| s.auth_cache_ms = Some(LONG_AUTH_CACHE_MS)).await;
     let key = a.data_dir.path().join("signing-key.pem");
     let db_url = a.database_url.clone();
     let b = TestApp::spawn_with(|s| {
         s.database_url = Some(db_url.as_str().into());
         s.signing_key_file = Some(key.clone());
+        s.auth_cache_ms = Some(LONG_AUTH_CACHE_MS);
     })
     .await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn a_revoked_session_is_refused_by_another_instance_at_once() {
+    let (a, b) = two_instances().await;
     let customer = customer_with_role(&a).await;
     let id = customer["id"].as_str().unwrap();
     let alice = token(&a, "alice", Role::Support).await;
@@ -489,7 +501,8 @@ async fn a_revoked_session_is_refused_by_another_instance_at_once() {
     let gap = parse(&revoked["credentials_valid_until"]) - parse(&creds["Expiration"]);
     assert!(gap.num_seconds().abs() <= 1, "{revoked} vs {creds}");
 
-    // B holds the session's grant and credentials in its caches; it must refuse within 1 s.
+    // B holds the session's grant and credentials in its caches for a minute; told by the
+    // database, it must refuse within 1 s.
     let revoked_at = Instant::now();
     let refused = lanyard_tests::eventually(Duration::from_secs(1), || async {
         credentials(&b, &alice, &session).await.0 != 200
@@ -1047,4 +1060,127 @@ async fn long_subjects_that_differ_only_at_the_end_stay_apart_in_cloudtrail() {
     }
     assert_ne!(seen[0].0, seen[1].0, "same SourceIdentity for two people");
     assert_ne!(seen[0].1, seen[1].1, "same RoleSessionName for two people");
+}
+
+/// The instance's listening connection dies (a database restart, a pooler): it reconnects by
+/// itself, forgets what it cached meanwhile, and hears of revocations again.
+#[tokio::test]
+async fn the_revocation_listener_reconnects_and_revocations_reach_the_instance_again() {
+    let (a, b) = two_instances().await;
+    let customer = customer_with_role(&a).await;
+    let id = customer["id"].as_str().unwrap();
+    let alice = token(&a, "alice", Role::Support).await;
+    let session = open_support(&a, &alice, id, &unique("CS"), 1800).await;
+    let sid = session["id"].as_str().unwrap();
+    let db_name = a.database_url.rsplit('/').next().unwrap().to_owned();
+    let listeners = || {
+        let (db, name) = (a.db.clone(), db_name.clone());
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = $1 AND query ILIKE 'LISTEN%'",
+            )
+            .bind(name)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    assert!(
+        lanyard_tests::eventually(Duration::from_secs(10), || async { listeners().await == 2 })
+            .await,
+        "both instances listen"
+    );
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = $1 AND query ILIKE 'LISTEN%'",
+    )
+    .bind(&db_name)
+    .fetch_all(&a.db)
+    .await
+    .unwrap();
+    assert_eq!(killed, [true, true]);
+    // B serves (and caches) the session while its listener is gone...
+    let (status, creds) = credentials(&b, &alice, &session).await;
+    assert_eq!(status, 200, "{creds}");
+    // ...and listens again.
+    assert!(
+        lanyard_tests::eventually(Duration::from_secs(15), || async { listeners().await == 2 })
+            .await,
+        "the listeners did not come back"
+    );
+    let (status, _) = a
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{sid}"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let refused = lanyard_tests::eventually(Duration::from_secs(1), || async {
+        credentials(&b, &alice, &session).await.0 == 410
+    })
+    .await;
+    assert!(
+        refused,
+        "B still issued credentials 1 s after the revocation"
+    );
+}
+
+/// Only the audit write fails (a trigger refuses new `credentials.issue` rows while every read
+/// works, the database included): credential requests get 503 and no credentials, cached or
+/// not, and succeed again once the audit log takes rows.
+#[tokio::test]
+async fn no_credentials_leave_while_only_the_audit_write_fails() {
+    let app = TestApp::spawn().await;
+    let customer = customer_with_role(&app).await;
+    let id = customer["id"].as_str().unwrap();
+    let alice = token(&app, "alice", Role::Support).await;
+    let case = unique("CS");
+    let session = open_support(&app, &alice, id, &case, 1800).await;
+    // Cached: the next request needs nothing but the audit row.
+    let (status, before) = credentials(&app, &alice, &session).await;
+    assert_eq!(status, 200, "{before}");
+    for sql in [
+        "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS
+         $$ BEGIN RAISE EXCEPTION 'audit log refuses writes'; END $$",
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_event FOR EACH ROW
+         WHEN (NEW.action = 'credentials.issue') EXECUTE FUNCTION refuse_audit()",
+    ] {
+        sqlx::query(sql).execute(&app.db).await.unwrap();
+    }
+    let response = app
+        .send(
+            Method::POST,
+            &format!(
+                "/v1/sessions/{}/credentials",
+                session["id"].as_str().unwrap()
+            ),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), 503);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("urn:lanyard:problem:unavailable"), "{text}");
+    for secret in ["AccessKeyId", "SecretAccessKey", "SessionToken"] {
+        assert!(!text.contains(secret), "{text}");
+    }
+    assert!(
+        !text.contains(before["SecretAccessKey"].as_str().unwrap()),
+        "{text}"
+    );
+    sqlx::query("DROP TRIGGER refuse_audit ON audit_event")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let (status, after) = credentials(&app, &alice, &session).await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(after["AccessKeyId"], before["AccessKeyId"]);
+    assert_eq!(
+        lanyard_tests::credential_requests(&app.db, &case).await,
+        2,
+        "the refused request left no row, the two answered ones did"
+    );
 }
