@@ -22,9 +22,12 @@ use std::path::{Path, PathBuf};
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use anyhow::{Context, bail};
+use lanyard_api::sessions::CredentialProcess;
 use sha2::{Digest, Sha256};
 
 use crate::private::{self, Sensitivity};
+
+mod keyring;
 
 /// Environment variable that turns the OS keyring off (`off`): the key then lives in
 /// `cache.key` in the cache directory.
@@ -47,21 +50,17 @@ const KEY_LOCK_FILE: &str = "cache.key.lock";
 /// One cached credential_process answer.
 #[derive(Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct Cached {
-    /// The credential_process document exactly as the server sent it
-    /// ({"Version":1,"AccessKeyId","SecretAccessKey","SessionToken","Expiration"}).
-    pub document: serde_json::Value,
+    /// The credential_process document as the broker sent it (the JSON of this field is the
+    /// one earlier versions wrote, so their cache files still read).
+    pub document: CredentialProcess,
     /// Parsed from the document's Expiration.
     pub expiration: chrono::DateTime<chrono::Utc>,
 }
 
 impl Cached {
     /// Wraps a credential_process document, parsing its RFC 3339 `Expiration`.
-    pub fn from_document(document: serde_json::Value) -> anyhow::Result<Self> {
-        let expiration = document
-            .get("Expiration")
-            .and_then(serde_json::Value::as_str)
-            .context("credential document has no Expiration")?;
-        let expiration = crate::credentials::parse_expiration(expiration)?;
+    pub fn from_document(document: CredentialProcess) -> anyhow::Result<Self> {
+        let expiration = crate::credentials::parse_expiration(&document.expiration)?;
         Ok(Cached {
             document,
             expiration,
@@ -73,10 +72,7 @@ impl Cached {
 impl fmt::Debug for Cached {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cached")
-            .field(
-                "access_key_id",
-                &self.document.get("AccessKeyId").and_then(|v| v.as_str()),
-            )
+            .field("access_key_id", &self.document.access_key_id)
             .field("secrets", &"<redacted>")
             .field("expiration", &self.expiration)
             .finish()
@@ -122,10 +118,12 @@ impl CredentialCache {
         // that works only some of the time, as the kernel keyring does in some containers.
         let (key, key_source) = match read_key_file(&path)? {
             Some(key) => (key, KeySource::File(path)),
-            None => match keyring.and_then(|(s, u)| os_keyring::load_or_create(dir, &path, s, u)) {
-                Some(key) => (key, KeySource::Keyring),
-                None => (load_or_create_key_file(dir, &path)?, KeySource::File(path)),
-            },
+            None => {
+                match keyring.and_then(|(s, u)| self::keyring::load_or_create(dir, &path, s, u)) {
+                    Some(key) => (key, KeySource::Keyring),
+                    None => (load_or_create_key_file(dir, &path)?, KeySource::File(path)),
+                }
+            }
         };
         let cipher = Aes256Gcm::new_from_slice(&key)
             .map_err(|_| anyhow::anyhow!("cache key is not {KEY_LEN} bytes"))?;
@@ -335,85 +333,6 @@ fn new_key() -> anyhow::Result<[u8; KEY_LEN]> {
     getrandom::fill(&mut key)
         .map_err(|e| anyhow::anyhow!("no randomness for the cache key: {e}"))?;
     Ok(key)
-}
-
-#[cfg(feature = "os-keyring")]
-mod os_keyring {
-    //! The cache key in the OS keyring. Every failure means "no usable keyring": the caller
-    //! falls back to the key file, so a missing D-Bus, a locked keychain or a kernel without
-    //! keyutils never stops the CLI.
-
-    use std::path::Path;
-
-    use keyring::credential::CredentialPersistence;
-
-    use super::{KEY_LEN, KEY_LOCK_FILE, new_key};
-    use crate::private::lock_exclusive;
-
-    pub(super) fn load_or_create(
-        dir: &Path,
-        key_file: &Path,
-        service: &str,
-        user: &str,
-    ) -> Option<[u8; KEY_LEN]> {
-        let builder = keyring::default::default_credential_builder();
-        // A store that forgets at process exit (the crate's mock on platforms without a
-        // backend) would give every run a new key: that is no keyring for us.
-        if !matches!(
-            builder.persistence(),
-            CredentialPersistence::UntilReboot | CredentialPersistence::UntilDelete
-        ) {
-            return None;
-        }
-        if let Some(key) = get(service, user) {
-            return Some(key);
-        }
-        // Create it once, even when many processes start on an empty keyring together.
-        let _lock = lock_exclusive(&dir.join(KEY_LOCK_FILE)).ok()?;
-        if key_file.exists() {
-            return None;
-        }
-        if let Some(key) = get(service, user) {
-            return Some(key);
-        }
-        let key = new_key().ok()?;
-        let entry = keyring::Entry::new_with_credential(builder.build(None, service, user).ok()?);
-        // Judged by reading it back, not by this result: the kernel keyring can report a
-        // failure (linking to the persistent keyring) after it stored the key.
-        let _ = entry.set_secret(&key);
-        (get(service, user)? == key).then_some(key)
-    }
-
-    /// The key, asking twice: in a process without a session keyring of its own, the
-    /// kernel keyring refuses the first search and answers the next one.
-    fn get(service: &str, user: &str) -> Option<[u8; KEY_LEN]> {
-        (0..2).find_map(|_| {
-            let secret = keyring::Entry::new(service, user).ok()?.get_secret().ok()?;
-            <[u8; KEY_LEN]>::try_from(secret.as_slice()).ok()
-        })
-    }
-
-    #[cfg(test)]
-    pub(super) fn delete(service: &str, user: &str) {
-        if let Ok(entry) = keyring::Entry::new(service, user) {
-            let _ = entry.delete_credential();
-        }
-    }
-}
-
-#[cfg(not(feature = "os-keyring"))]
-mod os_keyring {
-    pub(super) fn load_or_create(
-        _dir: &std::path::Path,
-        _key_file: &std::path::Path,
-        _service: &str,
-        _user: &str,
-    ) -> Option<[u8; super::KEY_LEN]> {
-        None
-    }
-
-    #[cfg(test)]
-    pub(super) fn delete(_service: &str, _user: &str) {}
 }
 
 #[cfg(test)]

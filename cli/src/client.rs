@@ -1,12 +1,17 @@
-//! HTTP client of the broker API: base URL, bearer token, timeouts, and problem+json errors
-//! turned into one readable line.
+//! HTTP client of the broker API: base URL, bearer token, timeouts, the wire types of
+//! `lanyard_api` in and out, problem+json errors turned into one readable line, and the ids
+//! that go into request paths, parsed by the broker's own rules first.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use lanyard_api::problem::Health;
+use lanyard_api::whoami::WhoAmI;
+use lanyard_api::{CaseId, CustomerId, RoleName};
 use reqwest::Method;
-use serde::Deserialize;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::text;
 
@@ -15,24 +20,6 @@ pub struct Client {
     base: reqwest::Url,
     token: Option<String>,
     debug: bool,
-}
-
-/// The RFC 9457 problem document the broker answers errors with.
-#[derive(Debug, Deserialize)]
-struct Problem {
-    status: Option<u16>,
-    detail: Option<String>,
-    title: Option<String>,
-    request_id: Option<String>,
-}
-
-/// Who the broker takes a token for.
-#[derive(Debug, Deserialize)]
-pub struct WhoAmI {
-    pub subject: String,
-    pub role: String,
-    pub customers: Option<Vec<String>>,
-    pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The broker said no: the HTTP status and its one-line explanation.
@@ -106,11 +93,11 @@ impl Client {
             .with_context(|| format!("building URL for {path}"))
     }
 
-    async fn send(
+    async fn send<B: Serialize + ?Sized>(
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&B>,
         accept: &str,
     ) -> anyhow::Result<reqwest::Response> {
         let url = self.url(path)?;
@@ -159,33 +146,60 @@ impl Client {
         }
     }
 
-    /// A JSON request; the JSON answer.
-    pub async fn json(
+    /// A JSON request; the JSON answer, as `T`.
+    async fn json<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<Value> {
+        body: Option<&B>,
+    ) -> anyhow::Result<T> {
         let response = self.send(method, path, body, "application/json").await?;
-        response
-            .json()
-            .await
-            .with_context(|| format!("the broker's answer to {path} is not JSON"))
+        response.json().await.map_err(|e| {
+            // JSON of another shape is told apart from an answer that is no JSON at all.
+            let shape = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<serde_json::Error>())
+                .is_some_and(|s| s.is_data());
+            let what = if shape {
+                "is not what lanyard expects"
+            } else {
+                "is not JSON"
+            };
+            anyhow::Error::new(e).context(format!("the broker's answer to {path} {what}"))
+        })
+    }
+
+    /// `GET path`, answered as `T`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.json(Method::GET, path, None::<&()>).await
+    }
+
+    /// `POST path` with `body` as JSON (none: no body at all), answered as `T`.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<T> {
+        self.json(Method::POST, path, body).await
+    }
+
+    /// `DELETE path`, answered as `T`.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.json(Method::DELETE, path, None::<&()>).await
     }
 
     /// A request answered as plain text.
     pub async fn text(&self, path: &str) -> anyhow::Result<String> {
-        let response = self.send(Method::GET, path, None, "text/plain").await?;
+        let response = self
+            .send(Method::GET, path, None::<&()>, "text/plain")
+            .await?;
         Ok(response.text().await?)
     }
 
     /// `GET /v1/auth/whoami`: who the broker takes the token for (it checks the token).
     pub async fn whoami(&self) -> anyhow::Result<WhoAmI> {
-        let value = self
-            .json(Method::GET, "/v1/auth/whoami", None)
+        self.get("/v1/auth/whoami")
             .await
-            .context("checking the token with the broker")?;
-        serde_json::from_value(value).context("the broker's answer to /v1/auth/whoami")
+            .context("checking the token with the broker")
     }
 
     /// `GET /readyz`: `ok`, or why the broker is not ready.
@@ -216,12 +230,11 @@ impl Client {
             .and_then(|d| d.to_str().ok())
             .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
             .map(|d| d.with_timezone(&chrono::Utc));
-        let body: Value = response.json().await.unwrap_or_default();
-        let text = body
-            .get("status")
-            .and_then(|s| s.as_str())
-            .map(text::one_line)
-            .unwrap_or_else(|| "unknown".to_owned());
+        let text = response
+            .json::<Health>()
+            .await
+            .map(|health| text::one_line(&health.status))
+            .unwrap_or_else(|_| "unknown".to_owned());
         if status.is_success() {
             Ok((text, date))
         } else {
@@ -232,7 +245,7 @@ impl Client {
     /// Turns an error response into one line: what the broker said, status, request id.
     async fn error_of(response: reqwest::Response) -> ApiFailure {
         let status = response.status();
-        let problem = response.json::<Problem>().await.ok();
+        let problem = response.json::<ProblemFields>().await.ok();
         let code = problem
             .as_ref()
             .and_then(|p| p.status)
@@ -254,6 +267,18 @@ impl Client {
             message: format!("{}{hint} (HTTP {code}{request_id})", one_line(&what)),
         }
     }
+}
+
+/// The fields of an error answer the CLI shows, each optional. Not
+/// `lanyard_api::problem::Problem`, which requires `type`, `title`, `status` and `detail`:
+/// an answer from whatever sits in front of the broker (a proxy, a gateway) may carry only
+/// some of them, and what it says is still worth showing.
+#[derive(Debug, Deserialize)]
+struct ProblemFields {
+    status: Option<u16>,
+    detail: Option<String>,
+    title: Option<String>,
+    request_id: Option<String>,
 }
 
 /// The error for a redirect: where it led (its origin only), and that it was not followed.
@@ -295,3 +320,35 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 fn one_line(line: &str) -> String {
     text::one_line(line)
 }
+
+// The ids the CLI puts into request paths and queries, parsed by the broker's own rules
+// (`lanyard_api`) before any request, so that no value can change which resource a request
+// names (`../`, `?`, `#`, `%2F`) and a typo gets a clear error, naming the value, without a
+// request.
+
+pub fn customer_id(raw: &str) -> anyhow::Result<CustomerId> {
+    CustomerId::parse(raw).map_err(|e| anyhow::anyhow!("bad customer id {raw:?}: {e}"))
+}
+
+/// A support case id; the message names the broker's field for it too, as the broker does.
+pub fn case_id(raw: &str) -> anyhow::Result<CaseId> {
+    CaseId::parse(raw).map_err(|e| anyhow::anyhow!("bad case id {raw:?} (case_id): {e}"))
+}
+
+pub fn role_name(raw: &str) -> anyhow::Result<RoleName> {
+    RoleName::parse(raw).map_err(|e| anyhow::anyhow!("bad role name {raw:?}: {e}"))
+}
+
+/// A session id: a UUID in its hyphenated form (the 36 characters the broker writes), not
+/// the other spellings `Uuid::parse_str` also takes.
+pub fn session_id(raw: &str) -> anyhow::Result<Uuid> {
+    Uuid::parse_str(raw)
+        .ok()
+        .filter(|_| raw.len() == 36)
+        .with_context(|| {
+            format!("bad session id {raw:?}: a session id is a UUID (e.g. 01a2b3c4-...-...)")
+        })
+}
+
+#[cfg(test)]
+mod tests;

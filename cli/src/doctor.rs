@@ -177,7 +177,7 @@ fn diagnose(ctx: &Ctx, name: &str, checks: &mut Checks) {
             "credentials",
             format!(
                 "access key {} from the {}, expires {}",
-                cached.document["AccessKeyId"].as_str().unwrap_or("?"),
+                cached.document.access_key_id,
                 match source {
                     credentials::Source::Cache => "cache",
                     credentials::Source::Broker => "broker",

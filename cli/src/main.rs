@@ -13,7 +13,6 @@ mod commands;
 mod config;
 mod credentials;
 mod doctor;
-mod ids;
 mod private;
 mod text;
 

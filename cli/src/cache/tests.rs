@@ -8,14 +8,17 @@ use serde_json::json;
 use super::*;
 
 fn credentials(n: usize) -> Cached {
-    Cached::from_document(json!({
-        "Version": 1,
-        "AccessKeyId": format!("ASIAEXAMPLE{n:05}"),
-        "SecretAccessKey": format!("secret-{n}-{}", "x".repeat(40)),
-        "SessionToken": format!("token-{n}-{}", "y".repeat(600)),
-        "Expiration": "2030-01-02T03:04:05Z",
-    }))
-    .unwrap()
+    Cached::from_document(document("2030-01-02T03:04:05Z", n)).unwrap()
+}
+
+fn document(expiration: &str, n: usize) -> CredentialProcess {
+    CredentialProcess {
+        version: 1,
+        access_key_id: format!("ASIAEXAMPLE{n:05}"),
+        secret_access_key: format!("secret-{n}-{}", "x".repeat(40)),
+        session_token: format!("token-{n}-{}", "y".repeat(600)),
+        expiration: expiration.to_owned(),
+    }
 }
 
 /// A cache keyed by its `cache.key` file (the tests leave the real keyring alone).
@@ -424,7 +427,7 @@ fn an_unusable_keyring_falls_back_to_the_key_file() {
     let opens: Vec<CredentialCache> = (0..3)
         .map(|_| CredentialCache::open_with(tmp.path(), entry).unwrap())
         .collect();
-    os_keyring::delete("lanyard-test", "credential-cache-test");
+    keyring::delete("lanyard-test", "credential-cache-test");
 
     // The first open may find the keyring half-usable and fall back; the later ones agree.
     assert_eq!(opens[1].key_source(), opens[2].key_source());
@@ -458,10 +461,28 @@ fn debug_output_shows_no_secret() {
 
 #[test]
 fn a_document_without_a_valid_expiration_is_rejected() {
-    assert!(Cached::from_document(json!({"Version": 1})).is_err());
-    assert!(Cached::from_document(json!({"Expiration": "tomorrow"})).is_err());
-    let offset = Cached::from_document(json!({"Expiration": "2030-01-02T05:04:05+02:00"})).unwrap();
+    assert!(Cached::from_document(document("", 1)).is_err());
+    assert!(Cached::from_document(document("tomorrow", 1)).is_err());
+    let offset = Cached::from_document(document("2030-01-02T05:04:05+02:00", 0)).unwrap();
     assert_eq!(offset.expiration, credentials(0).expiration);
+}
+
+/// Cache files written when the document was kept as the broker's JSON (its keys sorted)
+/// read back the same.
+#[test]
+fn the_cached_json_of_earlier_versions_reads_back() {
+    let earlier = json!({
+        "document": {
+            "AccessKeyId": "ASIAEXAMPLE00001",
+            "Expiration": "2030-01-02T03:04:05Z",
+            "SecretAccessKey": format!("secret-1-{}", "x".repeat(40)),
+            "SessionToken": format!("token-1-{}", "y".repeat(600)),
+            "Version": 1,
+        },
+        "expiration": "2030-01-02T03:04:05Z",
+    });
+    let read: Cached = serde_json::from_value(earlier).unwrap();
+    assert_eq!(read, credentials(1));
 }
 
 /// `cargo test -p lanyard-cli --release -- --ignored --nocapture open_and_read_timing`
@@ -490,5 +511,5 @@ fn open_and_read_timing() {
             cache.key_source()
         );
     }
-    os_keyring::delete(KEYRING_SERVICE, "timing-test");
+    keyring::delete(KEYRING_SERVICE, "timing-test");
 }

@@ -1,6 +1,7 @@
 //! Credentials for a profile: from the encrypted cache while they are fresh, else from the
 //! broker under the profile's cross-process lock (so that N parallel invocations make one
-//! request), and the output shapes of `credential-process` and `export`.
+//! request); the document's checks. The output shapes of `credential-process` and `export`
+//! are in `export`.
 //!
 //! Freshness: botocore refreshes `credential_process` credentials 15 minutes before they
 //! expire (and blocks on it from 10 minutes), so the cache hands out credentials only while
@@ -12,11 +13,16 @@
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Duration, Utc};
-use serde_json::{Value, json};
+use lanyard_api::sessions::{CredentialProcess, CustomerCredentialsRequest};
+use serde_json::Value;
 
 use crate::cache::{Cached, CredentialCache};
 use crate::client::{self, Client};
 use crate::config::{Kind, Profile};
+
+mod export;
+
+pub use export::{ExportFormat, export, process_line};
 
 /// Credentials with this much or less left are fetched again (botocore's advisory window).
 pub const REFRESH_WINDOW: Duration = Duration::minutes(15);
@@ -71,32 +77,34 @@ pub fn describe(profile: &Profile) -> String {
     }
 }
 
-/// Asks the broker for the profile's credentials and checks the document's shape.
+/// Asks the broker for the profile's credentials and checks the document's shape. The
+/// answer is read as JSON first, not straight into a `CredentialProcess`: a malformed
+/// document is then refused naming the field, and never echoing its value (serde's errors
+/// quote what they could not read).
 pub async fn fetch(client: &Client, profile: &Profile) -> anyhow::Result<Cached> {
-    let document = match profile.kind {
+    let document: Value = match profile.kind {
         Kind::Support => {
             let session = profile
                 .session
                 .as_deref()
                 .context("the profile is a support profile without a session id")?;
-            let session = crate::ids::session(session)?;
+            let session = client::session_id(session)?;
             client
-                .json(
-                    reqwest::Method::POST,
-                    &format!("/v1/sessions/{session}/credentials"),
-                    None,
-                )
+                .post(&format!("/v1/sessions/{session}/credentials"), None::<&()>)
                 .await?
         }
         Kind::Customer => {
-            let body = profile.role.as_ref().map(|role| json!({ "role": role }));
+            let customer = client::customer_id(&profile.customer)?;
+            // No role: no body at all, and the broker picks the customer's one role.
+            let body = profile
+                .role
+                .as_ref()
+                .map(|role| CustomerCredentialsRequest {
+                    role: Some(role.clone()),
+                });
             client
-                .json(
-                    reqwest::Method::POST,
-                    &format!(
-                        "/v1/customers/{}/credentials",
-                        crate::ids::customer(&profile.customer)?
-                    ),
+                .post(
+                    &format!("/v1/customers/{customer}/credentials"),
                     body.as_ref(),
                 )
                 .await?
@@ -107,19 +115,47 @@ pub async fn fetch(client: &Client, profile: &Profile) -> anyhow::Result<Cached>
 
 /// A credential_process document as the AWS SDKs require it, with its expiry.
 pub fn parse_document(document: Value) -> anyhow::Result<Cached> {
+    if document.get("Version").and_then(Value::as_u64) != Some(1) {
+        bail!("the broker's credentials are not a Version 1 credential_process document");
+    }
+    // A missing field, or one that is not a string, reads as empty: `check_document` refuses
+    // it, naming it.
     let text = |key: &str| {
         document
             .get(key)
             .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .with_context(|| format!("the broker's credentials lack {key}"))
+            .unwrap_or_default()
+            .to_owned()
     };
-    if document.get("Version").and_then(Value::as_u64) != Some(1) {
+    let document = CredentialProcess {
+        version: 1,
+        access_key_id: text("AccessKeyId"),
+        secret_access_key: text("SecretAccessKey"),
+        session_token: text("SessionToken"),
+        expiration: text("Expiration"),
+    };
+    let expiration = check_document(&document)?;
+    Ok(Cached {
+        document,
+        expiration,
+    })
+}
+
+/// The document's checks; its expiry. These values end up in shell code
+/// (`eval "$(lanyard export)"`) and in files: only the characters AWS uses are accepted, and
+/// a refused value is never echoed.
+pub fn check_document(document: &CredentialProcess) -> anyhow::Result<DateTime<Utc>> {
+    if document.version != 1 {
         bail!("the broker's credentials are not a Version 1 credential_process document");
     }
-    // These values end up in shell code (`eval "$(lanyard export)"`) and in files: only the
-    // characters AWS uses are accepted, and a refused value is never echoed.
-    let key = text("AccessKeyId")?;
+    let present = |key: &str, value: &str| -> anyhow::Result<()> {
+        if value.is_empty() {
+            bail!("the broker's credentials lack {key}");
+        }
+        Ok(())
+    };
+    let key = &document.access_key_id;
+    present("AccessKeyId", key)?;
     if !(16..=128).contains(&key.len())
         || !key
             .bytes()
@@ -127,20 +163,21 @@ pub fn parse_document(document: Value) -> anyhow::Result<Cached> {
     {
         bail!("the broker's AccessKeyId is not 16-128 uppercase letters and digits; refusing it");
     }
-    for field in ["SecretAccessKey", "SessionToken"] {
-        if !text(field)?
+    for (field, value) in [
+        ("SecretAccessKey", &document.secret_access_key),
+        ("SessionToken", &document.session_token),
+    ] {
+        present(field, value)?;
+        if !value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
         {
             bail!("the broker's {field} holds characters outside base64; refusing it");
         }
     }
-    let expiration = parse_expiration(text("Expiration")?)
-        .context("the broker's credentials have an unreadable Expiration")?;
-    Ok(Cached {
-        document,
-        expiration,
-    })
+    present("Expiration", &document.expiration)?;
+    parse_expiration(&document.expiration)
+        .context("the broker's credentials have an unreadable Expiration")
 }
 
 /// An `Expiration` in strict RFC 3339 (<https://www.rfc-editor.org/rfc/rfc3339#section-5.6>):
@@ -248,7 +285,7 @@ pub fn obtain(
         Ok(fetched) => {
             debug(&format!(
                 "got AccessKeyId {} (secret [redacted]) expiring {}",
-                fetched.document["AccessKeyId"].as_str().unwrap_or("?"),
+                fetched.document.access_key_id,
                 fetched.expiration.to_rfc3339()
             ));
             // A cache that cannot be written costs the next call a request, not this one
@@ -284,7 +321,7 @@ pub fn obtain(
 }
 
 fn access_key_id(cached: &Cached) -> &str {
-    cached.document["AccessKeyId"].as_str().unwrap_or_default()
+    &cached.document.access_key_id
 }
 
 /// Whether an entry that is no longer fresh was written so recently (its file's mtime) that
@@ -314,255 +351,5 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// The credential_process document, fields in the order the AWS docs show them.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct Document<'a> {
-    version: u8,
-    access_key_id: &'a str,
-    secret_access_key: &'a str,
-    session_token: &'a str,
-    expiration: &'a str,
-}
-
-fn document(cached: &Cached) -> Document<'_> {
-    let field = |k: &str| cached.document[k].as_str().unwrap_or_default();
-    Document {
-        version: 1,
-        access_key_id: field("AccessKeyId"),
-        secret_access_key: field("SecretAccessKey"),
-        session_token: field("SessionToken"),
-        expiration: field("Expiration"),
-    }
-}
-
-/// The `credential_process` document on one line.
-pub fn process_line(cached: &Cached) -> anyhow::Result<String> {
-    Ok(format!("{}\n", serde_json::to_string(&document(cached))?))
-}
-
-/// Output shapes of `aws configure export-credentials --format ...`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ExportFormat {
-    /// `export AWS_ACCESS_KEY_ID='...'` (bash, zsh).
-    Env,
-    /// `AWS_ACCESS_KEY_ID='...'`.
-    EnvNoExport,
-    /// `$Env:AWS_ACCESS_KEY_ID='...'`.
-    Powershell,
-    /// `set "AWS_ACCESS_KEY_ID=..."`.
-    WindowsCmd,
-    /// `set -gx AWS_ACCESS_KEY_ID '...'`.
-    Fish,
-    /// The credential_process JSON.
-    Process,
-}
-
-/// The credentials in `format`, as `aws configure export-credentials` prints them.
-pub fn export(cached: &Cached, format: ExportFormat) -> anyhow::Result<String> {
-    // What is printed for a shell to run is checked again, whatever its source.
-    parse_document(cached.document.clone())?;
-    let d = document(cached);
-    if format == ExportFormat::Process {
-        return Ok(format!("{}\n", serde_json::to_string_pretty(&d)?));
-    }
-    let vars = [
-        ("AWS_ACCESS_KEY_ID", d.access_key_id),
-        ("AWS_SECRET_ACCESS_KEY", d.secret_access_key),
-        ("AWS_SESSION_TOKEN", d.session_token),
-        ("AWS_CREDENTIAL_EXPIRATION", d.expiration),
-    ];
-    Ok(vars
-        .iter()
-        .map(|(name, value)| match format {
-            ExportFormat::Env => format!("export {name}={}\n", posix_quote(value)),
-            ExportFormat::EnvNoExport => format!("{name}={}\n", posix_quote(value)),
-            ExportFormat::Powershell => format!("$Env:{name}={}\n", powershell_quote(value)),
-            ExportFormat::WindowsCmd => format!("set \"{name}={value}\"\n"),
-            ExportFormat::Fish => format!("set -gx {name} {}\n", fish_quote(value)),
-            ExportFormat::Process => String::new(),
-        })
-        .collect())
-}
-
-// Every value is quoted for its shell, whatever it holds (the values were checked above too:
-// defence in depth). Each quoting is the one string form of that shell in which nothing is
-// expanded. (`shlex` leaves plain words unquoted and knows only POSIX shells.)
-
-/// POSIX sh, bash, zsh: single quotes; a `'` closes, is escaped, and reopens.
-fn posix_quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', r"'\''"))
-}
-
-/// PowerShell: single-quoted strings are verbatim; a `'` is written twice.
-fn powershell_quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
-
-/// fish: inside single quotes only `\\` and `\'` are escapes.
-fn fish_quote(value: &str) -> String {
-    format!("'{}'", value.replace('\\', r"\\").replace('\'', r"\'"))
-}
-
-// cmd.exe: `set "NAME=value"` keeps `&|<>^` and spaces literal. cmd has no quoting that stops
-// `%` (or `!` under delayed expansion); neither can reach here, since only base64 characters
-// and RFC 3339 timestamps pass `parse_document`.
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cached(left: Duration) -> Cached {
-        let expiration = Utc::now() + left;
-        Cached {
-            document: json!({"Version": 1, "AccessKeyId": "ASIAEXAMPLE12345", "SecretAccessKey": "s3cr3t/+=",
-                "SessionToken": "tok", "Expiration": expiration.to_rfc3339()}),
-            expiration,
-        }
-    }
-
-    fn profile(session_end: Option<DateTime<Utc>>) -> Profile {
-        Profile {
-            server: None,
-            kind: Kind::Support,
-            customer: "acme-corp".into(),
-            session: Some("s".into()),
-            case: Some("CS-1".into()),
-            role: None,
-            session_expires_at: session_end,
-            identity: None,
-        }
-    }
-
-    #[test]
-    fn credentials_outside_the_sdk_refresh_window_are_fresh() {
-        assert!(is_fresh(
-            &cached(Duration::minutes(16)),
-            &profile(None),
-            Utc::now()
-        ));
-        assert!(!is_fresh(
-            &cached(Duration::minutes(14)),
-            &profile(None),
-            Utc::now()
-        ));
-    }
-
-    #[test]
-    fn credentials_that_end_with_the_session_are_served_until_they_expire() {
-        let c = cached(Duration::minutes(5));
-        assert!(is_fresh(&c, &profile(Some(c.expiration)), Utc::now()));
-        // A session that lasts longer can give longer credentials: refresh.
-        let later = c.expiration + Duration::hours(1);
-        assert!(!is_fresh(&c, &profile(Some(later)), Utc::now()));
-        let ending = cached(Duration::seconds(5));
-        assert!(!is_fresh(
-            &ending,
-            &profile(Some(ending.expiration)),
-            Utc::now()
-        ));
-    }
-
-    #[test]
-    fn export_formats_quote_every_value_for_their_shell() {
-        let c = cached(Duration::hours(1));
-        let exp = c.document["Expiration"].as_str().unwrap().to_owned();
-        assert_eq!(
-            export(&c, ExportFormat::Env).unwrap(),
-            format!(
-                "export AWS_ACCESS_KEY_ID='ASIAEXAMPLE12345'\nexport AWS_SECRET_ACCESS_KEY='s3cr3t/+='\nexport AWS_SESSION_TOKEN='tok'\nexport AWS_CREDENTIAL_EXPIRATION='{exp}'\n"
-            )
-        );
-        assert!(
-            export(&c, ExportFormat::EnvNoExport)
-                .unwrap()
-                .starts_with("AWS_ACCESS_KEY_ID='ASIAEXAMPLE12345'\n")
-        );
-        assert!(
-            export(&c, ExportFormat::Powershell)
-                .unwrap()
-                .starts_with("$Env:AWS_ACCESS_KEY_ID='ASIAEXAMPLE12345'\n")
-        );
-        assert!(
-            export(&c, ExportFormat::Fish)
-                .unwrap()
-                .starts_with("set -gx AWS_ACCESS_KEY_ID 'ASIAEXAMPLE12345'\n")
-        );
-        assert!(
-            export(&c, ExportFormat::WindowsCmd)
-                .unwrap()
-                .starts_with("set \"AWS_ACCESS_KEY_ID=ASIAEXAMPLE12345\"\n")
-        );
-        let process = export(&c, ExportFormat::Process).unwrap();
-        assert!(
-            process.starts_with("{\n  \"Version\": 1,\n  \"AccessKeyId\": \"ASIAEXAMPLE12345\",\n"),
-            "{process}"
-        );
-    }
-
-    #[test]
-    fn quoting_holds_whatever_a_value_contains() {
-        let evil = "a'b\\c $(id) `x` ; \"q\"";
-        assert_eq!(posix_quote(evil), r#"'a'\''b\c $(id) `x` ; "q"'"#);
-        assert_eq!(powershell_quote(evil), r#"'a''b\c $(id) `x` ; "q"'"#);
-        assert_eq!(fish_quote(evil), r#"'a\'b\\c $(id) `x` ; "q"'"#);
-    }
-
-    #[test]
-    fn an_expiration_that_is_not_strict_rfc_3339_is_refused() {
-        assert!(parse_expiration("2099-01-01T00:00:00Z").is_ok());
-        assert!(parse_expiration("2099-01-01T00:00:00.123+02:00").is_ok());
-        for bad in [
-            "2099-01-01 00:00:00Z",
-            "2099-01-01T00:00:00",
-            "2099-01-01",
-            "2099-01-01T00:00:00Z;id",
-            "tomorrow",
-        ] {
-            assert!(parse_expiration(bad).is_err(), "{bad}");
-            let doc = json!({"Version": 1, "AccessKeyId": "ASIAEXAMPLE12345",
-                "SecretAccessKey": "abc", "SessionToken": "dG9r", "Expiration": bad});
-            assert!(parse_document(doc).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn a_document_without_a_secret_is_refused() {
-        assert!(
-            parse_document(
-                json!({"Version": 1, "AccessKeyId": "A", "SessionToken": "t",
-            "Expiration": "2030-01-01T00:00:00Z"})
-            )
-            .is_err()
-        );
-    }
-
-    #[test]
-    fn documents_that_could_break_out_of_a_shell_are_refused_without_echoing_them() {
-        let good = || {
-            json!({"Version": 1, "AccessKeyId": "ASIAEXAMPLE12345", "SecretAccessKey": "abc+/=",
-                "SessionToken": "dG9r", "Expiration": "2030-01-01T00:00:00Z"})
-        };
-        assert!(parse_document(good()).is_ok());
-        for (field, evil) in [
-            ("AccessKeyId", "ASIA$(touch /tmp/pwned)"),
-            ("AccessKeyId", "asiaexample12345"),
-            ("AccessKeyId", "ASIA"),
-            ("SecretAccessKey", "abc; rm -rf ~"),
-            ("SecretAccessKey", "abc`id`"),
-            ("SessionToken", "tok\nexport PATH=/evil"),
-            ("SessionToken", "tok\"; id; \""),
-        ] {
-            let mut doc = good();
-            doc[field] = json!(evil);
-            let err = format!("{:#}", parse_document(doc.clone()).unwrap_err());
-            assert!(err.contains(field), "{err}");
-            assert!(!err.contains(evil), "{err}");
-            let cached = Cached {
-                document: doc,
-                expiration: Utc::now() + Duration::hours(1),
-            };
-            assert!(export(&cached, ExportFormat::Env).is_err());
-        }
-    }
-}
+mod tests;

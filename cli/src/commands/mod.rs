@@ -1,0 +1,248 @@
+//! The commands: what each asks the broker, what it writes, and what it prints. Stdout
+//! carries only the command's result; diagnostics go to stderr. This module holds what they
+//! share (global options, output, the credential cache's keys); each group of commands has a
+//! module of its own.
+
+use std::io::Write;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::Output;
+use crate::cache::{Cached, CredentialCache};
+use crate::client::Client;
+use crate::config::{self, Config, Identity, Kind, Profile, Store, TokenSource};
+use crate::credentials::{self, Mode, Obtain, Source};
+
+mod access;
+mod creds;
+mod login;
+mod queries;
+
+pub use access::{setup_customer, support_access};
+pub use creds::{check, credential_process, export, refresh};
+pub use login::{login, token_info};
+pub use queries::{customers_list, ping, sessions_list, sessions_revoke, usage_report};
+
+/// Global options and where state lives.
+pub struct Ctx {
+    server: Option<String>,
+    token: Option<String>,
+    pub debug: bool,
+    pub output: Output,
+    pub store: Store,
+}
+
+impl Ctx {
+    pub fn new(
+        server: Option<String>,
+        token: Option<String>,
+        debug: bool,
+        output: Output,
+    ) -> anyhow::Result<Ctx> {
+        let store = Store::open()?;
+        let ctx = Ctx {
+            server: server.filter(|s| !s.is_empty()),
+            token: token.filter(|t| !t.trim().is_empty()),
+            debug,
+            output,
+            store,
+        };
+        ctx.note(&format!("config directory {}", ctx.store.dir.display()));
+        Ok(ctx)
+    }
+
+    pub fn note(&self, msg: &str) {
+        if self.debug {
+            eprintln!("debug: {msg}");
+        }
+    }
+
+    pub fn config(&self) -> anyhow::Result<Config> {
+        self.store.load()
+    }
+
+    /// The broker URL: --server / LANYARD_SERVER, else the profile's, else the login's.
+    pub fn server(&self, config: &Config, profile: Option<&Profile>) -> anyhow::Result<String> {
+        self.server
+            .clone()
+            .or_else(|| profile.and_then(|p| p.server.clone()))
+            .or_else(|| config.server.clone())
+            .context("not logged in: run `lanyard login --server URL` (or set LANYARD_SERVER and LANYARD_TOKEN)")
+    }
+
+    /// The token for `server`: --token / LANYARD_TOKEN (the user's explicit choice, for
+    /// whatever server is in effect), else the stored login's token, which is only ever sent
+    /// to the broker it was stored for (the same origin as the login's server).
+    pub fn token_for(&self, config: &Config, server: &str) -> anyhow::Result<String> {
+        if let Some(t) = &self.token {
+            return Ok(t.trim().to_owned());
+        }
+        let origin = config::origin(server)?;
+        let login = config.server.as_deref().map(config::origin).transpose()?;
+        match (login, self.store.token()?) {
+            (Some(login), Some(token)) if login == origin => Ok(token),
+            (Some(login), Some(_)) => bail!(
+                "the stored token is for {login}, not {origin}: run `lanyard login --server {origin}` (or set LANYARD_TOKEN)"
+            ),
+            _ => {
+                bail!("no API token: run `lanyard login --server {origin}` (or set LANYARD_TOKEN)")
+            }
+        }
+    }
+
+    /// A client for an authenticated request.
+    pub fn client(&self, config: &Config, profile: Option<&Profile>) -> anyhow::Result<Client> {
+        let server = self.server(config, profile)?;
+        let token = self.token_for(config, &server)?;
+        self.note(&format!(
+            "broker {}, token [redacted]",
+            config::origin(&server)?
+        ));
+        Client::new(&server, Some(token), self.debug)
+    }
+
+    /// Where the token in effect comes from.
+    pub fn token_source(&self) -> TokenSource {
+        if self.token.is_some() {
+            TokenSource::Environment
+        } else {
+            TokenSource::Login
+        }
+    }
+
+    /// The identity of the token in effect for `server` (its subject as the token states it;
+    /// the broker checks the token itself).
+    pub fn identity(&self, config: &Config, server: &str) -> anyhow::Result<Identity> {
+        let token = self.token_for(config, server)?;
+        let subject = token_info(&token)
+            .and_then(|i| i.subject)
+            .context("the token in effect names no subject")?;
+        Ok(Identity {
+            subject,
+            token: self.token_source(),
+        })
+    }
+
+    /// A client for profile `name`, after checking that the token in effect is the identity
+    /// the profile was written with.
+    pub fn client_for(
+        &self,
+        config: &Config,
+        name: &str,
+        profile: &Profile,
+    ) -> anyhow::Result<Client> {
+        if let Some(expected) = &profile.identity {
+            let server = self.server(config, Some(profile))?;
+            let again = match profile.kind {
+                Kind::Support => "`lanyard support-access`",
+                Kind::Customer => "`lanyard setup-customer`",
+            };
+            if expected.token == TokenSource::Environment && self.token.is_none() {
+                bail!(
+                    "profile {name} was set up with LANYARD_TOKEN (as {}), which is not set here; \
+                     the stored login may be someone else's: set LANYARD_TOKEN wherever this \
+                     profile is used, or write the profile again with {again} after `lanyard login`",
+                    expected.subject
+                );
+            }
+            // A token that names no subject the CLI can read is left to the broker to judge.
+            if let Ok(current) = self.identity(config, &server)
+                && current.subject != expected.subject
+            {
+                bail!(
+                    "profile {name} belongs to {}, but the token in effect ({}) is {}'s: use {}'s \
+                     token, or write the profile again with {again}",
+                    expected.subject,
+                    current.token.describe(),
+                    current.subject,
+                    expected.subject
+                );
+            }
+        }
+        self.client(config, Some(profile))
+    }
+
+    pub fn cache(&self) -> anyhow::Result<CredentialCache> {
+        let dir = config::cache_dir()?;
+        self.note(&format!("cache directory {}", dir.display()));
+        CredentialCache::open(&dir)
+    }
+
+    fn json_output(&self) -> bool {
+        self.output == Output::Json
+    }
+}
+
+/// Writes text meant for a person to stdout, without anything a terminal would act on (see
+/// `text::for_terminal`): it holds what the broker sent.
+pub fn print(text: &str) -> anyhow::Result<()> {
+    print_raw(&crate::text::for_terminal(text))
+}
+
+/// Writes machine-readable output (JSON, whose strings carry control characters escaped;
+/// credential documents and shell lines, checked before) to stdout as it is; a closed pipe
+/// is an error, not a panic.
+pub fn print_raw(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing to stdout")
+}
+
+/// Writes `value` as pretty JSON. It goes through `serde_json::Value`, whose objects keep
+/// their keys sorted (serde_json's default map): the output is the one the CLI gave when it
+/// printed the broker's JSON as it came, whatever the order of the wire type's fields.
+pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    let value = serde_json::to_value(value)?;
+    print_raw(&format!("{}\n", serde_json::to_string_pretty(&value)?))
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The cache entry of a profile: bound to the broker it is fetched from and to the session,
+/// so that credentials are never served for another broker (`--server`, LANYARD_SERVER) or
+/// for an older session under the same profile name.
+pub fn cache_key(name: &str, profile: &Profile, server: &str) -> anyhow::Result<String> {
+    Ok(format!(
+        "{name}@{}#{}",
+        config::origin(server)?,
+        profile.session.as_deref().unwrap_or("-")
+    ))
+}
+
+/// The profile's credentials, by the cache rules of `credentials::obtain`.
+fn obtain(ctx: &Ctx, name: &str, mode: Mode) -> anyhow::Result<(Cached, Source)> {
+    let config = ctx.config()?;
+    let profile = ctx.store.profile(&config, name)?;
+    let key = cache_key(name, profile, &ctx.server(&config, Some(profile))?)?;
+    let cache = match mode {
+        Mode::NoCache => None,
+        // An unusable cache (a key or directory others could read or change, a directory
+        // that cannot be written) costs requests, not the credentials. Said on stderr, which
+        // the AWS CLI shows only when credential_process fails.
+        _ => ctx
+            .cache()
+            .inspect_err(|e| {
+                eprintln!(
+                    "lanyard: warning: not using the credential cache: {}",
+                    crate::text::one_line(&format!("{e:#}"))
+                )
+            })
+            .ok(),
+    };
+    credentials::obtain(
+        &Obtain {
+            name,
+            key: &key,
+            profile,
+            cache: cache.as_ref(),
+            mode,
+            debug: ctx.debug,
+        },
+        || ctx.client_for(&config, name, profile),
+    )
+}

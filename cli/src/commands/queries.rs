@@ -1,0 +1,194 @@
+//! The commands that ask the broker what is: `customers list`, `sessions list`, `sessions
+//! revoke`, `usage-report` and `ping`, printed as tables, the broker's text, or JSON.
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, SecondsFormat, Utc};
+use lanyard_api::reports::UsageReport;
+use lanyard_api::sessions::{Session, SessionList};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{Ctx, cache_key, print, print_json};
+use crate::client::{self, Client};
+use crate::config;
+use crate::credentials;
+use crate::{SessionsListArgs, UsageArgs};
+
+fn api_get<T: DeserializeOwned>(ctx: &Ctx, path: &str) -> anyhow::Result<T> {
+    let config = ctx.config()?;
+    let client = ctx.client(&config, None)?;
+    credentials::runtime()?.block_on(client.get(path))
+}
+
+/// A timestamp as the broker writes it (chrono's serde form), so that tables show what the
+/// JSON holds.
+fn wire_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// Columns padded to their widest cell.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        out.truncate(out.trim_end().len());
+        out.push('\n');
+        out
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out.push_str(&line(row.clone()));
+    }
+    out
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub fn customers_list(ctx: &Ctx) -> anyhow::Result<()> {
+    // Read as JSON, not as `lanyard_api::customers::CustomerList`: the table shows three
+    // fields, and a list whose entries lack others the type requires (external ids,
+    // timestamps) is still shown, as it was before the wire types were shared.
+    let list: Value = api_get(ctx, "/v1/customers")?;
+    if ctx.json_output() {
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list["customers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| vec![cell(&c["id"]), cell(&c["status"]), cell(&c["display_name"])])
+        .collect();
+    print(&table(&["ID", "STATUS", "NAME"], &rows))
+}
+
+pub fn sessions_list(ctx: &Ctx, args: &SessionsListArgs) -> anyhow::Result<()> {
+    let mut query = Vec::new();
+    if let Some(c) = &args.customer {
+        query.push(format!("customer={}", client::customer_id(c)?));
+    }
+    if let Some(c) = &args.case {
+        query.push(format!("case_id={}", client::case_id(c)?));
+    }
+    if args.active {
+        query.push("active=true".into());
+    }
+    let path = if query.is_empty() {
+        "/v1/sessions".to_owned()
+    } else {
+        format!("/v1/sessions?{}", query.join("&"))
+    };
+    let list: SessionList = api_get(ctx, &path)?;
+    if ctx.json_output() {
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .sessions
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.to_string(),
+                s.kind.to_string(),
+                s.customer.to_string(),
+                s.case_id
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), ToString::to_string),
+                s.status.to_string(),
+                wire_time(s.expires_at),
+                s.profile_name.clone(),
+            ]
+        })
+        .collect();
+    print(&table(
+        &[
+            "ID", "KIND", "CUSTOMER", "CASE", "STATUS", "EXPIRES", "PROFILE",
+        ],
+        &rows,
+    ))
+}
+
+pub fn sessions_revoke(ctx: &Ctx, id: Option<&str>, profile: Option<&str>) -> anyhow::Result<()> {
+    let config = ctx.config()?;
+    let (id, profile) = match (id, profile) {
+        (Some(id), _) => (client::session_id(id)?, None),
+        (None, Some(name)) => {
+            let p = ctx.store.profile(&config, name)?;
+            let id = p
+                .session
+                .as_deref()
+                .with_context(|| format!("profile {name} has no session to revoke (customer profiles open theirs on demand)"))?;
+            (client::session_id(id)?, Some(p))
+        }
+        (None, None) => bail!("name the session: lanyard sessions revoke ID, or --profile P"),
+    };
+    let client = ctx.client(&config, profile)?;
+    let revoked: Session =
+        credentials::runtime()?.block_on(client.delete(&format!("/v1/sessions/{id}")))?;
+    // Cached credentials of the revoked session are not served again by this machine.
+    let cache = ctx.cache()?;
+    for (name, p) in &config.profiles {
+        if p.session.as_deref().and_then(|s| Uuid::parse_str(s).ok()) == Some(id) {
+            cache.remove(&cache_key(name, p, &ctx.server(&config, Some(p))?)?)?;
+        }
+    }
+    if ctx.json_output() {
+        return print_json(&revoked);
+    }
+    let until = revoked
+        .credentials_valid_until
+        .map(|t| {
+            format!(
+                " Credentials issued before keep working until {} (AWS cannot recall them).",
+                wire_time(t)
+            )
+        })
+        .unwrap_or_default();
+    print(&format!("Revoked session {id}.{until}\n"))
+}
+
+pub fn usage_report(ctx: &Ctx, args: &UsageArgs) -> anyhow::Result<()> {
+    if !(1..=366).contains(&args.days) {
+        bail!("--days must be between 1 and 366");
+    }
+    let mut path = format!("/v1/reports/usage?days={}", args.days);
+    if let Some(c) = &args.customer {
+        path.push_str(&format!("&customer={}", client::customer_id(c)?));
+    }
+    let config = ctx.config()?;
+    let client = ctx.client(&config, None)?;
+    let runtime = credentials::runtime()?;
+    if args.json || ctx.json_output() {
+        let report: UsageReport = runtime.block_on(client.get(&path))?;
+        return print_json(&report);
+    }
+    // The broker renders the tree itself, the same text its other clients show.
+    print(&runtime.block_on(client.text(&path))?)
+}
+
+pub fn ping(ctx: &Ctx) -> anyhow::Result<()> {
+    let config = ctx.config()?;
+    let server = ctx.server(&config, None)?;
+    let client = Client::new(&server, None, ctx.debug)?;
+    let status = credentials::runtime()?.block_on(client.readiness())?;
+    let server = config::redact_url(&server);
+    if ctx.json_output() {
+        return print_json(&json!({ "server": server, "status": status }));
+    }
+    print(&format!("{server}: {status}\n"))
+}
