@@ -256,14 +256,16 @@ impl FakeBroker {
                         })
                         .unwrap_or(0);
                     let end = text.find("\r\n\r\n").map_or(0, |i| i + 4);
-                    let mut have = head.len().saturating_sub(end);
-                    while have < length {
+                    let mut body = head[end.min(head.len())..].to_vec();
+                    while body.len() < length {
                         match socket.read(&mut buf).await {
                             Ok(0) | Err(_) => break,
-                            Ok(n) => have += n,
+                            Ok(n) => body.extend_from_slice(&buf[..n]),
                         }
                     }
                     let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    // The head, then the body as text (form or JSON bodies of the tests).
+                    let text = format!("{text}{}", String::from_utf8_lossy(&body));
                     seen.lock().unwrap().push(text);
                     let answer = reply(&path);
                     let mut response = format!("HTTP/1.1 {} Fake\r\n", answer.status);
@@ -287,7 +289,7 @@ impl FakeBroker {
         }
     }
 
-    /// The heads of the requests received so far.
+    /// The requests received so far: each one's head (request line and headers) and body.
     pub fn requests(&self) -> Vec<String> {
         self.requests.lock().unwrap().clone()
     }

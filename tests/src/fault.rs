@@ -280,3 +280,31 @@ impl Drop for Counted<'_> {
         self.0.send_modify(|n| *n -= 1);
     }
 }
+
+/// The socket address of `host:port` in a URL such as `postgres://u@host:port/db` or
+/// `http://host:port`.
+pub async fn socket_of(url: &str, default_port: u16) -> SocketAddr {
+    let (_, rest) = url.split_once("://").unwrap();
+    let authority = rest.split('/').next().unwrap();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host_port = if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:{default_port}")
+    };
+    tokio::net::lookup_host(host_port.as_str())
+        .await
+        .unwrap()
+        .find(SocketAddr::is_ipv4)
+        .unwrap_or_else(|| panic!("{host_port} does not resolve to an IPv4 address"))
+}
+
+/// `url` with its `host:port` replaced by `addr` (user, database and parameters kept).
+pub fn through(url: &str, addr: SocketAddr) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let user = authority
+        .rsplit_once('@')
+        .map_or(String::new(), |(u, _)| format!("{u}@"));
+    format!("{scheme}://{user}{addr}{path}")
+}

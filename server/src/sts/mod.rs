@@ -122,11 +122,17 @@ impl std::fmt::Debug for AssumedCredentials {
     }
 }
 
+/// How long a failed sts:GetCallerIdentity is not asked again.
+const CALLER_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub struct Sts {
     client: aws_sdk_sts::Client,
     configured_principal: Option<String>,
     /// The caller ARN from sts:GetCallerIdentity, asked once.
     caller: OnceCell<String>,
+    /// When asking for it last failed: not asked again for [`CALLER_RETRY`] (under STS
+    /// throttling every credential request would otherwise add its own calls).
+    caller_failed: std::sync::Mutex<Option<Instant>>,
     budget: governor::DefaultDirectRateLimiter,
     metrics: StsMetrics,
 }
@@ -138,6 +144,7 @@ impl Sts {
             client: aws_sdk_sts::Client::new(sdk),
             configured_principal: config.broker_principal_arn.clone(),
             caller: OnceCell::new(),
+            caller_failed: std::sync::Mutex::new(None),
             budget: governor::RateLimiter::direct(governor::Quota::per_second(per_second)),
             metrics,
         }
@@ -170,9 +177,20 @@ impl Sts {
     /// Whether the broker's own credentials come from a role, which limits the sessions it
     /// can create to one hour (role chaining). Unknown counts as yes: the safe answer.
     pub async fn broker_on_role(&self) -> bool {
+        if let Some(arn) = self.caller.get() {
+            return arn.contains(":assumed-role/");
+        }
+        let failed = |at: &Option<Instant>| at.is_some_and(|t| t.elapsed() < CALLER_RETRY);
+        if failed(&self.caller_failed.lock().unwrap_or_else(|p| p.into_inner())) {
+            return true;
+        }
         match self.caller_arn().await {
             Ok(arn) => arn.contains(":assumed-role/"),
-            Err(_) => true,
+            Err(_) => {
+                *self.caller_failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Instant::now());
+                true
+            }
         }
     }
 

@@ -436,7 +436,6 @@ async fn a_listing_waits_for_an_older_event_that_is_still_committing() {
     .unwrap();
     let newer = insert_event(&app, json!({ "actor": "fast" })).await;
     assert!(older < newer);
-    let started = std::time::Instant::now();
     let reader = {
         let (http, url, token) = (
             app.http.clone(),
@@ -451,14 +450,39 @@ async fn a_listing_waits_for_an_older_event_that_is_still_committing() {
             )
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The listing is waiting for the slow writer: a connection of the broker has asked,
+    // again, whether that writer's transaction is still open (pg_stat_activity keeps each
+    // connection's last statement).
+    let waiting = lanyard_tests::eventually(Duration::from_secs(10), || {
+        let db = app.db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                 AND query LIKE $1",
+            )
+            // Bound, not in the statement: this query's own text must not match.
+            .bind("%virtualtransaction = ANY%")
+            .fetch_one(&db)
+            .await
+            .unwrap()
+                > 0
+        }
+    })
+    .await;
+    assert!(
+        waiting,
+        "the listing never waited for the uncommitted writer"
+    );
+    assert!(
+        !reader.is_finished(),
+        "the listing answered while an older event was still committing"
+    );
     slow.commit().await.unwrap();
     let (status, first) = reader.await.unwrap();
     assert_eq!(status, 200, "{first}");
     // Had the first page not waited, it would have held `newer` and the rows below `older`,
     // and the walk, going on below them, would never have shown `older`.
     assert_eq!(ids(&first)[..2], [newer, older]);
-    assert!(started.elapsed() >= Duration::from_millis(300));
 
     // A writer that never finishes does not hold the audit log hostage: the listing answers
     // after a bounded wait (and cannot show that row, which is not committed).

@@ -240,3 +240,119 @@ fn a_bad_configuration_is_reported_clearly() {
         "the password must not be printed: {stderr}"
     );
 }
+
+/// A TOML file (`--config` / `LANYARD_CONFIG`) as an operator writes one: `migrate` and
+/// `serve` read it, the environment overrides it key by key, and a key it does not know is
+/// refused by name.
+#[tokio::test]
+async fn a_config_file_drives_migrate_serve_and_token_issue() {
+    let scratch = tempfile::tempdir().unwrap();
+    let database = lanyard_tests::TestDatabase::adopt(&lanyard_tests::fresh_database_url())
+        .expect("a test database");
+    let data_dir = scratch.path().join("data");
+    let file = scratch.path().join("lanyard.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "database_url = \"{}\"\ndata_dir = \"{}\"\naws_endpoint_url = \"{}\"\n\
+             trust_check = \"warn\"\nexternal_id_prefix = \"FileCo\"\n\
+             # overridden by LANYARD_LISTEN_ADDR below: nothing listens on port 1\n\
+             listen_addr = \"127.0.0.1:1\"\n",
+            database.url,
+            data_dir.display(),
+            moto_url()
+        ),
+    )
+    .unwrap();
+    let file_arg = file.to_str().unwrap();
+
+    // `migrate` with --config creates and migrates the file's database, and says so; again,
+    // it changes nothing.
+    for _ in 0..2 {
+        let (code, text) = run("lanyard-server", &["migrate", "--config", file_arg]);
+        assert_eq!(code, 0, "{text}");
+        assert!(text.contains("database is up to date"), "{text}");
+    }
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    let migrations: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(migrations > 0, "migrate ran the migrations");
+    drop(conn);
+
+    let mut server = ServerProcess::start(&[("LANYARD_CONFIG", file_arg)]);
+    let admin = server.issue_token("ops", "admin");
+    let http = reqwest::Client::new();
+    for id in ["acme-corp", "globex"] {
+        let created: serde_json::Value = http
+            .post(server.url("/v1/customers"))
+            .bearer_auth(&admin)
+            .json(&json!({ "id": id, "display_name": id }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let external_id = created["external_id"].as_str().unwrap();
+        assert!(external_id.starts_with("FileCo"), "{created}");
+    }
+
+    // A token limited to one customer: whoami says so, and the other customer does not exist
+    // for it.
+    let (code, token, stderr) = server.command(&[
+        "token",
+        "issue",
+        "--subject",
+        "carol",
+        "--role",
+        "support",
+        "--customer",
+        "acme-corp",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let token = token.trim();
+    let me: serde_json::Value = http
+        .get(server.url("/v1/auth/whoami"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["subject"], "carol", "{me}");
+    assert_eq!(me["customers"], json!(["acme-corp"]), "{me}");
+    for (customer, status) in [("acme-corp", 200), ("globex", 404)] {
+        let got = http
+            .get(server.url(&format!("/v1/customers/{customer}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(got, status, "{customer}");
+    }
+    let (code, _, stderr) = server.command(&[
+        "token",
+        "issue",
+        "--subject",
+        "dave",
+        "--role",
+        "support",
+        "--customer",
+        "Not Valid",
+    ]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--customer Not Valid"), "{stderr}");
+    assert!(server.terminate().success());
+
+    // A key the server does not know is named, and nothing starts.
+    std::fs::write(&file, "listen_adress = \"127.0.0.1:0\"\n").unwrap();
+    let (code, text) = run("lanyard-server", &["migrate", "--config", file_arg]);
+    assert_ne!(code, 0);
+    assert!(text.contains("listen_adress"), "{text}");
+    assert!(text.contains(file_arg), "{text}");
+}

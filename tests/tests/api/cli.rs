@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use lanyard_server::auth::Role;
-use lanyard_tests::{CliHome, FakeBroker, Run, TestApp, credential_requests};
+use lanyard_tests::{CliHome, FakeBroker, FakeReply, Run, TestApp, credential_requests};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -770,7 +770,14 @@ async fn login_takes_the_token_from_a_file_or_the_environment_and_refuses_bad_on
     let expired = app
         .token_for("old", Role::Support, None, Duration::from_secs(1))
         .await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Wait until its `exp` (whole seconds) is past on this machine's clock, the one the CLI
+    // judges it by.
+    let exp = lanyard_tests::jwt_claims(&expired)["exp"].as_i64().unwrap();
+    let past = lanyard_tests::eventually(Duration::from_secs(5), || async move {
+        chrono::Utc::now().timestamp() > exp
+    })
+    .await;
+    assert!(past, "the one-second token never expired");
     let fresh = CliHome::new();
     for (stdin, server) in [
         (expired.as_str(), app.base.as_str()),
@@ -1615,4 +1622,192 @@ async fn support_access_takes_a_duration_in_bare_seconds_as_the_origin_guide_wri
         chrono::DateTime::parse_from_rfc3339(out["session"][k].as_str().unwrap()).unwrap()
     };
     assert_eq!((at("expires_at") - at("created_at")).num_seconds(), 1800);
+}
+
+// ---------------------------------------------------------------------------------------
+// The flags and failure modes a script or a first-time user meets.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_reporting_command_answers_in_json_when_asked() {
+    let (app, home, customer, _) = logged_in_support().await;
+    let case = unique("CS");
+    let profile = support_access(&home, &customer, &case).await;
+    let json = |run: &Run| -> Value {
+        serde_json::from_str(run.ok()).unwrap_or_else(|e| panic!("not JSON ({e}): {run:?}"))
+    };
+
+    let check = json(
+        &home
+            .lanyard(&["--output", "json", "check", "--profile", &profile])
+            .await,
+    );
+    assert_eq!(check["profile"], profile.as_str(), "{check}");
+    assert_eq!(check["cached"], false, "{check}");
+    assert!(check["session_expires_at"].is_string(), "{check}");
+
+    let refresh = json(
+        &home
+            .lanyard(&["--output", "json", "refresh", "--profile", &profile])
+            .await,
+    );
+    let key = refresh["access_key_id"].as_str().expect("an access key");
+    assert!(key.starts_with("ASIA"), "{refresh}");
+    let check = json(
+        &home
+            .lanyard(&["--output", "json", "check", "--profile", &profile])
+            .await,
+    );
+    assert_eq!(check["cached"], true, "{check}");
+    assert_eq!(check["fresh"], true, "{check}");
+    assert_eq!(check["access_key_id"], key, "{check}");
+    assert_eq!(check["expiration"], refresh["expiration"], "{check}");
+
+    let customers = json(
+        &home
+            .lanyard(&["--output", "json", "customers", "list"])
+            .await,
+    );
+    assert!(
+        customers["customers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == customer.as_str() && c["status"] == "active"),
+        "{customers}"
+    );
+
+    let auditor = app
+        .token_for("carol", Role::Auditor, None, Duration::from_secs(600))
+        .await;
+    let report = json(
+        &home
+            .lanyard_env(
+                &["--output", "json", "usage-report", "--days", "1"],
+                &[("LANYARD_TOKEN", &auditor)],
+                None,
+            )
+            .await,
+    );
+    let row = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["profile"] == profile.as_str())
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(row["total_requests"], 1, "{row}");
+    assert_eq!(row["users"], serde_json::json!(["alice"]), "{row}");
+
+    let doctor = json(
+        &home
+            .lanyard(&["--output", "json", "doctor", "--profile", &profile])
+            .await,
+    );
+    let checks: Vec<(&str, &str)> = doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["check"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect();
+    for name in [
+        "config",
+        "broker",
+        "token",
+        "credentials",
+        "aws profile",
+        "clock",
+    ] {
+        assert!(checks.contains(&(name, "ok")), "{name}: {doctor}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_with_the_broker_down_says_so_and_still_reads_the_token_and_the_cache() {
+    let (app, home, customer, _) = logged_in_support().await;
+    let case = unique("CS");
+    let profile = support_access(&home, &customer, &case).await;
+    home.lanyard(&["refresh", "--profile", &profile]).await.ok();
+    app.stop();
+    let base = app.base.clone();
+    assert!(
+        lanyard_tests::eventually(Duration::from_secs(10), || {
+            let base = base.clone();
+            async move { reqwest::get(format!("{base}/healthz")).await.is_err() }
+        })
+        .await,
+        "the broker still answers"
+    );
+    let run = home.lanyard(&["doctor", "--profile", &profile]).await;
+    assert_ne!(run.code, 0, "{run:?}");
+    let line = |check: &str| {
+        run.stdout
+            .lines()
+            .find(|l| l[l.find(' ').unwrap() + 1..].starts_with(&format!("{check}: ")))
+            .unwrap_or_else(|| panic!("no {check} line: {run:?}"))
+            .to_owned()
+    };
+    assert!(
+        line("broker").starts_with("✘ broker: cannot reach the broker"),
+        "{run:?}"
+    );
+    // The token is judged by its own claims, and said to be unchecked.
+    let token = line("token");
+    assert!(
+        token.starts_with("! token: alice (support), valid until"),
+        "{token}"
+    );
+    assert!(token.contains("not checked"), "{token}");
+    // The cache still serves the credentials refresh put there.
+    assert!(
+        line("credentials").starts_with("✔ credentials: access key ASIA"),
+        "{run:?}"
+    );
+    assert!(line("credentials").contains("from the cache"), "{run:?}");
+    // No clock line: there was no broker clock to compare with.
+    assert!(!run.stdout.contains("clock"), "{run:?}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reports_a_clock_that_is_off_the_brokers() {
+    // A broker whose Date header is ten minutes behind this machine.
+    let date = (chrono::Utc::now() - chrono::Duration::minutes(10)).to_rfc2822();
+    let date = date.replace("+0000", "GMT");
+    let expires = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let broker = FakeBroker::serve(move |path| {
+        let mut reply = match path {
+            "/readyz" => FakeReply::json(200, r#"{"status":"ready"}"#),
+            "/v1/auth/whoami" => FakeReply::json(
+                200,
+                &serde_json::json!({
+                    "subject": "svc", "role": "service", "customers": null,
+                    "token_id": "00000000-0000-4000-8000-000000000000", "expires_at": expires,
+                })
+                .to_string(),
+            ),
+            _ => FakeReply::json(200, &credential_document(&expires)),
+        };
+        reply.headers.push(("date".into(), date.clone()));
+        reply
+    })
+    .await;
+    let home = home_with_profile_at(&broker);
+    let run = home
+        .lanyard(&["doctor", "--profile", "customer-acme"])
+        .await;
+    let clock = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("clock: "))
+        .unwrap_or_else(|| panic!("{run:?}"));
+    assert!(clock.starts_with("! clock: this machine is "), "{clock}");
+    let secs: i64 = clock
+        .trim_start_matches("! clock: this machine is ")
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((595..=605).contains(&secs), "{clock}");
+    assert!(run.stdout.contains("✔ token: svc (service)"), "{run:?}");
 }

@@ -271,3 +271,27 @@ async fn rotation_keeps_the_old_external_id_until_a_role_verifies_with_the_new_o
         .unwrap();
     assert_eq!(retired, "retired");
 }
+
+#[tokio::test]
+async fn disabling_enabling_rotating_or_onboarding_an_unknown_customer_is_a_404_that_changes_nothing()
+ {
+    let app = TestApp::spawn().await;
+    let before = app.snapshot().await;
+    for path in [
+        "/v1/customers/nobody/disable",
+        "/v1/customers/nobody/enable",
+        "/v1/customers/nobody/external-id/rotate",
+    ] {
+        let (status, body) = app.admin(Method::POST, path, None).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert_eq!(body["detail"], "customer 'nobody' does not exist", "{path}");
+    }
+    for path in [
+        "/v1/customers/nobody/onboarding",
+        "/v1/customers/nobody/roles",
+    ] {
+        let (status, body) = app.admin(Method::GET, path, None).await;
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+    assert_eq!(app.snapshot().await, before);
+}

@@ -17,3 +17,4 @@ mod operations;
 mod resilience;
 mod roles;
 mod sessions;
+mod sts;

@@ -4,9 +4,9 @@
 //! [`lanyard_tests::FaultProxy`] in front of the real Postgres and moto.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use lanyard_tests::fault::{socket_of, through};
 use lanyard_tests::{FaultProxy, ServerProcess, TestApp, database_server_url, moto_url};
 use reqwest::Method;
 use secrecy::SecretString;
@@ -30,34 +30,6 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// The socket address of `host:port` in a URL such as `postgres://u@host:port/db` or
-/// `http://host:port`.
-async fn socket_of(url: &str, default_port: u16) -> SocketAddr {
-    let (_, rest) = url.split_once("://").unwrap();
-    let authority = rest.split('/').next().unwrap();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host_port = if host_port.contains(':') {
-        host_port.to_owned()
-    } else {
-        format!("{host_port}:{default_port}")
-    };
-    tokio::net::lookup_host(host_port.as_str())
-        .await
-        .unwrap()
-        .find(SocketAddr::is_ipv4)
-        .unwrap_or_else(|| panic!("{host_port} does not resolve to an IPv4 address"))
-}
-
-/// `url` with its `host:port` replaced by `addr` (user, database and parameters kept).
-fn through(url: &str, addr: SocketAddr) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap();
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let user = authority
-        .rsplit_once('@')
-        .map_or(String::new(), |(u, _)| format!("{u}@"));
-    format!("{scheme}://{user}{addr}{path}")
 }
 
 /// Request timeout of the apps behind a database proxy: "no hang" means an answer before it.

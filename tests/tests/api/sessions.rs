@@ -1184,3 +1184,189 @@ async fn no_credentials_leave_while_only_the_audit_write_fails() {
         "the refused request left no row, the two answered ones did"
     );
 }
+
+/// A service opens its customer session explicitly (not through a credential request): the
+/// session has the customer profile, no case, and its credentials name the service.
+#[tokio::test]
+async fn a_customer_session_opened_through_the_sessions_api_gives_credentials_to_its_service() {
+    let app = TestApp::spawn().await;
+    let customer = customer_with_role(&app).await;
+    let id = customer["id"].as_str().unwrap();
+    let service = token(&app, "etl-job", Role::Service).await;
+    let (status, session) = app
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(&service),
+            Some(
+                json!({ "kind": "customer", "customer": id, "role": "readonly",
+                         "reason": "nightly export", "duration_seconds": 3600 }),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{session}");
+    assert_eq!(session["kind"], "customer");
+    assert_eq!(session["profile_name"], format!("customer-{id}"));
+    assert_eq!(session["case_id"], Value::Null);
+    assert_eq!(session["reason"], "nightly export");
+    let (status, creds) = credentials(&app, &service, &session).await;
+    assert_eq!(status, 200, "{creds}");
+    let calls = recorded_assume_roles(&format!("customer.{id}.etl-job")).await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["SourceIdentity"], "etl-job");
+    assert_eq!(tags(&calls[0])["lanyard-kind"], "customer");
+    // A case belongs to support sessions only.
+    let (status, problem) = app
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(&service),
+            Some(json!({ "kind": "customer", "customer": id, "role": "readonly", "case_id": "CS-1" })),
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "case_id");
+}
+
+/// What the broker checks on every credential request, not only when the session opened: a
+/// role that failed its last verification, or no longer allows the session's kind, gives no
+/// credentials (409, audited), even to a session that already had some.
+#[tokio::test]
+async fn credentials_stop_when_the_role_fails_verification_or_stops_allowing_the_kind() {
+    let app = TestApp::spawn().await;
+    let customer = customer_with_role(&app).await;
+    let id = customer["id"].as_str().unwrap();
+    let alice = token(&app, "alice", Role::Support).await;
+    let session = open_support(&app, &alice, id, &unique("CS"), 1800).await;
+    let (status, _) = credentials(&app, &alice, &session).await;
+    assert_eq!(status, 200);
+
+    // The role now allows customer sessions only.
+    let (status, role) = app
+        .admin(
+            Method::PUT,
+            &format!("/v1/customers/{id}/roles/readonly"),
+            Some(
+                json!({ "role_arn": "arn:aws:iam::111122223333:role/LanyardAccess",
+                         "session_kinds": ["customer"] }),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{role}");
+    assert_eq!(role["status"], "verified");
+    let (status, problem) = credentials(&app, &alice, &session).await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not allow support sessions")
+    );
+
+    // Support allowed again, but the last verification failed (as a changed trust policy
+    // makes it fail; moto cannot be told to refuse here, so the role's recorded status is
+    // what the broker reads).
+    app.register_role(id, "readonly").await;
+    let (status, _) = credentials(&app, &alice, &session).await;
+    assert_eq!(status, 200);
+    sqlx::query(
+        "UPDATE role SET status = 'failed', verified_at = NULL, verified_external_id = NULL, last_error = 'AccessDenied' WHERE customer_id = $1",
+    )
+    .bind(id)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let refused = lanyard_tests::eventually(Duration::from_secs(2), || async {
+        credentials(&app, &alice, &session).await.0 == 409
+    })
+    .await;
+    assert!(
+        refused,
+        "credentials were still issued for a role whose verification failed"
+    );
+    let codes: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT error_code FROM audit_event WHERE action = 'credentials.issue'
+         AND outcome = 'denied' ORDER BY id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert!(
+        codes.contains(&Some("SessionKindNotAllowed".into())),
+        "{codes:?}"
+    );
+    assert!(codes.contains(&Some("RoleNotVerified".into())), "{codes:?}");
+}
+
+/// A role's scoped-down session policy reaches AssumeRole with the broker's own statement
+/// that ends the credentials with the session.
+#[tokio::test]
+async fn the_roles_session_policy_reaches_assume_role_with_the_session_end() {
+    let app = TestApp::spawn().await;
+    let id = unique("acme");
+    app.create_customer(&id).await;
+    let (status, role) = app
+        .admin(
+            Method::PUT,
+            &format!("/v1/customers/{id}/roles/readonly"),
+            Some(json!({
+                "role_arn": "arn:aws:iam::111122223333:role/LanyardAccess",
+                "session_policy": { "Version": "2012-10-17", "Statement": [
+                    { "Sid": "ReadLogs", "Effect": "Allow", "Action": "logs:Get*", "Resource": "*" }
+                ] }
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{role}");
+    let alice = token(&app, "alice", Role::Support).await;
+    let case = unique("CS");
+    let session = open_support(&app, &alice, &id, &case, 1800).await;
+    let (status, _) = credentials(&app, &alice, &session).await;
+    assert_eq!(status, 200);
+    let calls = recorded_assume_roles(&case).await;
+    assert_eq!(calls.len(), 1);
+    let policy: Value = serde_json::from_str(&calls[0]["Policy"]).unwrap();
+    let statements = policy["Statement"].as_array().unwrap();
+    assert_eq!(statements[0]["Sid"], "ReadLogs", "{policy}");
+    assert_eq!(statements[0]["Action"], "logs:Get*");
+    assert_eq!(statements[1]["Sid"], "LanyardSessionEnd", "{policy}");
+    assert!(calls[0]["Policy"].len() <= 2048);
+}
+
+/// Customer credentials without a role name need exactly one role for customer sessions.
+#[tokio::test]
+async fn customer_credentials_without_a_role_need_exactly_one_eligible_role() {
+    let app = TestApp::spawn().await;
+    let id = unique("acme");
+    app.create_customer(&id).await;
+    let service = token(&app, "etl-job", Role::Service).await;
+    let path = format!("/v1/customers/{id}/credentials");
+    let (status, problem) = app.call(Method::POST, &path, Some(&service), None).await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("has no verified role")
+    );
+    for name in ["readonly", "deploy"] {
+        app.register_role(&id, name).await;
+    }
+    let (status, problem) = app.call(Method::POST, &path, Some(&service), None).await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("several roles")
+    );
+    let (status, creds) = app
+        .call(
+            Method::POST,
+            &path,
+            Some(&service),
+            Some(json!({ "role": "deploy" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{creds}");
+}
