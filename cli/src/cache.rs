@@ -86,6 +86,15 @@ pub enum KeySource {
     File(PathBuf),
 }
 
+impl std::fmt::Display for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Keyring => f.write_str("in the OS keyring"),
+            KeySource::File(path) => write!(f, "in {}", path.display()),
+        }
+    }
+}
+
 pub struct CredentialCache {
     dir: PathBuf,
     cipher: Aes256Gcm,

@@ -157,6 +157,14 @@ fn diagnose(ctx: &Ctx, name: &str, checks: &mut Checks) {
     }
 
     let cache = ctx.cache();
+    match &cache {
+        Ok(cache) => checks.add(
+            Verdict::Pass,
+            "cache",
+            format!("encrypted (AES-256-GCM), key {}", cache.key_source()),
+        ),
+        Err(e) => checks.add(Verdict::Fail, "cache", format!("{e:#}")),
+    }
     let obtained = cache.and_then(|cache| {
         let key = commands::cache_key(name, &profile, &server)?;
         credentials::obtain(

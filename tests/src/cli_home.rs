@@ -36,6 +36,20 @@ impl Run {
 /// config file, with the AWS CLI pointed at moto.
 pub struct CliHome {
     pub dir: tempfile::TempDir,
+    keyring: Keyring,
+}
+
+/// Where the CLI may keep its cache key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keyring {
+    /// `LANYARD_CACHE_KEYRING=off`: the key file only. The default of these tests, which
+    /// then leave the user's keyring alone.
+    Off,
+    /// The OS keyring, as a real user's CLI uses it by default.
+    Os,
+    /// The OS keyring asked for, but the kernel refuses it (every command runs under
+    /// `without-keyring`, as in a Docker container with the default seccomp profile).
+    Refused,
 }
 
 impl Default for CliHome {
@@ -46,8 +60,13 @@ impl Default for CliHome {
 
 impl CliHome {
     pub fn new() -> CliHome {
+        Self::with_keyring(Keyring::Off)
+    }
+
+    pub fn with_keyring(keyring: Keyring) -> CliHome {
         CliHome {
             dir: tempfile::tempdir().unwrap(),
+            keyring,
         }
     }
 
@@ -71,7 +90,19 @@ impl CliHome {
     /// environment are removed so that only what the test sets counts.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
         std::fs::create_dir_all(self.home()).unwrap();
-        let mut cmd = tokio::process::Command::new(program);
+        let mut cmd = match self.keyring {
+            Keyring::Refused => {
+                let mut cmd = tokio::process::Command::new(binary("without-keyring"));
+                cmd.arg(program);
+                cmd
+            }
+            Keyring::Off | Keyring::Os => tokio::process::Command::new(program),
+        };
+        if self.keyring == Keyring::Off {
+            cmd.env("LANYARD_CACHE_KEYRING", "off");
+        } else {
+            cmd.env_remove("LANYARD_CACHE_KEYRING");
+        }
         for var in [
             "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY",
@@ -89,7 +120,6 @@ impl CliHome {
         cmd.env("HOME", self.home())
             .env("LANYARD_CONFIG_DIR", self.config_dir())
             .env("LANYARD_CACHE_DIR", self.cache_dir())
-            .env("LANYARD_CACHE_KEYRING", "off")
             .env("AWS_CONFIG_FILE", self.aws_config())
             .env(
                 "AWS_SHARED_CREDENTIALS_FILE",
@@ -227,6 +257,14 @@ impl FakeBroker {
 
     /// Answers each request with what `reply` makes of its path.
     pub async fn serve(reply: impl Fn(&str) -> FakeReply + Send + Sync + 'static) -> FakeBroker {
+        Self::serve_requests(move |path, _| reply(path)).await
+    }
+
+    /// Answers each request with what `reply` makes of its path and its whole text (head
+    /// and body): a stand-in that answers by what was asked, as STS does by its form fields.
+    pub async fn serve_requests(
+        reply: impl Fn(&str, &str) -> FakeReply + Send + Sync + 'static,
+    ) -> FakeBroker {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let reply = std::sync::Arc::new(reply);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -266,8 +304,8 @@ impl FakeBroker {
                     let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
                     // The head, then the body as text (form or JSON bodies of the tests).
                     let text = format!("{text}{}", String::from_utf8_lossy(&body));
+                    let answer = reply(&path, &text);
                     seen.lock().unwrap().push(text);
-                    let answer = reply(&path);
                     let mut response = format!("HTTP/1.1 {} Fake\r\n", answer.status);
                     for (k, v) in &answer.headers {
                         response.push_str(&format!("{k}: {v}\r\n"));

@@ -417,11 +417,13 @@ fn the_profile_lock_excludes_another_process() {
     assert!(child.wait().unwrap().success());
 }
 
-/// Without D-Bus, and with a kernel keyring that may refuse us (containers often do), the
-/// cache still opens, and once settled every open uses the same key. A fixed test entry
-/// (not the real one) so a keyring that cannot delete keeps at most one stray test key.
+/// Whatever this machine's keyring does (works, refuses, works only some of the time), the
+/// cache opens, and once settled every open uses the same key. A fixed test entry (not the
+/// real one) so a keyring that cannot delete keeps at most one stray test key. A keyring
+/// the kernel refuses outright is tested end to end (tests/tests/api/cli.rs, under a
+/// seccomp filter).
 #[test]
-fn an_unusable_keyring_falls_back_to_the_key_file() {
+fn opens_on_one_keyring_agree_on_the_key() {
     let tmp = tempfile::tempdir().unwrap();
     let entry = Some(("lanyard-test", "credential-cache-test"));
     let opens: Vec<CredentialCache> = (0..3)

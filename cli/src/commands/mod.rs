@@ -167,7 +167,9 @@ impl Ctx {
     pub fn cache(&self) -> anyhow::Result<CredentialCache> {
         let dir = config::cache_dir()?;
         self.note(&format!("cache directory {}", dir.display()));
-        CredentialCache::open(&dir)
+        let cache = CredentialCache::open(&dir)?;
+        self.note(&format!("cache key {}", cache.key_source()));
+        Ok(cache)
     }
 
     fn json_output(&self) -> bool {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use lanyard_server::auth::Role;
-use lanyard_tests::{CliHome, FakeBroker, FakeReply, Run, TestApp, credential_requests};
+use lanyard_tests::{CliHome, FakeBroker, FakeReply, Keyring, Run, TestApp, credential_requests};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -1810,4 +1810,103 @@ async fn doctor_reports_a_clock_that_is_off_the_brokers() {
         .unwrap();
     assert!((595..=605).contains(&secs), "{clock}");
     assert!(run.stdout.contains("✔ token: svc (service)"), "{run:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// The cache key where real users keep it: the OS keyring, or the key file when the system
+// refuses the keyring.
+// ---------------------------------------------------------------------------------------
+
+/// A support profile used twice by the AWS CLI from a home whose keyring is `keyring`;
+/// returns (app, home, profile, the secret access key the broker issued).
+async fn two_aws_calls_with(keyring: Keyring) -> (TestApp, CliHome, String, String) {
+    let app = TestApp::spawn().await;
+    let customer = unique("acme");
+    app.create_customer(&customer).await;
+    app.register_role(&customer, "readonly").await;
+    let token = app
+        .token_for("alice", Role::Support, None, Duration::from_secs(3600))
+        .await;
+    let home = CliHome::with_keyring(keyring);
+    home.login(&app.base, &token).await.ok();
+    let case = unique("CS");
+    let profile = support_access(&home, &customer, &case).await;
+    let first = caller_arn(
+        &home
+            .aws(&["sts", "get-caller-identity", "--profile", &profile])
+            .await,
+    );
+    let second = caller_arn(
+        &home
+            .aws(&["sts", "get-caller-identity", "--profile", &profile])
+            .await,
+    );
+    assert_eq!(first, second);
+    // The second call was served from the encrypted cache.
+    assert_eq!(credential_requests(&app.db, &case).await, 1);
+    let document: Value = serde_json::from_str(
+        home.lanyard(&["credential-process", "--profile", &profile])
+            .await
+            .ok(),
+    )
+    .unwrap();
+    let secret = document["SecretAccessKey"].as_str().unwrap().to_owned();
+    (app, home, profile, secret)
+}
+
+/// The cache entries of `home`, none of which holds the secret in the clear.
+fn assert_cache_encrypted(home: &CliHome, secret: &str) {
+    let entries: Vec<_> = std::fs::read_dir(home.cache_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cred"))
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let bytes = std::fs::read(&entries[0]).unwrap();
+    assert!(
+        !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the secret is in the cache file in the clear"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_the_cache_key_lives_in_the_os_keyring() {
+    let (_app, home, profile, secret) = two_aws_calls_with(Keyring::Os).await;
+    assert_cache_encrypted(&home, &secret);
+    assert!(
+        !home.cache_dir().join("cache.key").exists(),
+        "a key file was written although the keyring works"
+    );
+    let doctor = home.lanyard(&["doctor", "--profile", &profile]).await;
+    assert!(
+        doctor
+            .ok()
+            .contains("✔ cache: encrypted (AES-256-GCM), key in the OS keyring"),
+        "{doctor:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyring_the_kernel_refuses_falls_back_to_a_private_key_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_app, home, profile, secret) = two_aws_calls_with(Keyring::Refused).await;
+    assert_cache_encrypted(&home, &secret);
+    let key = home.cache_dir().join("cache.key");
+    let mode = std::fs::metadata(&key)
+        .expect("the key went to the key file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let doctor = home
+        .lanyard(&["--debug", "doctor", "--profile", &profile])
+        .await;
+    assert!(
+        doctor.ok().contains(&format!(
+            "✔ cache: encrypted (AES-256-GCM), key in {}",
+            key.display()
+        )),
+        "{doctor:?}"
+    );
+    assert!(doctor.stderr.contains("cache key in "), "{doctor:?}");
 }

@@ -389,3 +389,131 @@ async fn verification_against_enforced_trust_policies_reports_the_aws_error() {
     // No secret from the broker's AWS keys reached the log.
     assert!(!server.log().contains(&secret));
 }
+
+/// STS as AWS answers for two roles: `Strict`, whose trust policy requires the customer's
+/// external ID (AssumeRole without it, or with another, is AccessDenied), and `Open`, whose
+/// trust policy does not. moto cannot play `Strict`: it allows a call without the external
+/// ID whatever the policy says, so this stand-in answers by the request's form fields.
+async fn sts_with_trust_policies(external_id: String) -> lanyard_tests::FakeBroker {
+    use lanyard_tests::{FakeBroker, FakeReply};
+    fn xml(status: u16, body: String) -> FakeReply {
+        FakeReply {
+            status,
+            headers: vec![("content-type".into(), "text/xml".into())],
+            body,
+        }
+    }
+    FakeBroker::serve_requests(move |_, request| {
+        let body = request.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let form: std::collections::HashMap<String, String> = body
+            .split('&')
+            .filter_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                let v = urlencoding::decode(&v.replace('+', " ")).ok()?.into_owned();
+                Some((k.to_owned(), v))
+            })
+            .collect();
+        const NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
+        match form.get("Action").map(String::as_str) {
+            Some("GetCallerIdentity") => xml(
+                200,
+                format!(
+                    "<GetCallerIdentityResponse xmlns=\"{NS}\"><GetCallerIdentityResult>\
+                     <Arn>arn:aws:iam::123456789012:user/broker</Arn>\
+                     <UserId>AIDAEXAMPLE</UserId><Account>123456789012</Account>\
+                     </GetCallerIdentityResult></GetCallerIdentityResponse>"
+                ),
+            ),
+            Some("AssumeRole") => {
+                let arn = form.get("RoleArn").cloned().unwrap_or_default();
+                let strict = arn.ends_with("/Strict");
+                if strict && form.get("ExternalId") != Some(&external_id) {
+                    return xml(
+                        403,
+                        format!(
+                            "<ErrorResponse xmlns=\"{NS}\"><Error><Type>Sender</Type>\
+                             <Code>AccessDenied</Code><Message>User: \
+                             arn:aws:iam::123456789012:user/broker is not authorized to \
+                             perform: sts:AssumeRole on resource: {arn}</Message></Error>\
+                             <RequestId>1</RequestId></ErrorResponse>"
+                        ),
+                    );
+                }
+                let name = form.get("RoleSessionName").cloned().unwrap_or_default();
+                let expires = (chrono::Utc::now() + chrono::Duration::hours(1))
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                xml(
+                    200,
+                    format!(
+                        "<AssumeRoleResponse xmlns=\"{NS}\"><AssumeRoleResult>\
+                         <AssumedRoleUser><AssumedRoleId>AROAEXAMPLE:{name}</AssumedRoleId>\
+                         <Arn>arn:aws:sts::111122223333:assumed-role/x/{name}</Arn>\
+                         </AssumedRoleUser><Credentials><AccessKeyId>ASIAEXAMPLE</AccessKeyId>\
+                         <SecretAccessKey>c2VjcmV0</SecretAccessKey>\
+                         <SessionToken>dG9rZW4=</SessionToken><Expiration>{expires}</Expiration>\
+                         </Credentials></AssumeRoleResult><ResponseMetadata>\
+                         <RequestId>2</RequestId></ResponseMetadata></AssumeRoleResponse>"
+                    ),
+                )
+            }
+            _ => xml(400, String::new()),
+        }
+    })
+    .await
+}
+
+/// A role whose trust policy requires the external ID passes the trust check (the probe
+/// without it is denied) and is verified even where the check is enforced; one whose trust
+/// policy lets anyone in is `open`, and blocked when enforced.
+#[tokio::test]
+async fn a_trust_policy_that_requires_the_external_id_passes_the_trust_check() {
+    // The customer (and so its external ID) first, on an app talking to moto; then the
+    // instance under test, on the same database, talks to the stand-in STS.
+    let a = TestApp::spawn().await;
+    let customer = a.create_customer("acme-corp").await;
+    let external_id = customer["external_id"].as_str().unwrap().to_owned();
+    let sts = sts_with_trust_policies(external_id.clone()).await;
+    let (key, db_url) = (
+        a.data_dir.path().join("signing-key.pem"),
+        a.database_url.clone(),
+    );
+    let app = TestApp::spawn_with(|s| {
+        s.database_url = Some(db_url.as_str().into());
+        s.signing_key_file = Some(key.clone());
+        s.aws_endpoint_url = Some(sts.url.clone());
+        s.trust_check = Some(lanyard_server::config::TrustCheckMode::Enforce);
+    })
+    .await;
+    let register = |name: &'static str, role: &'static str| {
+        let app = &app;
+        async move {
+            app.admin(
+                Method::PUT,
+                &format!("/v1/customers/acme-corp/roles/{name}"),
+                Some(json!({ "role_arn": format!("arn:aws:iam::111122223333:role/{role}") })),
+            )
+            .await
+        }
+    };
+    let (status, strict) = register("strict", "Strict").await;
+    assert_eq!(status, 200, "{strict}");
+    assert_eq!(strict["trust_check"], "passed", "{strict}");
+    assert_eq!(strict["status"], "verified", "{strict}");
+    let (status, open) = register("open", "Open").await;
+    assert_eq!(status, 200, "{open}");
+    assert_eq!(open["trust_check"], "open", "{open}");
+    assert_eq!(open["status"], "failed", "{open}");
+
+    // What the broker sent: the external ID with the verifying call, none with the probe.
+    let strict_calls: Vec<String> = sts
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains("Action=AssumeRole&") && r.contains("role%2FStrict"))
+        .collect();
+    assert_eq!(strict_calls.len(), 2, "{strict_calls:#?}");
+    let with_id = strict_calls
+        .iter()
+        .filter(|r| r.contains(&format!("ExternalId={external_id}")))
+        .count();
+    assert_eq!(with_id, 1, "{strict_calls:#?}");
+}
