@@ -1,20 +1,21 @@
 //! Benchmark: the 30-day usage report over 10 million audit rows, beside the raw GROUP BY
 //! over the same rows, in the same run.
 //!
-//! Run it with `tests/run --release --test report_bench -- --ignored --nocapture`
+//! Run it with `tests/run --release --test bench -- --ignored --nocapture report::`
 //! (`REPORT_BENCH_ROWS` changes the row count, default 10,000,000; generating them takes a
 //! few minutes). Goal (issue "Audit queries, usage reports..."): the report answers in 50 ms
 //! or less.
 //!
 //! The rows are generated in SQL: 200 customers, each with a customer profile used by two
 //! services; 40 support cases a day spread over 40 engineers; 2 % denied, 90 % of the
-//! successes from the cache. Their rollups are built from the rows by SQL as the audit
-//! writer would have folded them, and the report's figures are checked against the raw aggregate before timing.
+//! successes from the cache. Each chunk of rows is folded into the rollups by the audit
+//! writer's own statement parts, and the report's figures are checked against the raw
+//! aggregate before timing.
 
 use std::time::{Duration, Instant};
 
 use lanyard_server::auth::Role;
-use lanyard_server::db::usage::DURATION_BOUNDS;
+use lanyard_server::db::usage::upsert_ctes;
 use lanyard_tests::TestApp;
 use reqwest::Method;
 use serde_json::Value;
@@ -37,11 +38,20 @@ async fn generate(app: &TestApp, n: i64) {
         .execute(&mut *conn)
         .await
         .unwrap();
-    sqlx::query(
-        "INSERT INTO audit_event (occurred_at, request_id, actor, actor_role, action, customer_id,
-                                  role_name, session_id, case_id, profile, source_ip, user_agent,
-                                  outcome, error_code, duration_ms, cache_hit)
-         SELECT date_trunc('day', now()) - make_interval(days => day)
+    // The rows in chunks; each chunk's statement folds the rows it inserted into the
+    // rollups with the audit writer's own expressions (`usage::upsert_ctes`), so the report
+    // below reads rollups as the server keeps them, not as this benchmark would.
+    const CHUNK: i64 = 1_000_000;
+    let mut first = 1;
+    while first <= n {
+        let last = (first + CHUNK - 1).min(n);
+        let sql = format!(
+            "WITH ev AS (
+                 INSERT INTO audit_event (occurred_at, request_id, actor, actor_role, action,
+                                          customer_id, role_name, session_id, case_id, profile,
+                                          source_ip, user_agent, outcome, error_code,
+                                          duration_ms, cache_hit)
+                 SELECT date_trunc('day', now()) - make_interval(days => day)
                     + make_interval(secs => (g * 7) % 86400),
                 'req-' || g, actor, 'support', 'credentials.issue', customer, 'readonly',
                 NULL, case_id, profile, '10.0.0.1', 'aws-cli/2', outcome,
@@ -63,52 +73,20 @@ async fn generate(app: &TestApp, n: i64) {
                FROM (SELECT g, floor(random() * 30)::int AS day, random() < 0.4 AS support,
                             floor(random() * 40)::int AS task, floor(random() * 200)::int AS cust,
                             floor(random() * 3)::int AS who, random() AS r
-                     FROM generate_series(1, $1::int8) AS g) s) t",    )
-    .bind(n)
-    .execute(&mut *conn)
-    .await
-    .unwrap();
-    // The rollups the writer would have kept.
-    let filtered = "FROM (SELECT *, (occurred_at AT TIME ZONE 'UTC')::date AS day,
-                                coalesce(case_id, '') AS case_key,
-                                width_bucket(duration_ms - 1, lanyard_duration_bounds()) AS b
-                         FROM audit_event
-                         WHERE action = 'credentials.issue' AND profile IS NOT NULL) e";
-    let columns: Vec<String> = (0..DURATION_BOUNDS.len())
-        .map(|j| format!("h{j:02}"))
-        .collect();
-    let counts: Vec<String> = (0..DURATION_BOUNDS.len())
-        .map(|j| format!("count(*) FILTER (WHERE b = {j})"))
-        .collect();
-    for sql in [
-        format!(
-            "INSERT INTO usage_rollup (day, customer_id, profile, case_id, actor, requests,
-                                       successes, cache_hits, cache_lookups, duration_count,
-                                       duration_sum)
-             SELECT day, customer_id, profile, case_key, actor, count(*),
-                    count(*) FILTER (WHERE outcome = 'success'), count(*) FILTER (WHERE cache_hit),
-                    count(cache_hit), count(duration_ms), coalesce(sum(duration_ms), 0)
-             {filtered} GROUP BY 1, 2, 3, 4, 5"
-        ),
-        format!(
-            "INSERT INTO usage_profile_duration (day, customer_id, profile, case_id, {})
-             SELECT day, customer_id, profile, case_key, {} {filtered}
-             WHERE duration_ms IS NOT NULL GROUP BY 1, 2, 3, 4",
-            columns.join(", "),
-            counts.join(", ")
-        ),
-        format!(
-            "INSERT INTO usage_actor_duration (day, customer_id, actor, {})
-             SELECT day, customer_id, actor, {} {filtered}
-             WHERE duration_ms IS NOT NULL GROUP BY 1, 2, 3",
-            columns.join(", "),
-            counts.join(", ")
-        ),
-    ] {
+                     FROM generate_series($1::int8, $2::int8) AS g) s) t
+                 RETURNING occurred_at, customer_id, profile, case_id, actor, action, outcome,
+                           cache_hit, duration_ms
+             ), {}
+             SELECT count(*) FROM ev",
+            upsert_ctes()
+        );
         sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(first)
+            .bind(last)
             .execute(&mut *conn)
             .await
             .unwrap();
+        first = last + 1;
     }
     for table in [
         "audit_event",
@@ -129,7 +107,7 @@ fn median(mut samples: Vec<Duration>) -> (f64, f64) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "benchmark: run with tests/run --release --test report_bench -- --ignored --nocapture"]
+#[ignore = "benchmark: run with tests/run --release --test bench -- --ignored --nocapture report::"]
 async fn thirty_day_usage_report_over_ten_million_rows() {
     let app = TestApp::spawn().await;
     let n = rows();
