@@ -272,3 +272,18 @@ pub fn jwt_claims(token: &str) -> Value {
         .expect("base64url payload");
     serde_json::from_slice(&bytes).expect("JSON claims")
 }
+
+/// A session policy (one statement allowing `logs:Get*`) whose compact JSON is exactly
+/// `chars` characters long, its `Sid` padded to get there.
+pub fn session_policy_of(chars: usize) -> Value {
+    let with_sid = |sid: String| {
+        serde_json::json!({ "Version": "2012-10-17", "Statement": [
+            { "Sid": sid, "Effect": "Allow", "Action": "logs:Get*", "Resource": "*" }
+        ] })
+    };
+    let base = with_sid(String::new()).to_string().len();
+    assert!(chars > base, "a policy needs at least {base} characters");
+    let policy = with_sid("A".repeat(chars - base));
+    assert_eq!(policy.to_string().len(), chars);
+    policy
+}

@@ -178,6 +178,15 @@ async fn malformed_role_requests_are_rejected_and_change_nothing() {
             "session_policy",
         ),
         (
+            // One character over the limit that leaves room for the broker's statement
+            // within STS's 2,048 (the largest accepted reaches AssumeRole: sessions.rs).
+            "readonly",
+            json!({ "role_arn": "arn:aws:iam::111122223333:role/X",
+                    "session_policy": lanyard_tests::session_policy_of(1537) }),
+            400,
+            "session_policy",
+        ),
+        (
             // Found by the fuzzer: Postgres jsonb refuses U+0000, which used to give a 500.
             "readonly",
             json!({ "role_arn": "arn:aws:iam::111122223333:role/X",

@@ -1298,22 +1298,23 @@ async fn credentials_stop_when_the_role_fails_verification_or_stops_allowing_the
     assert!(codes.contains(&Some("RoleNotVerified".into())), "{codes:?}");
 }
 
-/// A role's scoped-down session policy reaches AssumeRole with the broker's own statement
-/// that ends the credentials with the session.
+/// A role's scoped-down session policy, as large as a role may have one, reaches AssumeRole
+/// with the broker's own statement that ends the credentials with the session, within
+/// STS's 2,048 characters.
 #[tokio::test]
 async fn the_roles_session_policy_reaches_assume_role_with_the_session_end() {
     let app = TestApp::spawn().await;
     let id = unique("acme");
     app.create_customer(&id).await;
+    let policy = lanyard_tests::session_policy_of(1536);
+    let sid = policy["Statement"][0]["Sid"].clone();
     let (status, role) = app
         .admin(
             Method::PUT,
             &format!("/v1/customers/{id}/roles/readonly"),
             Some(json!({
                 "role_arn": "arn:aws:iam::111122223333:role/LanyardAccess",
-                "session_policy": { "Version": "2012-10-17", "Statement": [
-                    { "Sid": "ReadLogs", "Effect": "Allow", "Action": "logs:Get*", "Resource": "*" }
-                ] }
+                "session_policy": policy,
             })),
         )
         .await;
@@ -1327,7 +1328,7 @@ async fn the_roles_session_policy_reaches_assume_role_with_the_session_end() {
     assert_eq!(calls.len(), 1);
     let policy: Value = serde_json::from_str(&calls[0]["Policy"]).unwrap();
     let statements = policy["Statement"].as_array().unwrap();
-    assert_eq!(statements[0]["Sid"], "ReadLogs", "{policy}");
+    assert_eq!(statements[0]["Sid"], sid, "{policy}");
     assert_eq!(statements[0]["Action"], "logs:Get*");
     assert_eq!(statements[1]["Sid"], "LanyardSessionEnd", "{policy}");
     assert!(calls[0]["Policy"].len() <= 2048);
