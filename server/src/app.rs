@@ -11,6 +11,7 @@ use axum_server::accept::NoDelayAcceptor;
 use crate::audit::AuditWriter;
 use crate::audit::export::Exports;
 use crate::auth::cache::AuthCache;
+use crate::auth::oidc::Issuers;
 use crate::auth::token::TokenKeys;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -59,6 +60,7 @@ impl Application {
         let assumed_roles = AssumedRoleCache::new(config.denied_cache);
         let exports = Exports::new(config.export_idle, config.export_max, metrics.clone());
         let auth_cache = Arc::new(AuthCache::new(config.auth_cache));
+        let issuers = Issuers::new(&config.oidc_issuers, &metrics.oidc())?;
         crate::auth::cache::spawn_listener(db.clone(), auth_cache.clone());
         let state = AppState(Arc::new(Inner {
             config,
@@ -70,6 +72,7 @@ impl Application {
             assumed_roles,
             auth_cache,
             exports,
+            issuers,
         }));
         Ok(Application {
             state,

@@ -197,8 +197,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 TokenCommand::List { all } => {
                     println!(
-                        "{:<36}  {:<20}  {:<8}  {:<25}  {:<8}  CUSTOMERS",
-                        "ID", "SUBJECT", "ROLE", "EXPIRES", "STATE"
+                        "{:<36}  {:<20}  {:<8}  {:<25}  {:<8}  {:<20}  FROM",
+                        "ID", "SUBJECT", "ROLE", "EXPIRES", "STATE", "CUSTOMERS"
                     );
                     for t in db::tokens::list(&pool, all).await? {
                         let state = if t.revoked_at.is_some() {
@@ -208,8 +208,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         } else {
                             "live"
                         };
+                        // Exchanged tokens: the OpenID issuer and the subject it vouched for.
+                        let from = match (&t.source_issuer, &t.source_subject) {
+                            (Some(iss), Some(sub)) => format!("{sub} @ {iss}"),
+                            _ => "operator".to_owned(),
+                        };
                         println!(
-                            "{:<36}  {:<20}  {:<8}  {:<25}  {:<8}  {}",
+                            "{:<36}  {:<20}  {:<8}  {:<25}  {:<8}  {:<20}  {}",
                             t.jti,
                             t.subject,
                             t.role,
@@ -218,7 +223,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                             state,
                             t.customers
                                 .map(|c| c.join(","))
-                                .unwrap_or_else(|| "*".into())
+                                .unwrap_or_else(|| "*".into()),
+                            from
                         );
                     }
                 }

@@ -12,6 +12,9 @@ pub enum Error {
     /// The thing does not exist, or the caller may not know that it does.
     #[error("{0}")]
     NotFound(String),
+    /// A credential presented to a service (the subject token of an exchange) is not valid.
+    #[error("{0}")]
+    Unauthenticated(String),
     /// The caller's role may not do this.
     #[error("{0}")]
     Forbidden(String),
@@ -24,6 +27,10 @@ pub enum Error {
     /// AWS refused or failed a call; `retry` when trying again later may help.
     #[error("AWS STS refused AssumeRole: {error}")]
     Aws { error: AwsError, retry: bool },
+    /// A trusted OpenID issuer cannot be reached to check a token (its message is for the
+    /// caller: it names the issuer and nothing internal).
+    #[error("{0}")]
+    IssuerUnavailable(String),
     /// A dependency (the database, the audit log) cannot take the work now.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -46,11 +53,13 @@ impl Error {
         match self {
             Error::Invalid { .. } => "invalid-field",
             Error::NotFound(_) => "not-found",
+            Error::Unauthenticated(_) => "unauthorized",
             Error::Forbidden(_) => "forbidden",
             Error::Conflict(_) => "conflict",
             Error::Gone(_) => "session-ended",
             Error::Aws { .. } => "aws-error",
             Error::Unavailable(_) => "unavailable",
+            Error::IssuerUnavailable(_) => "issuer-unavailable",
             Error::Internal(_) => "internal",
         }
     }
@@ -93,6 +102,7 @@ impl From<crate::auth::AuthError> for Error {
             // A service never authenticates; these come from the database behind it.
             AuthError::Unauthorized(m) => Error::Forbidden(m),
             AuthError::Unavailable(m) => Error::Unavailable(m),
+            AuthError::IssuerUnavailable(m) => Error::IssuerUnavailable(m),
             AuthError::Internal(e) => Error::Internal(e),
         }
     }

@@ -8,6 +8,7 @@ use sqlx::PgPool;
 use crate::audit::AuditWriter;
 use crate::audit::export::Exports;
 use crate::auth::cache::AuthCache;
+use crate::auth::oidc::Issuers;
 use crate::auth::token::TokenKeys;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -32,6 +33,8 @@ pub struct Inner {
     pub auth_cache: Arc<AuthCache>,
     /// Audit export slots and limits.
     pub exports: Exports,
+    /// Trusted OpenID issuers for the token exchange, with their cached keys.
+    pub issuers: Issuers,
 }
 
 impl std::ops::Deref for AppState {

@@ -14,6 +14,10 @@ pub enum AuthError {
     /// The token's record could not be read (503).
     #[error("{0}")]
     Unavailable(String),
+    /// A trusted OpenID issuer's keys cannot be fetched, and the cached ones are too old
+    /// (503; the message names the issuer and is shown to the caller).
+    #[error("{0}")]
+    IssuerUnavailable(String),
     #[error(transparent)]
     Internal(anyhow::Error),
 }

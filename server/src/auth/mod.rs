@@ -10,6 +10,7 @@
 
 pub mod cache;
 mod error;
+pub mod oidc;
 pub mod token;
 
 use std::time::Instant;
@@ -211,7 +212,11 @@ fn refresh_token(
             }
             // Unknown (the database did not answer): leave the entry to expire on its own
             // (at most the staleness bound).
-            Err(AuthError::Unavailable(_) | AuthError::Internal(_)) => {}
+            Err(
+                AuthError::Unavailable(_)
+                | AuthError::IssuerUnavailable(_)
+                | AuthError::Internal(_),
+            ) => {}
             Err(_) => cache.forget_token(jti),
         }
     });

@@ -22,6 +22,7 @@ use super::{AuthError, Principal, Role};
 use crate::config::Config;
 use crate::db;
 use crate::domain::CustomerId;
+pub use crate::domain::Provenance;
 
 pub const ISSUER: &str = "lanyard";
 pub const AUDIENCE: &str = "lanyard-api";
@@ -46,6 +47,10 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<i64>,
     pub exp: i64,
+    /// Tokens from an exchange (`POST /v1/auth/token`): the trusted issuer and the subject
+    /// it vouched for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src: Option<Provenance>,
 }
 
 impl Claims {
@@ -250,6 +255,8 @@ fn matches_record(claims: &Claims, row: &db::tokens::TokenRow) -> bool {
         && claims.role == row.role.as_str()
         && sorted(&claims.customers) == sorted(&row.customers)
         && claims.exp == row.expires_at.timestamp()
+        && claims.src.as_ref().map(|s| (&s.iss, &s.sub))
+            == row.source_issuer.as_ref().zip(row.source_subject.as_ref())
 }
 
 #[cfg(test)]
@@ -281,6 +288,7 @@ mod tests {
             iat: now,
             nbf: None,
             exp: now + 60,
+            src: None,
         };
         let token = keys.sign(&claims).unwrap();
         assert_eq!(keys.verify(&token).unwrap().sub, "alice");

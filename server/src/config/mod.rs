@@ -12,6 +12,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::domain::ExternalId;
+use oidc::OidcIssuer;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/lanyard";
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
@@ -88,6 +89,8 @@ pub struct Config {
     pub export_max: Duration,
     /// How long token and session state read from the database is acted on.
     pub auth_cache: Duration,
+    /// Trusted OpenID issuers (`[[oidc.issuers]]`); none: no token exchange.
+    pub oidc_issuers: Vec<OidcIssuer>,
 }
 
 #[derive(Debug, Clone)]
@@ -173,7 +176,9 @@ impl Settings {
         if !(1..=600_000).contains(&auth_cache_ms) {
             bail!("auth_cache_ms must be between 1 and 600000");
         }
+        let oidc_issuers = s.oidc.unwrap_or_default().resolve()?;
         Ok(Config {
+            oidc_issuers,
             auth_cache: Duration::from_millis(auth_cache_ms),
             export_idle: Duration::from_secs(export_idle),
             export_max: Duration::from_secs(export_max),
@@ -269,6 +274,7 @@ impl Settings {
             export_idle_secs: self.export_idle_secs.or(lower.export_idle_secs),
             export_max_secs: self.export_max_secs.or(lower.export_max_secs),
             auth_cache_ms: self.auth_cache_ms.or(lower.auth_cache_ms),
+            oidc: self.oidc.or(lower.oidc),
         }
     }
 }
@@ -282,6 +288,7 @@ fn parse_addr(raw: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("invalid address {raw}"))
 }
 
+pub mod oidc;
 mod settings;
 #[cfg(test)]
 mod tests;

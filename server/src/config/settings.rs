@@ -9,6 +9,7 @@ use clap::Args;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use super::oidc::OidcSettings;
 use super::{LogFormat, TrustCheckMode, parse_secret};
 
 /// Server settings. Every flag can also be set by its `LANYARD_*` variable or in the TOML
@@ -166,4 +167,9 @@ pub struct Settings {
     /// verifiable; the usage rollups are kept. [default: unset, keep every row]
     #[arg(long, env = "LANYARD_AUDIT_RETENTION_DAYS", global = true)]
     pub audit_retention_days: Option<u32>,
+
+    /// OpenID issuers whose tokens `POST /v1/auth/token` exchanges (config file only: the
+    /// `[[oidc.issuers]]` tables, see docs/identity.md).
+    #[arg(skip)]
+    pub oidc: Option<OidcSettings>,
 }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::domain::TokenRole as Role;
+use crate::domain::{Provenance, TokenRole as Role};
 
 #[derive(Debug, sqlx::FromRow)]
 pub struct TokenRow {
@@ -15,28 +15,37 @@ pub struct TokenRow {
     pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Exchanged tokens: the trusted issuer and the subject it vouched for.
+    pub source_issuer: Option<String>,
+    pub source_subject: Option<String>,
 }
 
-#[tracing::instrument(skip_all, fields(%jti))]
-pub async fn insert(
-    conn: &mut PgConnection,
-    jti: Uuid,
-    subject: &str,
-    role: Role,
-    customers: Option<&[String]>,
-    issued_at: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
+/// A token to record.
+pub struct NewTokenRow<'a> {
+    pub jti: Uuid,
+    pub subject: &'a str,
+    pub role: Role,
+    pub customers: Option<&'a [String]>,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub source: Option<&'a Provenance>,
+}
+
+#[tracing::instrument(skip_all, fields(jti = %row.jti))]
+pub async fn insert(conn: &mut PgConnection, row: &NewTokenRow<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO issued_token (jti, subject, role, customers, issued_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO issued_token (jti, subject, role, customers, issued_at, expires_at,
+                                   source_issuer, source_subject)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
-    .bind(jti)
-    .bind(subject)
-    .bind(role)
-    .bind(customers)
-    .bind(issued_at)
-    .bind(expires_at)
+    .bind(row.jti)
+    .bind(row.subject)
+    .bind(row.role)
+    .bind(row.customers)
+    .bind(row.issued_at)
+    .bind(row.expires_at)
+    .bind(row.source.map(|s| &s.iss))
+    .bind(row.source.map(|s| &s.sub))
     .execute(conn)
     .await?;
     Ok(())
@@ -47,7 +56,8 @@ pub async fn insert(
 #[tracing::instrument(skip_all, fields(%jti))]
 pub async fn get(pool: &PgPool, jti: Uuid) -> Result<Option<TokenRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT jti, subject, role, customers, issued_at, expires_at, revoked_at
+        "SELECT jti, subject, role, customers, issued_at, expires_at, revoked_at,
+                source_issuer, source_subject
            FROM issued_token WHERE jti = $1",
     )
     .bind(jti)
@@ -60,7 +70,8 @@ pub async fn get(pool: &PgPool, jti: Uuid) -> Result<Option<TokenRow>, sqlx::Err
 pub async fn revoke(conn: &mut PgConnection, jti: Uuid) -> Result<Option<TokenRow>, sqlx::Error> {
     sqlx::query_as(
         "UPDATE issued_token SET revoked_at = coalesce(revoked_at, now()) WHERE jti = $1
-         RETURNING jti, subject, role, customers, issued_at, expires_at, revoked_at",
+         RETURNING jti, subject, role, customers, issued_at, expires_at, revoked_at,
+                   source_issuer, source_subject",
     )
     .bind(jti)
     .fetch_optional(conn)
@@ -70,7 +81,8 @@ pub async fn revoke(conn: &mut PgConnection, jti: Uuid) -> Result<Option<TokenRo
 #[tracing::instrument(skip_all)]
 pub async fn list(pool: &PgPool, include_inactive: bool) -> Result<Vec<TokenRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT jti, subject, role, customers, issued_at, expires_at, revoked_at
+        "SELECT jti, subject, role, customers, issued_at, expires_at, revoked_at,
+                source_issuer, source_subject
            FROM issued_token
           WHERE $1 OR (revoked_at IS NULL AND expires_at > now())
           ORDER BY issued_at",

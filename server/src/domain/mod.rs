@@ -3,6 +3,7 @@
 //! re-exported here; what only the broker needs lives beside them ("parse, don't validate").
 
 mod arn;
+pub mod binding;
 mod external_id;
 pub mod onboarding;
 pub mod policy;
@@ -10,6 +11,7 @@ pub mod session;
 pub mod verification;
 
 pub use arn::RoleArn;
+pub use binding::{Binding, Grant, Provenance};
 pub use external_id::ExternalId;
 pub use lanyard_api::status::{CustomerStatus, Outcome, RoleStatus, SessionStatus, TrustCheck};
 pub use lanyard_api::whoami::TokenRole;

@@ -4,7 +4,7 @@
 //! here, and only here. 5xx bodies are fixed text; their cause goes to the log inside the
 //! request span.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use lanyard_api::problem::{FieldError, Problem};
@@ -68,12 +68,13 @@ impl ApiError {
             ApiError::Service(e) => match e {
                 Error::Invalid { .. } => StatusCode::BAD_REQUEST,
                 Error::NotFound(_) => StatusCode::NOT_FOUND,
+                Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
                 Error::Forbidden(_) => StatusCode::FORBIDDEN,
                 Error::Conflict(_) => StatusCode::CONFLICT,
                 Error::Gone(_) => StatusCode::GONE,
-                Error::Aws { retry: true, .. } | Error::Unavailable(_) => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                Error::Aws { retry: true, .. }
+                | Error::Unavailable(_)
+                | Error::IssuerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 Error::Aws { retry: false, .. } => StatusCode::BAD_GATEWAY,
                 Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
@@ -124,7 +125,10 @@ impl IntoResponse for ApiError {
         let detail = if status.is_server_error() {
             tracing::error!(error = ?self, "request failed");
             match &self {
-                ApiError::Timeout | ApiError::Service(Error::Aws { .. }) => self.to_string(),
+                ApiError::Timeout
+                | ApiError::Service(Error::Aws { .. } | Error::IssuerUnavailable(_)) => {
+                    self.to_string()
+                }
                 _ => "the server could not complete the request; see its log for this request id"
                     .to_owned(),
             }
@@ -167,6 +171,15 @@ impl IntoResponse for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
+        ApiError::Rejected {
+            status: rejection.status(),
+            detail: rejection.body_text(),
+        }
+    }
+}
+
+impl From<FormRejection> for ApiError {
+    fn from(rejection: FormRejection) -> Self {
         ApiError::Rejected {
             status: rejection.status(),
             detail: rejection.body_text(),

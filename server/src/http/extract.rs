@@ -20,6 +20,11 @@ use crate::state::AppState;
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
 
+/// `Form<T>` (`application/x-www-form-urlencoded`) whose rejections are problem documents.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Form), rejection(ApiError))]
+pub struct ApiForm<T>(pub T);
+
 /// `Query<T>` whose rejections are problem documents.
 #[derive(Debug, FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]

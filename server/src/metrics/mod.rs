@@ -14,8 +14,10 @@ use prometheus::{
 };
 
 pub mod cloudwatch;
+mod oidc;
 mod serve;
 
+pub use oidc::{ExchangeOutcome, OidcMetrics};
 pub use serve::{ACTIVE_SESSIONS_EVERY, spawn_active_sessions};
 
 use crate::domain::Outcome;
@@ -33,6 +35,7 @@ pub struct Metrics {
     audit_batch_events: Histogram,
     audit_commit_duration: Histogram,
     exports: ExportMetrics,
+    oidc: OidcMetrics,
     /// Set when CloudWatch publishing is on.
     recorder: Option<Arc<Recorder>>,
 }
@@ -262,6 +265,7 @@ impl Metrics {
             cut_idle: cut.with_label_values(&[ExportCut::Idle.as_str()]),
             cut_deadline: cut.with_label_values(&[ExportCut::Deadline.as_str()]),
         };
+        let oidc = OidcMetrics::register(&registry)?;
         Ok(Metrics {
             registry,
             http_requests,
@@ -273,6 +277,7 @@ impl Metrics {
             audit_batch_events,
             audit_commit_duration,
             exports,
+            oidc,
             recorder: None,
         })
     }
@@ -289,6 +294,10 @@ impl Metrics {
 
     pub fn sts(&self) -> StsMetrics {
         self.sts.clone()
+    }
+
+    pub fn oidc(&self) -> OidcMetrics {
+        self.oidc.clone()
     }
 
     pub fn cloudwatch(&self) -> CloudWatchMetrics {

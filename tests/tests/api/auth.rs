@@ -48,6 +48,7 @@ fn claims(role: &str, exp_offset: i64) -> Claims {
         iat: now - 10,
         nbf: None,
         exp: now + exp_offset,
+        src: None,
     }
 }
 
@@ -225,6 +226,16 @@ fn matrix(sid: &str) -> Vec<Check> {
             "/v1/auth/whoami",
             None,
             [OK, OK, OK, OK],
+        ),
+        // The token exchange takes no bearer token (the subject token is the credential):
+        // whatever the role, a request without the form is 415, and this broker trusts no
+        // issuer (tests/tests/api/identity.rs exchanges real tokens).
+        check(
+            Method::POST,
+            "/v1/auth/token",
+            "/v1/auth/token",
+            None,
+            [415, 415, 415, 415],
         ),
         check(
             Method::GET,

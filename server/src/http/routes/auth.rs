@@ -1,17 +1,29 @@
-//! The caller's own token: who the broker takes it for.
+//! The caller's own token (who the broker takes it for), and the token exchange that turns
+//! a trusted OpenID issuer's token into a Lanyard token.
 
 use axum::Json;
-use chrono::DateTime;
+use axum::http::header::{CACHE_CONTROL, PRAGMA};
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use lanyard_api::exchange::{
+    GRANT_TYPE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT, TokenExchangeRequest,
+    TokenExchangeResponse,
+};
 use lanyard_api::problem::Problem;
 use lanyard_api::whoami::WhoAmI;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::audit::Context;
 use crate::auth::Principal;
 use crate::http::error::ApiError;
+use crate::http::extract::ApiForm;
+use crate::registry;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(whoami))
+    OpenApiRouter::new()
+        .routes(routes!(whoami))
+        .routes(routes!(exchange))
 }
 
 /// Who the broker takes the caller's token for (any valid token). `lanyard login` and
@@ -28,4 +40,70 @@ async fn whoami(principal: Principal) -> Result<Json<WhoAmI>, ApiError> {
         expires_at: DateTime::from_timestamp(principal.expires_at, 0)
             .ok_or_else(|| ApiError::Unauthorized("token claims are invalid".into()))?,
     }))
+}
+
+/// Exchanges a trusted OpenID issuer's token (a CI job's OIDC token, an SSO ID token) for a
+/// short-lived Lanyard token (RFC 8693). The first binding of the issuer whose claims all
+/// match decides the role, the customers, the subject and the lifetime. No bearer token: the
+/// subject token is the credential. 401 when it does not verify, 403 when no binding matches
+/// (the answer names the issuer, never the claim), 503 when the issuer's keys cannot be
+/// fetched.
+#[utoipa::path(post, path = "/v1/auth/token", tag = "auth",
+    request_body(content = TokenExchangeRequest,
+                 content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, body = TokenExchangeResponse),
+              (status = 400, body = Problem), (status = 401, body = Problem),
+              (status = 403, body = Problem), (status = 415, body = Problem),
+              (status = 422, body = Problem), (status = 503, body = Problem)))]
+#[tracing::instrument(skip_all)]
+async fn exchange(
+    ctx: Context,
+    state: axum::extract::State<AppState>,
+    ApiForm(req): ApiForm<TokenExchangeRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    if req.grant_type != GRANT_TYPE {
+        return Err(ApiError::invalid(
+            "grant_type",
+            format!("must be {GRANT_TYPE}"),
+        ));
+    }
+    if req.subject_token_type != TOKEN_TYPE_JWT && req.subject_token_type != TOKEN_TYPE_ID_TOKEN {
+        return Err(ApiError::invalid(
+            "subject_token_type",
+            format!("must be {TOKEN_TYPE_JWT} or {TOKEN_TYPE_ID_TOKEN}"),
+        ));
+    }
+    if req
+        .requested_token_type
+        .as_deref()
+        .is_some_and(|t| t != TOKEN_TYPE_ACCESS_TOKEN)
+    {
+        return Err(ApiError::invalid(
+            "requested_token_type",
+            format!("only {TOKEN_TYPE_ACCESS_TOKEN} is issued"),
+        ));
+    }
+    if req.actor_token.is_some() {
+        return Err(ApiError::invalid(
+            "actor_token",
+            "delegation (an actor token) is not supported",
+        ));
+    }
+    if state.issuers.is_empty() {
+        return Err(ApiError::Unauthorized(
+            "this broker trusts no OpenID issuer ([[oidc.issuers]] in its config)".into(),
+        ));
+    }
+    let issued = registry::tokens::exchange(&state, &ctx, &req.subject_token).await?;
+    let expires_in = (issued.expires_at - Utc::now()).num_seconds().max(0) as u64;
+    // RFC 6749 §5.1: a response carrying a token must not be cached.
+    Ok((
+        [(CACHE_CONTROL, "no-store"), (PRAGMA, "no-cache")],
+        Json(TokenExchangeResponse {
+            access_token: issued.token,
+            issued_token_type: TOKEN_TYPE_ACCESS_TOKEN.into(),
+            token_type: "Bearer".into(),
+            expires_in,
+        }),
+    ))
 }
