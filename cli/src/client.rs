@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use lanyard_api::exchange::{GRANT_TYPE, TOKEN_TYPE_JWT, TokenExchangeResponse};
 use lanyard_api::problem::Health;
 use lanyard_api::whoami::WhoAmI;
 use lanyard_api::{CaseId, CustomerId, RoleName};
@@ -14,6 +15,14 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::text;
+
+/// What a request carries.
+enum Body<'a, B: ?Sized> {
+    Empty,
+    Json(&'a B),
+    /// `application/x-www-form-urlencoded` (the token exchange, as OAuth wants it).
+    Form(&'a [(&'a str, &'a str)]),
+}
 
 pub struct Client {
     http: reqwest::Client,
@@ -97,7 +106,7 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        body: Option<&B>,
+        body: Body<'_, B>,
         accept: &str,
     ) -> anyhow::Result<reqwest::Response> {
         let url = self.url(path)?;
@@ -119,8 +128,10 @@ impl Client {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        if let Some(body) = body {
-            request = request.json(body);
+        match body {
+            Body::Empty => {}
+            Body::Json(body) => request = request.json(body),
+            Body::Form(fields) => request = request.form(fields),
         }
         let started = std::time::Instant::now();
         let response = request.send().await.map_err(|e| {
@@ -153,6 +164,7 @@ impl Client {
         path: &str,
         body: Option<&B>,
     ) -> anyhow::Result<T> {
+        let body = body.map_or(Body::Empty, Body::Json);
         let response = self.send(method, path, body, "application/json").await?;
         response.json().await.map_err(|e| {
             // JSON of another shape is told apart from an answer that is no JSON at all.
@@ -190,7 +202,7 @@ impl Client {
     /// A request answered as plain text.
     pub async fn text(&self, path: &str) -> anyhow::Result<String> {
         let response = self
-            .send(Method::GET, path, None::<&()>, "text/plain")
+            .send(Method::GET, path, Body::<()>::Empty, "text/plain")
             .await?;
         Ok(response.text().await?)
     }
@@ -200,6 +212,29 @@ impl Client {
         self.get("/v1/auth/whoami")
             .await
             .context("checking the token with the broker")
+    }
+
+    /// `POST /v1/auth/token`: exchanges an OpenID issuer's token (a CI job's) for a Lanyard
+    /// token (RFC 8693). Sends no bearer token: the subject token is the credential.
+    pub async fn exchange(&self, subject_token: &str) -> anyhow::Result<TokenExchangeResponse> {
+        let form = [
+            ("grant_type", GRANT_TYPE),
+            ("subject_token", subject_token),
+            ("subject_token_type", TOKEN_TYPE_JWT),
+        ];
+        let response = self
+            .send(
+                Method::POST,
+                "/v1/auth/token",
+                Body::<()>::Form(&form),
+                "application/json",
+            )
+            .await
+            .context("exchanging the OIDC token with the broker")?;
+        response
+            .json()
+            .await
+            .context("the broker's answer to the token exchange is not what lanyard expects")
     }
 
     /// `GET /readyz`: `ok`, or why the broker is not ready.

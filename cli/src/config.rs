@@ -82,6 +82,8 @@ pub enum TokenSource {
     Login,
     /// `LANYARD_TOKEN` or `--token`, which must then be set wherever the profile is used.
     Environment,
+    /// A CI system's OIDC token, exchanged at the broker (see `oidc`).
+    Oidc,
 }
 
 impl TokenSource {
@@ -89,6 +91,7 @@ impl TokenSource {
         match self {
             TokenSource::Login => "the stored login",
             TokenSource::Environment => "LANYARD_TOKEN",
+            TokenSource::Oidc => "the CI system's OIDC token",
         }
     }
 }

@@ -13,6 +13,7 @@ mod commands;
 mod config;
 mod credentials;
 mod doctor;
+mod oidc;
 mod private;
 mod text;
 
@@ -117,11 +118,34 @@ pub struct ProfileOnly {
 #[derive(Debug, Args)]
 pub struct ProfileArgs {
     /// The profile (e.g. support-acme-corp-CS-12345, customer-acme-corp).
-    #[arg(long)]
-    profile: String,
+    #[arg(long, required_unless_present = "customer")]
+    profile: Option<String>,
+    /// Instead of a profile: the caller's customer credentials for this customer, with no
+    /// profile and no setup (services and CI jobs: with LANYARD_OIDC_TOKEN,
+    /// LANYARD_OIDC_TOKEN_FILE or GitHub Actions' id-token permission and LANYARD_SERVER,
+    /// no login either).
+    #[arg(long, conflicts_with = "profile")]
+    customer: Option<String>,
+    /// With --customer: the customer role, when the customer has several.
+    #[arg(long, requires = "customer")]
+    role: Option<String>,
     /// Ask the broker; neither read nor write the credential cache.
     #[arg(long)]
     no_cache: bool,
+}
+
+impl ProfileArgs {
+    fn target(&self) -> commands::Target {
+        match (&self.profile, &self.customer) {
+            (_, Some(customer)) => commands::Target::Customer {
+                customer: customer.clone(),
+                role: self.role.clone(),
+            },
+            (Some(profile), None) => commands::Target::Profile(profile.clone()),
+            // clap requires one of the two.
+            (None, None) => commands::Target::Profile(String::new()),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -266,11 +290,11 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let ok = std::process::ExitCode::SUCCESS;
     match cli.command {
         Command::CredentialProcess(args) => {
-            commands::credential_process(&ctx, &args.profile, args.no_cache)?
+            commands::credential_process(&ctx, &args.target(), args.no_cache)?
         }
         Command::Export(args) => commands::export(
             &ctx,
-            &args.profile.profile,
+            &args.profile.target(),
             args.profile.no_cache,
             args.format,
         )?,

@@ -4,22 +4,22 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::{Ctx, cache_key, obtain, print, print_json, print_raw, rfc3339};
+use super::{Ctx, Target, cache_key, obtain, print, print_json, print_raw, rfc3339};
 use crate::credentials::{self, Mode};
 
-pub fn credential_process(ctx: &Ctx, profile: &str, no_cache: bool) -> anyhow::Result<()> {
+pub fn credential_process(ctx: &Ctx, target: &Target, no_cache: bool) -> anyhow::Result<()> {
     let mode = if no_cache {
         Mode::NoCache
     } else {
         Mode::Normal
     };
-    let (cached, _) = obtain(ctx, profile, mode)?;
+    let (cached, _) = obtain(ctx, target, mode)?;
     print_raw(&credentials::process_line(&cached)?)
 }
 
 pub fn export(
     ctx: &Ctx,
-    profile: &str,
+    target: &Target,
     no_cache: bool,
     format: credentials::ExportFormat,
 ) -> anyhow::Result<()> {
@@ -28,12 +28,12 @@ pub fn export(
     } else {
         Mode::Normal
     };
-    let (cached, _) = obtain(ctx, profile, mode)?;
+    let (cached, _) = obtain(ctx, target, mode)?;
     print_raw(&credentials::export(&cached, format)?)
 }
 
 pub fn refresh(ctx: &Ctx, profile: &str) -> anyhow::Result<()> {
-    let (cached, _) = obtain(ctx, profile, Mode::Refresh)?;
+    let (cached, _) = obtain(ctx, &Target::Profile(profile.to_owned()), Mode::Refresh)?;
     let key = &cached.document.access_key_id;
     if ctx.json_output() {
         return print_json(&json!({

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::Output;
 use crate::cache::{Cached, CredentialCache};
-use crate::client::Client;
+use crate::client::{self, Client};
 use crate::config::{self, Config, Identity, Kind, Profile, Store, TokenSource};
 use crate::credentials::{self, Mode, Obtain, Source};
 
@@ -29,6 +29,8 @@ pub use queries::{customers_list, ping, sessions_list, sessions_revoke, usage_re
 pub struct Ctx {
     server: Option<String>,
     token: Option<String>,
+    /// The Lanyard token a CI OIDC token was exchanged for, once per command.
+    exchanged: std::cell::OnceCell<String>,
     pub debug: bool,
     pub output: Output,
     pub store: Store,
@@ -45,6 +47,7 @@ impl Ctx {
         let ctx = Ctx {
             server: server.filter(|s| !s.is_empty()),
             token: token.filter(|t| !t.trim().is_empty()),
+            exchanged: std::cell::OnceCell::new(),
             debug,
             output,
             store,
@@ -79,6 +82,9 @@ impl Ctx {
         if let Some(t) = &self.token {
             return Ok(t.trim().to_owned());
         }
+        if crate::oidc::offered() {
+            return self.exchanged_token(server);
+        }
         let origin = config::origin(server)?;
         let login = config.server.as_deref().map(config::origin).transpose()?;
         match (login, self.store.token()?) {
@@ -90,6 +96,37 @@ impl Ctx {
                 bail!("no API token: run `lanyard login --server {origin}` (or set LANYARD_TOKEN)")
             }
         }
+    }
+
+    /// The environment's CI OIDC token, exchanged at `server` for a Lanyard token (once per
+    /// command).
+    fn exchanged_token(&self, server: &str) -> anyhow::Result<String> {
+        if let Some(token) = self.exchanged.get() {
+            return Ok(token.clone());
+        }
+        let runtime = credentials::runtime()?;
+        let token = runtime.block_on(async {
+            let ci = crate::oidc::from_environment(self.debug)
+                .await?
+                .context("no OIDC token in the environment")?;
+            self.note(&format!(
+                "exchanging the OIDC token from {} at the broker",
+                ci.source
+            ));
+            let client = Client::new(server, None, self.debug)?;
+            let answer = client.exchange(&ci.token).await.with_context(|| {
+                format!(
+                    "the broker did not accept the OIDC token from {}",
+                    ci.source
+                )
+            })?;
+            self.note(&format!(
+                "got a Lanyard token [redacted] for {} s",
+                answer.expires_in
+            ));
+            anyhow::Ok(answer.access_token)
+        })?;
+        Ok(self.exchanged.get_or_init(|| token).clone())
     }
 
     /// A client for an authenticated request.
@@ -107,6 +144,8 @@ impl Ctx {
     pub fn token_source(&self) -> TokenSource {
         if self.token.is_some() {
             TokenSource::Environment
+        } else if crate::oidc::offered() {
+            TokenSource::Oidc
         } else {
             TokenSource::Login
         }
@@ -139,6 +178,14 @@ impl Ctx {
                 Kind::Support => "`lanyard support-access`",
                 Kind::Customer => "`lanyard setup-customer`",
             };
+            if expected.token == TokenSource::Oidc && !crate::oidc::offered() {
+                bail!(
+                    "profile {name} was set up with a CI system's OIDC token (as {}), which \
+                     this environment does not offer (LANYARD_OIDC_TOKEN, \
+                     LANYARD_OIDC_TOKEN_FILE or GitHub Actions' id-token permission)",
+                    expected.subject
+                );
+            }
             if expected.token == TokenSource::Environment && self.token.is_none() {
                 bail!(
                     "profile {name} was set up with LANYARD_TOKEN (as {}), which is not set here; \
@@ -216,11 +263,53 @@ pub fn cache_key(name: &str, profile: &Profile, server: &str) -> anyhow::Result<
     ))
 }
 
-/// The profile's credentials, by the cache rules of `credentials::obtain`.
-fn obtain(ctx: &Ctx, name: &str, mode: Mode) -> anyhow::Result<(Cached, Source)> {
+/// Whose credentials a command hands out.
+pub enum Target {
+    /// A profile written by `support-access` or `setup-customer`.
+    Profile(String),
+    /// The caller's customer credentials, without a profile (`--customer`).
+    Customer {
+        customer: String,
+        role: Option<String>,
+    },
+}
+
+/// The target's credentials, by the cache rules of `credentials::obtain`.
+fn obtain(ctx: &Ctx, target: &Target, mode: Mode) -> anyhow::Result<(Cached, Source)> {
     let config = ctx.config()?;
-    let profile = ctx.store.profile(&config, name)?;
-    let key = cache_key(name, profile, &ctx.server(&config, Some(profile))?)?;
+    let adhoc;
+    let (name, profile, key) = match target {
+        Target::Profile(name) => {
+            let profile = ctx.store.profile(&config, name)?;
+            let key = cache_key(name, profile, &ctx.server(&config, Some(profile))?)?;
+            (name.clone(), profile, key)
+        }
+        Target::Customer { customer, role } => {
+            client::customer_id(customer)?;
+            if let Some(role) = role {
+                client::role_name(role)?;
+            }
+            adhoc = Profile {
+                server: None,
+                kind: Kind::Customer,
+                customer: customer.clone(),
+                session: None,
+                case: None,
+                role: role.clone(),
+                session_expires_at: None,
+                identity: None,
+            };
+            // Bound to the broker and to where the token comes from, so that credentials
+            // fetched with one identity are not served to another in the same HOME.
+            let key = format!(
+                "--customer {customer}/{}@{}#{:?}",
+                role.as_deref().unwrap_or("-"),
+                config::origin(&ctx.server(&config, None)?)?,
+                ctx.token_source()
+            );
+            (format!("--customer {customer}"), &adhoc, key)
+        }
+    };
     let cache = match mode {
         Mode::NoCache => None,
         // An unusable cache (a key or directory others could read or change, a directory
@@ -238,13 +327,16 @@ fn obtain(ctx: &Ctx, name: &str, mode: Mode) -> anyhow::Result<(Cached, Source)>
     };
     credentials::obtain(
         &Obtain {
-            name,
+            name: &name,
             key: &key,
             profile,
             cache: cache.as_ref(),
             mode,
             debug: ctx.debug,
         },
-        || ctx.client_for(&config, name, profile),
+        || match target {
+            Target::Profile(name) => ctx.client_for(&config, name, profile),
+            Target::Customer { .. } => ctx.client(&config, None),
+        },
     )
 }
