@@ -234,6 +234,22 @@ impl TestApp {
         out
     }
 
+    /// Reads the series `name{labels}` from the metrics listener (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("http://{}/metrics", self.metrics_addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub fn stop(&self) {
         self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
     }

@@ -112,6 +112,11 @@ impl CliHome {
             "AWS_REGION",
             "LANYARD_SERVER",
             "LANYARD_TOKEN",
+            "LANYARD_OIDC_TOKEN",
+            "LANYARD_OIDC_TOKEN_FILE",
+            "LANYARD_OIDC_AUDIENCE",
+            "ACTIONS_ID_TOKEN_REQUEST_URL",
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
             "XDG_CONFIG_HOME",
             "XDG_CACHE_HOME",
         ] {

@@ -15,6 +15,7 @@ pub mod emulator;
 pub mod fault;
 #[cfg(target_os = "linux")]
 pub mod keyring;
+pub mod oidc;
 pub mod processes;
 pub mod wait;
 

@@ -710,22 +710,6 @@ async fn a_large_export_is_streamed_in_pieces_and_complete() {
     );
 }
 
-/// Reads `name{labels}` from the metrics listener (0 when absent).
-async fn metric(app: &TestApp, series: &str) -> f64 {
-    let text = app
-        .http
-        .get(format!("http://{}/metrics", app.metrics_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Opens an export on a raw connection and never reads it.
 async fn stalled_export(app: &TestApp) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
@@ -757,7 +741,7 @@ async fn exports_whose_clients_read_nothing_lose_their_slot_after_the_idle_time(
     let mut stalled = vec![stalled_export(&app).await, stalled_export(&app).await];
     assert!(
         lanyard_tests::eventually(Duration::from_secs(10), || async {
-            metric(&app, "lanyard_audit_exports_running").await == 2.0
+            app.metric("lanyard_audit_exports_running").await == 2.0
         })
         .await,
         "both stalled exports started"
@@ -774,15 +758,14 @@ async fn exports_whose_clients_read_nothing_lose_their_slot_after_the_idle_time(
         .await;
     assert_eq!(third.status(), 200);
     assert!(
-        metric(&app, cut).await >= 1.0,
+        app.metric(cut).await >= 1.0,
         "the third export started before a stalled one was cut off"
     );
     let body = third.text().await.unwrap();
     assert_eq!(body.lines().count(), total, "the third export is complete");
     assert!(
         lanyard_tests::eventually(Duration::from_secs(10), || async {
-            metric(&app, cut).await == 2.0
-                && metric(&app, "lanyard_audit_exports_running").await == 0.0
+            app.metric(cut).await == 2.0 && app.metric("lanyard_audit_exports_running").await == 0.0
         })
         .await,
         "both stalled exports were cut off and counted"
@@ -838,7 +821,8 @@ async fn an_export_is_cut_off_at_its_total_time_even_while_read() {
     };
     assert!(ended.is_err(), "the export ended as if complete");
     assert_eq!(
-        metric(&app, "lanyard_audit_exports_cut_total{reason=\"deadline\"}").await,
+        app.metric("lanyard_audit_exports_cut_total{reason=\"deadline\"}")
+            .await,
         1.0
     );
 }

@@ -13,6 +13,7 @@ mod cloudwatch;
 mod customers;
 mod fuzz;
 mod http;
+mod identity;
 mod operations;
 mod resilience;
 mod roles;

@@ -1,0 +1,664 @@
+//! Identity: tokens of a real OpenID provider (oidc-provider, standing in for a CI system's
+//! token service) exchanged for Lanyard tokens at `POST /v1/auth/token` (RFC 8693), and
+//! every way such a token must be refused.
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use lanyard_tests::oidc::{OidcClient, OidcProvider};
+use lanyard_tests::{CliHome, TestApp, binary, eventually, jwt_claims};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+const WORKFLOW: &str = "acme/billing-api/.github/workflows/deploy.yml@refs/heads/main";
+
+fn billing_pipeline() -> OidcClient {
+    OidcClient {
+        id: "ci-billing",
+        alg: "ES256",
+        claims: json!({"repository": "acme/billing-api", "ref": "refs/heads/main",
+                       "job_workflow_ref": WORKFLOW}),
+    }
+}
+
+fn other_pipeline() -> OidcClient {
+    OidcClient {
+        id: "ci-other",
+        alg: "RS256",
+        claims: json!({"repository": "acme/other", "ref": "refs/heads/main",
+                       "job_workflow_ref": "acme/other/.github/workflows/x.yml@refs/heads/main"}),
+    }
+}
+
+/// The binding of the issue's example: billing repositories on main get service tokens for
+/// `customer`, named by their workflow.
+fn billing_binding(customer: &str) -> String {
+    format!(
+        r#"
+        [[oidc.issuers.bindings]]
+        name = "billing-deploys"
+        claims = {{ repository = "acme/billing-*", ref = "refs/heads/main" }}
+        role = "service"
+        customers = ["{customer}"]
+        subject_claim = "job_workflow_ref"
+        ttl = "15m"
+        "#
+    )
+}
+
+/// An application trusting the given issuers (`[[oidc.issuers]]` tables, as TOML).
+async fn app_trusting(issuers_toml: &str) -> (TestApp, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lanyard.toml");
+    std::fs::write(&path, issuers_toml).unwrap();
+    let app = TestApp::spawn_with(|s| s.config = Some(path)).await;
+    (app, dir)
+}
+
+fn issuer_toml(issuer: &str, extra: &str, bindings: &str) -> String {
+    format!(
+        "[[oidc.issuers]]\nissuer = \"{issuer}\"\naudiences = [\"lanyard\"]\n{extra}\n{bindings}\n"
+    )
+}
+
+async fn exchange(app: &TestApp, subject_token: &str) -> (u16, Value, reqwest::header::HeaderMap) {
+    let response = app
+        .http
+        .post(app.url("/v1/auth/token"))
+        .form(&[
+            ("grant_type", GRANT),
+            ("subject_token", subject_token),
+            ("subject_token_type", JWT),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body, headers)
+}
+
+/// A provider with the billing and the other pipeline, and an app whose one issuer binds
+/// the billing repositories to `acme-corp`.
+async fn billing_setup(extra: &str) -> (OidcProvider, TestApp, tempfile::TempDir) {
+    let provider = OidcProvider::start(&[billing_pipeline(), other_pipeline()]).await;
+    let (app, dir) = app_trusting(&issuer_toml(
+        &provider.issuer,
+        extra,
+        &billing_binding("acme-corp"),
+    ))
+    .await;
+    (provider, app, dir)
+}
+
+#[tokio::test]
+async fn a_ci_token_matching_a_binding_becomes_a_recorded_audited_revocable_lanyard_token() {
+    let (provider, app, _dir) = billing_setup("").await;
+    let (status, body, headers) = exchange(&app, &provider.token("ci-billing").await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+    assert_eq!(body["token_type"], "Bearer");
+    let expires_in = body["expires_in"].as_u64().unwrap();
+    assert!((890..=900).contains(&expires_in), "{expires_in}");
+    assert_eq!(headers["cache-control"], "no-store");
+    let token = body["access_token"].as_str().unwrap();
+
+    // The Lanyard token carries the binding's role, customers and subject, and where it
+    // came from.
+    let claims = jwt_claims(token);
+    assert_eq!(claims["iss"], "lanyard");
+    assert_eq!(claims["src"]["iss"], provider.issuer.as_str());
+    assert_eq!(claims["src"]["sub"], "ci-billing");
+    let (status, me) = app
+        .call(Method::GET, "/v1/auth/whoami", Some(token), None)
+        .await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["subject"], WORKFLOW);
+    assert_eq!(me["role"], "service");
+    assert_eq!(me["customers"], json!(["acme-corp"]));
+
+    // Recorded like any issued token, with its provenance.
+    let jti = uuid::Uuid::parse_str(claims["jti"].as_str().unwrap()).unwrap();
+    let (subject, source_issuer, source_subject): (String, String, String) = sqlx::query_as(
+        "SELECT subject, source_issuer, source_subject FROM issued_token WHERE jti = $1",
+    )
+    .bind(jti)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            subject.as_str(),
+            source_issuer.as_str(),
+            source_subject.as_str()
+        ),
+        (WORKFLOW, provider.issuer.as_str(), "ci-billing")
+    );
+    // `lanyard-server token list` shows where it came from.
+    let out = std::process::Command::new(binary("lanyard-server"))
+        .args(["token", "list"])
+        .env("LANYARD_DATABASE_URL", &app.database_url)
+        .env("LANYARD_DATA_DIR", app.data_dir.path())
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    let line = list
+        .lines()
+        .find(|l| l.starts_with(&jti.to_string()))
+        .unwrap_or_else(|| panic!("exchanged token listed: {list}"));
+    assert!(
+        line.ends_with(&format!("ci-billing @ {}", provider.issuer)),
+        "{line}"
+    );
+    // Audited: issuer, external subject, binding, outcome.
+    let (actor, outcome, detail): (String, String, Value) = sqlx::query_as(
+        "SELECT actor, outcome, detail FROM audit_event WHERE action = 'token.exchange'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!((actor.as_str(), outcome.as_str()), (WORKFLOW, "success"));
+    assert_eq!(detail["source_issuer"], provider.issuer.as_str());
+    assert_eq!(detail["source_subject"], "ci-billing");
+    assert_eq!(detail["binding"], "billing-deploys");
+    assert_eq!(detail["jti"], jti.to_string());
+    assert!(
+        !detail.to_string().contains(token),
+        "no token in the audit row"
+    );
+
+    // Revocable like any token.
+    lanyard_server::registry::tokens::revoke(&app.db, "test", jti)
+        .await
+        .unwrap();
+    let refused = eventually(Duration::from_secs(5), || async {
+        app.call(Method::GET, "/v1/auth/whoami", Some(token), None)
+            .await
+            .0
+            == 401
+    })
+    .await;
+    assert!(refused, "a revoked exchanged token is refused");
+}
+
+#[tokio::test]
+async fn a_ci_token_of_another_repository_gets_403_that_names_the_issuer_and_no_claim() {
+    let (provider, app, _dir) = billing_setup("").await;
+    let before = app.count("issued_token").await;
+    let (status, body, _) = exchange(&app, &provider.token("ci-other").await).await;
+    assert_eq!(status, 403, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains(&provider.issuer), "{detail}");
+    assert!(detail.contains("no binding"), "{detail}");
+    for leak in ["repository", "acme/other", "ref", "billing"] {
+        assert!(
+            !detail.contains(leak),
+            "the refusal names a claim: {detail}"
+        );
+    }
+    assert_eq!(app.count("issued_token").await, before, "no token issued");
+    let (outcome, detail): (String, Value) =
+        sqlx::query_as("SELECT outcome, detail FROM audit_event WHERE action = 'token.exchange'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(outcome, "denied");
+    assert_eq!(detail["source_subject"], "ci-other");
+}
+
+/// Sends `token` for exchange and expects 401; returns the problem's detail.
+async fn refused(app: &TestApp, token: &str) -> String {
+    let before = app.count("issued_token").await;
+    let (status, body, headers) = exchange(app, token).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(headers.contains_key("www-authenticate"));
+    assert_eq!(app.count("issued_token").await, before, "no token issued");
+    body["detail"].as_str().unwrap().to_owned()
+}
+
+fn b64(value: &Value) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+/// Claims the billing binding would accept.
+fn billing_claims(provider: &OidcProvider) -> Value {
+    provider.claims(
+        json!({"sub": "ci-billing", "repository": "acme/billing-api",
+                           "ref": "refs/heads/main", "job_workflow_ref": WORKFLOW}),
+    )
+}
+
+#[tokio::test]
+async fn a_token_with_alg_none_is_refused() {
+    let (provider, app, _dir) = billing_setup("").await;
+    let kid = provider.key(Algorithm::RS256).kid;
+    let token = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "kid": kid, "typ": "JWT"})),
+        b64(&billing_claims(&provider))
+    );
+    let detail = refused(&app, &token).await;
+    assert!(detail.contains("not a signed JWT"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_token_signed_hs256_with_the_issuers_public_key_is_refused() {
+    let (provider, app, _dir) = billing_setup("").await;
+    let key = provider.key(Algorithm::RS256);
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(key.kid);
+    let token = jsonwebtoken::encode(
+        &header,
+        &billing_claims(&provider),
+        &EncodingKey::from_secret(key.public_pem.as_bytes()),
+    )
+    .unwrap();
+    let detail = refused(&app, &token).await;
+    assert!(detail.contains("only RS256, ES256 and EdDSA"), "{detail}");
+}
+
+/// Claims the billing binding would accept, changed by `alter`, signed with the provider's
+/// own `alg` key: refused with 401; returns the answer's detail.
+async fn refused_claims(alg: Algorithm, alter: impl FnOnce(&mut Value, i64)) -> String {
+    let (provider, app, _dir) = billing_setup("").await;
+    let mut claims = billing_claims(&provider);
+    alter(&mut claims, chrono::Utc::now().timestamp());
+    refused(&app, &provider.sign(alg, &claims)).await
+}
+
+#[tokio::test]
+async fn a_token_of_an_issuer_that_is_not_configured_is_refused() {
+    let detail = refused_claims(Algorithm::ES256, |c, _| {
+        c["iss"] = json!("https://token.actions.githubusercontent.com")
+    })
+    .await;
+    assert!(detail.contains("is not trusted"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_token_for_another_audience_is_refused() {
+    let detail = refused_claims(Algorithm::ES256, |c, _| {
+        c["aud"] = json!("sts.amazonaws.com")
+    })
+    .await;
+    assert!(detail.contains("(aud)"), "{detail}");
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refused() {
+    let detail = refused_claims(Algorithm::RS256, |c, now| {
+        c["iat"] = json!(now - 600);
+        c["exp"] = json!(now - 120);
+    })
+    .await;
+    assert!(detail.contains("expired"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_token_not_valid_before_a_future_time_is_refused() {
+    let detail = refused_claims(Algorithm::ES256, |c, now| c["nbf"] = json!(now + 600)).await;
+    assert!(detail.contains("not valid yet"), "{detail}");
+}
+
+#[tokio::test]
+async fn unknown_kids_are_refused_and_a_flood_of_them_fetches_the_keys_at_most_once_per_interval() {
+    // One fetch for unknown kids per 60 s: the whole flood fits in one interval.
+    let (provider, app, _dir) = billing_setup("keys_min_refresh = \"60s\"").await;
+    let (status, body, _) = exchange(&app, &provider.token("ci-billing").await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        provider.key_fetches().await,
+        1,
+        "the first exchange fetched the keys"
+    );
+
+    let key = provider.key(Algorithm::ES256);
+    let encoding = EncodingKey::from_ec_pem(key.private_pem.as_bytes()).unwrap();
+    for i in 0..50 {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(format!("made-up-{i}"));
+        let token = jsonwebtoken::encode(&header, &billing_claims(&provider), &encoding).unwrap();
+        let detail = refused(&app, &token).await;
+        assert!(detail.contains("does not publish"), "{detail}");
+    }
+    assert_eq!(
+        provider.key_fetches().await,
+        1,
+        "50 unknown kids within the refresh interval caused no fetch"
+    );
+}
+
+#[tokio::test]
+async fn a_second_issuer_cannot_sign_for_the_first_by_reusing_its_kid() {
+    let first = OidcProvider::start(&[billing_pipeline()]).await;
+    let second = OidcProvider::start(&[billing_pipeline()]).await;
+    let toml = format!(
+        "{}{}",
+        issuer_toml(&first.issuer, "", &billing_binding("acme-corp")),
+        issuer_toml(&second.issuer, "", &billing_binding("acme-corp"))
+    );
+    let (app, _dir) = app_trusting(&toml).await;
+    let first_kid = first.key(Algorithm::ES256).kid;
+    let second_key = second.key(Algorithm::ES256);
+    let encoding = EncodingKey::from_ec_pem(second_key.private_pem.as_bytes()).unwrap();
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(first_kid);
+
+    // Claiming to be the first issuer, under its kid, signed with the second's key.
+    let as_first = jsonwebtoken::encode(&header, &billing_claims(&first), &encoding).unwrap();
+    let detail = refused(&app, &as_first).await;
+    assert!(detail.contains("signature is invalid"), "{detail}");
+    // As the second issuer, naming the first's kid: the second publishes no such key.
+    let as_second = jsonwebtoken::encode(&header, &billing_claims(&second), &encoding).unwrap();
+    let detail = refused(&app, &as_second).await;
+    assert!(detail.contains("does not publish"), "{detail}");
+    // Each issuer's own tokens pass.
+    assert_eq!(
+        exchange(&app, &first.token("ci-billing").await).await.0,
+        200
+    );
+    assert_eq!(
+        exchange(&app, &second.token("ci-billing").await).await.0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn tokens_of_an_issuer_without_bindings_are_refused() {
+    let provider = OidcProvider::start(&[billing_pipeline()]).await;
+    let (app, _dir) = app_trusting(&issuer_toml(&provider.issuer, "", "")).await;
+    let detail = refused(&app, &provider.token("ci-billing").await).await;
+    assert!(detail.contains("has no bindings"), "{detail}");
+    assert_eq!(
+        provider.key_fetches().await,
+        0,
+        "nothing was fetched for it"
+    );
+}
+
+#[tokio::test]
+async fn after_the_provider_rotates_its_keys_new_tokens_pass_after_one_key_fetch() {
+    let (provider, app, _dir) = billing_setup("keys_min_refresh = \"1s\"").await;
+    assert_eq!(
+        exchange(&app, &provider.token("ci-billing").await).await.0,
+        200
+    );
+    assert_eq!(provider.key_fetches().await, 1);
+    provider.rotate().await;
+    let token = provider.token("ci-billing").await;
+    // Within the refresh interval the new kid is unknown; once it has passed, one fetch
+    // brings the new keys. No restart.
+    let passed = eventually(Duration::from_secs(10), || async {
+        exchange(&app, &token).await.0 == 200
+    })
+    .await;
+    assert!(passed, "a token under the new key was exchanged");
+    assert_eq!(
+        provider.key_fetches().await,
+        2,
+        "exactly one more key fetch"
+    );
+}
+
+#[tokio::test]
+async fn while_the_provider_is_down_cached_keys_serve_until_their_bound_then_503_then_recovery() {
+    let (mut provider, app, _dir) =
+        billing_setup("keys_ttl = \"1s\"\nkeys_stale = \"3s\"\nkeys_min_refresh = \"1s\"").await;
+    assert_eq!(
+        exchange(&app, &provider.token("ci-billing").await).await.0,
+        200
+    );
+    // A token under the key the broker holds, made while the provider is still up.
+    let signed = provider.sign(Algorithm::ES256, &billing_claims(&provider));
+    provider.stop();
+
+    let series = format!(
+        "lanyard_oidc_key_fetches_total{{issuer=\"{}\",result=\"failed\"}}",
+        provider.issuer
+    );
+    // Past the keys' TTL a fetch fails, and the stale keys still serve.
+    let served_stale = eventually(Duration::from_secs(10), || async {
+        // Each exchange past the TTL tries a fetch (at most one per second).
+        let status = exchange(&app, &signed).await.0;
+        status == 200 && app.metric(&series).await >= 1.0
+    })
+    .await;
+    assert!(served_stale, "stale keys served while the provider is down");
+    // Past the stale bound: 503, saying why.
+    let last = std::sync::Mutex::new(Value::Null);
+    let unavailable = eventually(Duration::from_secs(15), || async {
+        let (status, body, _) = exchange(&app, &signed).await;
+        *last.lock().unwrap() = body;
+        status == 503
+    })
+    .await;
+    let last = last.into_inner().unwrap();
+    assert!(unavailable, "503 after the stale bound: {last}");
+    let detail = last["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(detail.contains("cannot be fetched"), "{detail}");
+
+    // The provider comes back (with new keys): tokens pass again, no broker restart.
+    provider.restart().await;
+    let token = provider.token("ci-billing").await;
+    let recovered = eventually(Duration::from_secs(10), || async {
+        exchange(&app, &token).await.0 == 200
+    })
+    .await;
+    assert!(recovered, "exchanges work again once the provider answers");
+}
+
+#[tokio::test]
+async fn malformed_exchange_requests_get_400_naming_the_field() {
+    let (provider, app, _dir) = billing_setup("").await;
+    let token = provider.token("ci-billing").await;
+    for (field, form) in [
+        (
+            "grant_type",
+            vec![
+                ("grant_type", "client_credentials"),
+                ("subject_token", token.as_str()),
+                ("subject_token_type", JWT),
+            ],
+        ),
+        (
+            "subject_token_type",
+            vec![
+                ("grant_type", GRANT),
+                ("subject_token", token.as_str()),
+                (
+                    "subject_token_type",
+                    "urn:ietf:params:oauth:token-type:saml2",
+                ),
+            ],
+        ),
+        (
+            "actor_token",
+            vec![
+                ("grant_type", GRANT),
+                ("subject_token", token.as_str()),
+                ("subject_token_type", JWT),
+                ("actor_token", token.as_str()),
+            ],
+        ),
+    ] {
+        let response = app
+            .http
+            .post(app.url("/v1/auth/token"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["errors"][0]["field"], field, "{body}");
+    }
+    assert_eq!(app.count("issued_token").await, 1, "only the admin's token");
+}
+
+// ---------------------------------------------------------------------------
+// CI without secrets: the real `lanyard` and `aws` CLIs on a HOME with no Lanyard files.
+// ---------------------------------------------------------------------------
+
+/// An app whose billing binding grants `acme-corp`, which has one role.
+async fn ci_setup() -> (OidcProvider, TestApp, tempfile::TempDir) {
+    let (provider, app, dir) = billing_setup("").await;
+    app.create_customer("acme-corp").await;
+    app.register_role("acme-corp", "readonly").await;
+    (provider, app, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_fresh_runner_an_oidc_token_and_one_eval_of_export_are_the_whole_setup() {
+    let (provider, app, _dir) = ci_setup().await;
+    let home = CliHome::new();
+    let token = provider.token("ci-billing").await;
+    let mut cmd = home.command("bash");
+    cmd.arg("-c")
+        .arg(format!(
+            "eval \"$('{}' export --customer acme-corp --format env)\" && aws sts get-caller-identity",
+            binary("lanyard").display()
+        ))
+        .env("LANYARD_SERVER", &app.base)
+        .env("LANYARD_OIDC_TOKEN", &token);
+    let run = CliHome::run(cmd, None).await;
+    let caller: Value = serde_json::from_str(run.ok()).unwrap();
+    let arn = caller["Arn"].as_str().unwrap();
+    assert!(arn.contains("customer.acme-corp."), "{arn}");
+    assert!(
+        !home.config_dir().join("config.toml").exists(),
+        "no login was stored"
+    );
+    assert!(
+        !home.config_dir().join("token").exists(),
+        "no token was stored"
+    );
+    // The session is the workflow's, through the exchanged token.
+    let owner: String =
+        sqlx::query_scalar("SELECT requested_by FROM session WHERE customer_id = 'acme-corp'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(owner, WORKFLOW);
+    assert!(
+        !run.stderr.contains(&token),
+        "the OIDC token is never printed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_process_takes_the_oidc_token_from_a_file_or_from_github_actions() {
+    let (provider, app, _dir) = ci_setup().await;
+    let home = CliHome::new();
+    // A Kubernetes projected token: a file, read on every use.
+    let file = home.home().join("token");
+    std::fs::create_dir_all(home.home()).unwrap();
+    std::fs::write(&file, format!("{}\n", provider.token("ci-billing").await)).unwrap();
+    let run = home
+        .lanyard_env(
+            &[
+                "credential-process",
+                "--customer",
+                "acme-corp",
+                "--no-cache",
+            ],
+            &[
+                ("LANYARD_SERVER", &app.base),
+                ("LANYARD_OIDC_TOKEN_FILE", file.to_str().unwrap()),
+            ],
+            None,
+        )
+        .await;
+    let document: Value = serde_json::from_str(run.ok()).unwrap();
+    assert_eq!(document["Version"], 1);
+
+    // GitHub Actions: the request URL and token GitHub sets for `id-token: write`.
+    let url = provider.github_request_url();
+    let run = home
+        .lanyard_env(
+            &[
+                "credential-process",
+                "--customer",
+                "acme-corp",
+                "--no-cache",
+            ],
+            &[
+                ("LANYARD_SERVER", &app.base),
+                ("ACTIONS_ID_TOKEN_REQUEST_URL", &url),
+                (
+                    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+                    lanyard_tests::oidc::GITHUB_REQUEST_TOKEN,
+                ),
+            ],
+            None,
+        )
+        .await;
+    let document: Value = serde_json::from_str(run.ok()).unwrap();
+    assert_eq!(document["Version"], 1);
+    let exchanges: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_event WHERE action = 'token.exchange' AND outcome = 'success'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(exchanges, 2);
+
+    // A wrong request token: GitHub refuses, and so does lanyard, in one line.
+    let run = home
+        .lanyard_env(
+            &[
+                "credential-process",
+                "--customer",
+                "acme-corp",
+                "--no-cache",
+            ],
+            &[
+                ("LANYARD_SERVER", &app.base),
+                ("ACTIONS_ID_TOKEN_REQUEST_URL", &url),
+                ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "wrong"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("id-token: write"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ci_token_the_broker_refuses_fails_the_command_with_the_brokers_reason() {
+    let (provider, app, _dir) = ci_setup().await;
+    let home = CliHome::new();
+    let run = home
+        .lanyard_env(
+            &["export", "--customer", "acme-corp"],
+            &[
+                ("LANYARD_SERVER", &app.base),
+                ("LANYARD_OIDC_TOKEN", &provider.token("ci-other").await),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(run.stdout.is_empty(), "nothing to eval: {}", run.stdout);
+    assert!(run.stderr.contains("no binding"), "{}", run.stderr);
+    assert!(run.stderr.contains("HTTP 403"), "{}", run.stderr);
+    // Not a JWT at all: refused before anything is sent.
+    let run = home
+        .lanyard_env(
+            &["export", "--customer", "acme-corp"],
+            &[
+                ("LANYARD_SERVER", &app.base),
+                ("LANYARD_OIDC_TOKEN", "not a token"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("does not hold a JWT"), "{}", run.stderr);
+}
