@@ -145,12 +145,8 @@ impl Application {
         );
         let result = match tls {
             Some(files) => {
-                let rustls =
-                    axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
-                        .await
-                        .with_context(|| {
-                            format!("loading TLS certificate {}", files.cert.display())
-                        })?;
+                let rustls = crate::tls::load(&files).await?;
+                crate::tls::spawn_reloader(rustls.clone(), files);
                 axum_server::from_tcp_rustls(api_listener, rustls)?
                     .map(|tls| tls.acceptor(NoDelayAcceptor::new()))
                     .handle(handle.clone())

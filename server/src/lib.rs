@@ -20,3 +20,4 @@ pub mod sessions;
 pub mod state;
 pub mod sts;
 pub mod telemetry;
+pub mod tls;

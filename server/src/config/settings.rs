@@ -87,7 +87,8 @@ pub struct Settings {
     #[arg(long, env = "LANYARD_TRUST_CHECK", global = true, value_enum)]
     pub trust_check: Option<TrustCheckMode>,
 
-    /// PEM certificate chain; with --tls-key the API listener speaks TLS. [default: plain HTTP]
+    /// PEM certificate chain; with --tls-key the API listener speaks TLS. Both files are
+    /// loaded again on SIGHUP and when they change, for new connections. [default: plain HTTP]
     #[arg(long, env = "LANYARD_TLS_CERT", global = true, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
