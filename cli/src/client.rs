@@ -72,7 +72,12 @@ pub fn status_of(err: &anyhow::Error) -> Option<u16> {
 }
 
 impl Client {
-    pub fn new(server: &str, token: Option<String>, debug: bool) -> anyhow::Result<Self> {
+    pub fn new(
+        server: &str,
+        token: Option<String>,
+        debug: bool,
+        ca_file: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
         let base = reqwest::Url::parse(server).with_context(|| {
             format!("invalid server URL '{}'", crate::config::redact_url(server))
         })?;
@@ -82,12 +87,15 @@ impl Client {
         // No redirects, ever: a redirect would carry the bearer token (or take credentials)
         // from wherever the broker, or whoever sits in front of it, points. One is an error
         // naming where it led (see `send`).
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("lanyard-cli/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("lanyard-cli/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_file {
+            builder = builder.tls_certs_merge(ca_certificates(path)?);
+        }
+        let http = builder.build()?;
         Ok(Client {
             http,
             base,
@@ -134,13 +142,10 @@ impl Client {
             Body::Form(fields) => request = request.form(fields),
         }
         let started = std::time::Instant::now();
-        let response = request.send().await.map_err(|e| {
-            Unreachable(format!(
-                "cannot reach the broker at {}: {}",
-                redact(&self.base),
-                root_cause(&e)
-            ))
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Unreachable(unreachable(&self.base, &e)))?;
         if self.debug {
             eprintln!(
                 "debug: answered {} in {} ms",
@@ -248,13 +253,12 @@ impl Client {
         if self.debug {
             eprintln!("debug: GET {}", redact(&url));
         }
-        let response = self.http.get(url.clone()).send().await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach the broker at {}: {}",
-                redact(&self.base),
-                root_cause(&e)
-            )
-        })?;
+        let response = self
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| Unreachable(unreachable(&self.base, &e)))?;
         let status = response.status();
         if status.is_redirection() {
             return Err(redirect_refused(&url, &response).into());
@@ -341,6 +345,29 @@ fn redirect_refused(from: &reqwest::Url, response: &reqwest::Response) -> ApiFai
 /// A URL for messages and debug lines: without `user:password@`.
 fn redact(url: &reqwest::Url) -> String {
     crate::config::redact_url(url.as_str())
+}
+
+/// The certificates of a CA file (PEM, one or more).
+fn ca_certificates(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading CA file {}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("CA file {} is not PEM", path.display()))?;
+    if certs.is_empty() {
+        bail!("CA file {} holds no certificate", path.display());
+    }
+    Ok(certs)
+}
+
+/// Why the broker could not be reached, with what to do when its certificate is the cause.
+fn unreachable(base: &reqwest::Url, err: &reqwest::Error) -> String {
+    let cause = root_cause(err);
+    let hint = if cause.to_lowercase().contains("certificate") {
+        "; its TLS certificate is not trusted here: give the CA that signed it with \
+         --ca-file or LANYARD_CA_FILE (or `lanyard login --ca-file`)"
+    } else {
+        ""
+    };
+    format!("cannot reach the broker at {}: {cause}{hint}", redact(base))
 }
 
 /// The innermost cause of a transport error (e.g. "Connection refused"), on one line.

@@ -141,6 +141,10 @@ pub struct Config {
     /// The broker URL stored by `lanyard login`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+    /// Extra CA certificates (PEM) trusted for the broker, beside the system's: stored by
+    /// `lanyard login --ca-file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     #[serde(default)]
     pub profiles: BTreeMap<String, Profile>,
 }

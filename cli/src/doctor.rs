@@ -89,7 +89,8 @@ fn diagnose(ctx: &Ctx, name: &str, checks: &mut Checks) {
         Ok(s) => s,
         Err(e) => return checks.add(Fail, "broker", format!("{e:#}")),
     };
-    let probe = crate::client::Client::new(&server, None, ctx.debug)
+    let probe = ctx
+        .connect(&server, None)
         .and_then(|client| credentials::runtime()?.block_on(client.probe()));
     let (broker_up, broker_date) = match probe {
         Ok((status, date)) => {
@@ -110,7 +111,7 @@ fn diagnose(ctx: &Ctx, name: &str, checks: &mut Checks) {
         Err(e) => checks.add(Fail, "token", format!("{e:#}")),
         // The broker answers: it judges the token (signature, record, revocation, expiry).
         Ok(token) if broker_up => {
-            let client = crate::client::Client::new(&server, Some(token), ctx.debug);
+            let client = ctx.connect(&server, Some(token));
             match client.and_then(|c| credentials::runtime()?.block_on(c.whoami())) {
                 Ok(who) => {
                     let line = format!("{} ({})", who.subject, who.role);

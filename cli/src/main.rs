@@ -42,6 +42,10 @@ pub struct Cli {
     /// over the command line).
     #[arg(long, env = "LANYARD_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// PEM file of CA certificates trusted for the broker besides the system's (a private
+    /// CA); `lanyard login --ca-file` stores it for later commands.
+    #[arg(long, env = "LANYARD_CA_FILE", global = true)]
+    ca_file: Option<std::path::PathBuf>,
     /// Diagnostics on stderr (tokens and secrets redacted).
     #[arg(long, global = true)]
     debug: bool,
@@ -286,7 +290,7 @@ fn usage_error(e: clap::Error) -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
-    let ctx = commands::Ctx::new(cli.server, cli.token, cli.debug, cli.output)?;
+    let ctx = commands::Ctx::new(cli.server, cli.token, cli.ca_file, cli.debug, cli.output)?;
     let ok = std::process::ExitCode::SUCCESS;
     match cli.command {
         Command::CredentialProcess(args) => {

@@ -87,7 +87,9 @@ pub fn login(ctx: &Ctx, token_file: Option<&Path>, no_verify: bool) -> anyhow::R
             rfc3339(expires)
         );
     }
-    let client = Client::new(&server, Some(token.clone()), ctx.debug)?;
+    // A --ca-file given here is kept with the login, for the commands the AWS CLI runs.
+    let ca_file = ctx.ca_file_flag().map(std::path::absolute).transpose()?;
+    let client = Client::new(&server, Some(token.clone()), ctx.debug, ca_file.as_deref())?;
     // The broker checks the token (signature, record, revocation) before anything is stored:
     // a token it refuses is not a login.
     let checked = if no_verify {
@@ -101,6 +103,7 @@ pub fn login(ctx: &Ctx, token_file: Option<&Path>, no_verify: bool) -> anyhow::R
     };
     ctx.store.update(|config| {
         config.server = Some(server.clone());
+        config.ca_file = ca_file.clone();
         ctx.store.save_token(&token)
     })?;
     let (who, role, expires) = match &checked {

@@ -29,6 +29,8 @@ pub use queries::{customers_list, ping, sessions_list, sessions_revoke, usage_re
 pub struct Ctx {
     server: Option<String>,
     token: Option<String>,
+    /// --ca-file / LANYARD_CA_FILE.
+    ca_file: Option<std::path::PathBuf>,
     /// The Lanyard token a CI OIDC token was exchanged for, once per command.
     exchanged: std::cell::OnceCell<String>,
     pub debug: bool,
@@ -40,6 +42,7 @@ impl Ctx {
     pub fn new(
         server: Option<String>,
         token: Option<String>,
+        ca_file: Option<std::path::PathBuf>,
         debug: bool,
         output: Output,
     ) -> anyhow::Result<Ctx> {
@@ -47,6 +50,7 @@ impl Ctx {
         let ctx = Ctx {
             server: server.filter(|s| !s.is_empty()),
             token: token.filter(|t| !t.trim().is_empty()),
+            ca_file: ca_file.filter(|p| !p.as_os_str().is_empty()),
             exchanged: std::cell::OnceCell::new(),
             debug,
             output,
@@ -113,7 +117,7 @@ impl Ctx {
                 "exchanging the OIDC token from {} at the broker",
                 ci.source
             ));
-            let client = Client::new(server, None, self.debug)?;
+            let client = self.connect(server, None)?;
             let answer = client.exchange(&ci.token).await.with_context(|| {
                 format!(
                     "the broker did not accept the OIDC token from {}",
@@ -129,6 +133,20 @@ impl Ctx {
         Ok(self.exchanged.get_or_init(|| token).clone())
     }
 
+    /// A client of the broker at `server` (`token`: none for the unauthenticated routes),
+    /// trusting the system's roots and the CA file in effect (--ca-file / LANYARD_CA_FILE,
+    /// else the login's).
+    pub fn connect(&self, server: &str, token: Option<String>) -> anyhow::Result<Client> {
+        let stored = || self.config().ok().and_then(|c| c.ca_file);
+        let ca_file = self.ca_file.clone().or_else(stored);
+        Client::new(server, token, self.debug, ca_file.as_deref())
+    }
+
+    /// The --ca-file given to this command, if any.
+    pub fn ca_file_flag(&self) -> Option<&std::path::Path> {
+        self.ca_file.as_deref()
+    }
+
     /// A client for an authenticated request.
     pub fn client(&self, config: &Config, profile: Option<&Profile>) -> anyhow::Result<Client> {
         let server = self.server(config, profile)?;
@@ -137,7 +155,7 @@ impl Ctx {
             "broker {}, token [redacted]",
             config::origin(&server)?
         ));
-        Client::new(&server, Some(token), self.debug)
+        self.connect(&server, Some(token))
     }
 
     /// Where the token in effect comes from.

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{Ctx, cache_key, print, print_json};
-use crate::client::{self, Client};
+use crate::client;
 use crate::config;
 use crate::credentials;
 use crate::{SessionsListArgs, UsageArgs};
@@ -184,7 +184,7 @@ pub fn usage_report(ctx: &Ctx, args: &UsageArgs) -> anyhow::Result<()> {
 pub fn ping(ctx: &Ctx) -> anyhow::Result<()> {
     let config = ctx.config()?;
     let server = ctx.server(&config, None)?;
-    let client = Client::new(&server, None, ctx.debug)?;
+    let client = ctx.connect(&server, None)?;
     let status = credentials::runtime()?.block_on(client.readiness())?;
     let server = config::redact_url(&server);
     if ctx.json_output() {

@@ -19,3 +19,4 @@ mod resilience;
 mod roles;
 mod sessions;
 mod sts;
+mod tls;
