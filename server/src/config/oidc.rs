@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::domain::{Binding, TokenRole, parse_duration};
+use crate::domain::{Binding, BindingSpec, TokenRole, parse_duration};
 
 /// Keys fetched from an issuer are used this long before they are fetched again.
 pub const DEFAULT_KEYS_TTL: Duration = Duration::from_secs(300);
@@ -60,6 +60,7 @@ struct BindingSettings {
     customers: Option<Vec<String>>,
     customers_claim: Option<String>,
     subject_claim: Option<String>,
+    subject_prefix: Option<String>,
     ttl: Option<String>,
 }
 
@@ -111,6 +112,15 @@ impl IssuerSettings {
             None => Ok(default),
             Some(raw) => parse_duration(raw).with_context(|| field.to_owned()),
         };
+        // Subjects from this issuer are `<issuer without scheme>:<claim>` unless a binding
+        // says otherwise: they cannot pass for another issuer's or an operator's subjects.
+        let default_prefix = format!(
+            "{}:",
+            self.issuer
+                .split_once("://")
+                .map_or(self.issuer.as_str(), |(_, rest)| rest)
+                .trim_end_matches('/')
+        );
         let bindings = self
             .bindings
             .into_iter()
@@ -123,29 +133,37 @@ impl IssuerSettings {
                     .map(parse_duration)
                     .transpose()
                     .with_context(|| format!("binding {name}: ttl"))?;
-                Binding::new(
-                    name.clone(),
-                    &b.claims,
-                    b.role,
-                    b.customers.as_deref(),
-                    b.customers_claim.as_deref(),
-                    b.subject_claim.as_deref(),
+                Binding::new(BindingSpec {
+                    name: name.clone(),
+                    claims: &b.claims,
+                    role: b.role,
+                    customers: b.customers.as_deref(),
+                    customers_claim: b.customers_claim.as_deref(),
+                    subject_claim: b.subject_claim.as_deref(),
+                    subject_prefix: b.subject_prefix.clone().unwrap_or(default_prefix.clone()),
                     ttl,
-                )
+                })
                 .map_err(|e| anyhow::anyhow!("binding {name}: {e}"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         if bindings.is_empty() {
             tracing::warn!(issuer = %self.issuer, "oidc issuer has no bindings: its tokens are refused");
         }
+        let keys_ttl = duration("keys_ttl", self.keys_ttl.as_deref(), DEFAULT_KEYS_TTL)?;
+        let keys_min_refresh = duration(
+            "keys_min_refresh",
+            self.keys_min_refresh.as_deref(),
+            DEFAULT_KEYS_MIN_REFRESH,
+        )?;
+        // The grammar refuses 0; at least a second between fetches, and keys kept at least
+        // as long as the interval between fetches.
+        if keys_min_refresh < Duration::from_secs(1) || keys_ttl < keys_min_refresh {
+            bail!("keys_min_refresh must be at least 1s, and keys_ttl at least keys_min_refresh");
+        }
         Ok(OidcIssuer {
-            keys_ttl: duration("keys_ttl", self.keys_ttl.as_deref(), DEFAULT_KEYS_TTL)?,
+            keys_ttl,
             keys_stale: duration("keys_stale", self.keys_stale.as_deref(), DEFAULT_KEYS_STALE)?,
-            keys_min_refresh: duration(
-                "keys_min_refresh",
-                self.keys_min_refresh.as_deref(),
-                DEFAULT_KEYS_MIN_REFRESH,
-            )?,
+            keys_min_refresh,
             issuer: self.issuer,
             audiences: self.audiences,
             ca_file: self.ca_file,
@@ -210,6 +228,10 @@ mod tests {
         .unwrap();
         assert_eq!(issuers.len(), 1);
         assert_eq!(issuers[0].bindings[0].name, "#1");
+        assert_eq!(
+            issuers[0].bindings[0].subject_prefix,
+            "token.actions.githubusercontent.com:"
+        );
         assert_eq!(issuers[0].bindings[0].ttl, Duration::from_secs(900));
         assert_eq!(issuers[0].keys_ttl, DEFAULT_KEYS_TTL);
     }

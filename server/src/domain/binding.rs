@@ -38,7 +38,22 @@ pub struct Binding {
     pub role: TokenRole,
     pub customers: Customers,
     pub subject_claim: String,
+    /// Put before the subject claim's value, so that a subject from this issuer cannot pass
+    /// for a subject of another issuer or of an operator-issued token.
+    pub subject_prefix: String,
     pub ttl: Duration,
+}
+
+/// What a binding is written with (the config file's fields, checked by [`Binding::new`]).
+pub struct BindingSpec<'a> {
+    pub name: String,
+    pub claims: &'a BTreeMap<String, String>,
+    pub role: TokenRole,
+    pub customers: Option<&'a [String]>,
+    pub customers_claim: Option<&'a str>,
+    pub subject_claim: Option<&'a str>,
+    pub subject_prefix: String,
+    pub ttl: Option<Duration>,
 }
 
 /// A claim pattern as written, and compiled.
@@ -94,15 +109,17 @@ pub struct Grant {
 
 impl Binding {
     /// Checks the settings as written in the config file.
-    pub fn new(
-        name: String,
-        claims: &BTreeMap<String, String>,
-        role: TokenRole,
-        customers: Option<&[String]>,
-        customers_claim: Option<&str>,
-        subject_claim: Option<&str>,
-        ttl: Option<Duration>,
-    ) -> Result<Self, String> {
+    pub fn new(spec: BindingSpec<'_>) -> Result<Self, String> {
+        let BindingSpec {
+            name,
+            claims,
+            role,
+            customers,
+            customers_claim,
+            subject_claim,
+            subject_prefix,
+            ttl,
+        } = spec;
         let customers = match (customers, customers_claim) {
             (Some(_), Some(_)) => return Err("set customers or customers_claim, not both".into()),
             (None, None) => {
@@ -127,6 +144,22 @@ impl Binding {
         if claims.keys().any(String::is_empty) {
             return Err("claim names must not be empty".into());
         }
+        // A binding that pins no claim takes every token of the issuer: on a shared issuer
+        // (GitHub Actions, gitlab.com) anyone's.
+        if !claims
+            .values()
+            .any(|p| p.chars().any(|c| c != '*' && c != '?'))
+        {
+            return Err(
+                "claims must pin at least one claim to a value (a pattern that is not only \
+                 * and ?): a binding without one takes every token of the issuer"
+                    .into(),
+            );
+        }
+        if subject_prefix.chars().count() > 100 {
+            return Err("subject_prefix must be at most 100 characters".into());
+        }
+        check_plain_text("subject_prefix", &subject_prefix).map_err(|e| e.to_string())?;
         Ok(Binding {
             name,
             claims: claims
@@ -136,6 +169,7 @@ impl Binding {
             role,
             customers,
             subject_claim: subject_claim.unwrap_or("sub").to_owned(),
+            subject_prefix,
             ttl,
         })
     }
@@ -151,7 +185,7 @@ impl Binding {
     /// (its subject or customer claim is unusable).
     pub fn grant(&self, claims: &Map<String, Value>) -> Result<Grant, String> {
         let subject = match claims.get(&self.subject_claim) {
-            Some(Value::String(s)) => s.clone(),
+            Some(Value::String(s)) if !s.is_empty() => format!("{}{s}", self.subject_prefix),
             _ => {
                 return Err(format!(
                     "the token has no string claim '{}' to name its holder",
@@ -159,9 +193,10 @@ impl Binding {
                 ));
             }
         };
-        if subject.is_empty() || subject.chars().count() > MAX_SUBJECT_CHARS {
+        if subject.chars().count() > MAX_SUBJECT_CHARS {
             return Err(format!(
-                "the token's '{}' claim must be 1-{MAX_SUBJECT_CHARS} characters",
+                "subject_prefix and the token's '{}' claim together exceed \
+                 {MAX_SUBJECT_CHARS} characters (set a shorter subject_prefix)",
                 self.subject_claim
             ));
         }
@@ -211,15 +246,16 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        Binding::new(
-            "#1".into(),
-            &claims,
-            TokenRole::Service,
-            Some(&["acme-corp".to_owned()]),
-            None,
-            Some("job_workflow_ref"),
-            None,
-        )
+        Binding::new(BindingSpec {
+            name: "#1".into(),
+            claims: &claims,
+            role: TokenRole::Service,
+            customers: Some(&["acme-corp".to_owned()]),
+            customers_claim: None,
+            subject_claim: Some("job_workflow_ref"),
+            subject_prefix: "ci:".into(),
+            ttl: None,
+        })
         .unwrap()
     }
 
@@ -246,7 +282,7 @@ mod tests {
 
     #[test]
     fn grants_take_the_subject_and_customers_from_the_named_claims() {
-        let b = binding(&[]);
+        let b = binding(&[("repository", "acme/*")]);
         let grant = b
             .grant(&claims(
                 json!({"sub": "x", "job_workflow_ref": "acme/billing/.github/workflows/d.yml@refs/heads/main"}),
@@ -254,20 +290,22 @@ mod tests {
             .unwrap();
         assert_eq!(
             grant.subject,
-            "acme/billing/.github/workflows/d.yml@refs/heads/main"
+            "ci:acme/billing/.github/workflows/d.yml@refs/heads/main"
         );
         assert_eq!(grant.ttl, DEFAULT_TTL);
         assert!(b.grant(&claims(json!({"sub": "x"}))).is_err());
 
-        let from_claim = Binding::new(
-            "ops".into(),
-            &BTreeMap::new(),
-            TokenRole::Support,
-            None,
-            Some("lanyard_customers"),
-            None,
-            Some(Duration::from_secs(3600)),
-        )
+        let pinned = BTreeMap::from([("email_verified".to_owned(), "true".to_owned())]);
+        let from_claim = Binding::new(BindingSpec {
+            name: "ops".into(),
+            claims: &pinned,
+            role: TokenRole::Support,
+            customers: None,
+            customers_claim: Some("lanyard_customers"),
+            subject_claim: None,
+            subject_prefix: String::new(),
+            ttl: Some(Duration::from_secs(3600)),
+        })
         .unwrap();
         let grant = from_claim
             .grant(&claims(
@@ -290,19 +328,35 @@ mod tests {
     }
 
     #[test]
-    fn settings_that_leave_the_customers_open_or_ambiguous_are_refused() {
-        let none = BTreeMap::new();
-        let new = |customers: Option<&[String]>, claim: Option<&str>, ttl| {
-            Binding::new(
-                "b".into(),
-                &none,
-                TokenRole::Service,
+    fn settings_that_leave_the_customers_or_the_claims_open_are_refused() {
+        let pinned = BTreeMap::from([("repository".to_owned(), "acme/*".to_owned())]);
+        fn spec<'a>(
+            claims: &'a BTreeMap<String, String>,
+            customers: Option<&'a [String]>,
+            customers_claim: Option<&'a str>,
+            ttl: Option<Duration>,
+        ) -> BindingSpec<'a> {
+            BindingSpec {
+                name: "b".into(),
+                claims,
+                role: TokenRole::Service,
                 customers,
-                claim,
-                None,
+                customers_claim,
+                subject_claim: None,
+                subject_prefix: String::new(),
                 ttl,
-            )
+            }
+        }
+        let new = |customers: Option<&[String]>, claim: Option<&str>, ttl| {
+            Binding::new(spec(&pinned, customers, claim, ttl))
         };
+        // No claim pinned to a value: every token of the issuer would match.
+        for open in [
+            BTreeMap::new(),
+            BTreeMap::from([("sub".to_owned(), "*".to_owned())]),
+        ] {
+            assert!(Binding::new(spec(&open, Some(&["*".into()]), None, None)).is_err());
+        }
         assert!(new(None, None, None).is_err());
         assert!(new(Some(&["acme-corp".into()]), Some("c"), None).is_err());
         assert!(new(Some(&[]), None, None).is_err());

@@ -11,7 +11,7 @@ pub mod session;
 pub mod verification;
 
 pub use arn::RoleArn;
-pub use binding::{Binding, Grant, Provenance};
+pub use binding::{Binding, BindingSpec, Grant, Provenance};
 pub use external_id::ExternalId;
 pub use lanyard_api::status::{CustomerStatus, Outcome, RoleStatus, SessionStatus, TrustCheck};
 pub use lanyard_api::whoami::TokenRole;

@@ -168,7 +168,8 @@ async fn exchange_verified(
     let grant = match verified.grant() {
         Ok(grant) => grant,
         Err(refusal) => {
-            let error = Error::from(refusal);
+            let error = Error::from(refusal.public);
+            tracing::info!(issuer = %src.iss, reason = %refusal.detail, "token exchange refused");
             state
                 .audit
                 .record(NewEvent {
@@ -176,7 +177,7 @@ async fn exchange_verified(
                     error_code: Some(error.slug().to_owned()),
                     detail: Some(serde_json::json!({
                         "source_issuer": src.iss, "source_subject": src.sub,
-                        "detail": error.to_string(),
+                        "detail": refusal.detail,
                     })),
                     ..event(&external_actor(&src))
                 })
@@ -184,13 +185,17 @@ async fn exchange_verified(
             return Err(error);
         }
     };
+    // The Lanyard token does not outlive the assertion it was made from.
+    let ttl = grant.ttl.min(std::time::Duration::from_secs(
+        verified.remaining_secs().max(1),
+    ));
     let token = NewToken {
         subject: &grant.subject,
         role: grant.role,
         customers: grant
             .customers
             .map(|list| list.iter().map(ToString::to_string).collect()),
-        ttl: grant.ttl,
+        ttl,
         src: Some(src),
     };
     mint(&state.db, &state.keys, &token, |mut detail| {
@@ -206,15 +211,15 @@ async fn exchange_verified(
     .await
 }
 
-/// The actor of a refused exchange: the external subject, marked with its issuer's host so
-/// that it cannot pass for a Lanyard subject.
+/// The actor of a refused exchange: the external subject after its issuer (without the
+/// scheme), as default subject prefixes write it, so that it cannot pass for a Lanyard
+/// subject.
 fn external_actor(src: &Provenance) -> String {
-    let host = reqwest::Url::parse(&src.iss)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned))
-        .unwrap_or_default();
-    let actor: String = format!("{}@{host}", src.sub).chars().take(200).collect();
-    actor
+    let issuer = src
+        .iss
+        .split_once("://")
+        .map_or(src.iss.as_str(), |(_, rest)| rest);
+    format!("{}:{}", issuer.trim_end_matches('/'), src.sub)
 }
 
 /// Revokes a token at once on every instance; `actor` is who asked, for the audit row.

@@ -5,16 +5,24 @@
 //! served stale for `keys_stale` while the issuer cannot be reached; after that, tokens from
 //! it get 503 until it answers again.
 //!
+//! A fetch runs in a task of its own, one at a time per issuer: no request holds a lock
+//! across the network, a request that gives up does not cancel the fetch, and tokens under
+//! keys in hand are checked at once, also while a refresh of aging keys runs in the
+//! background. Only a token naming a key not in hand (or arriving when the keys in hand are
+//! past their stale bound) waits for the fetch.
+//!
 //! Only RS256 (RSA), ES256 (P-256) and EdDSA (Ed25519) keys are kept; a key's algorithm is
 //! fixed by its type, never taken from the token (no `none`, no HMAC, no key confusion).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
-use tokio::sync::Mutex;
 
 use crate::auth::AuthError;
 use crate::config::oidc::{OidcIssuer, check_issuer_url};
@@ -30,7 +38,13 @@ pub struct Key {
     pub decoding: DecodingKey,
 }
 
-pub struct IssuerKeys {
+/// A fetch under way; every waiter shares it.
+type Flight = Shared<BoxFuture<'static, ()>>;
+
+#[derive(Clone)]
+pub struct IssuerKeys(Arc<Inner>);
+
+struct Inner {
     issuer: String,
     http: reqwest::Client,
     ttl: Duration,
@@ -45,8 +59,9 @@ struct State {
     keys: HashMap<String, Key>,
     /// When the keys in hand were fetched; `None` before the first success.
     fetched_at: Option<Instant>,
-    /// When a fetch was last attempted (successful or not).
-    attempted_at: Option<Instant>,
+    /// When the last fetch ended (successful or not): the refresh limit counts from here.
+    finished_at: Option<Instant>,
+    in_flight: Option<Flight>,
 }
 
 #[derive(Deserialize)]
@@ -67,7 +82,7 @@ impl IssuerKeys {
                 .map_err(|e| anyhow::anyhow!("reading ca_file {}: {e}", path.display()))?;
             builder = builder.tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem)?);
         }
-        Ok(IssuerKeys {
+        Ok(IssuerKeys(Arc::new(Inner {
             issuer: config.issuer.clone(),
             http: builder.build()?,
             ttl: config.keys_ttl,
@@ -75,72 +90,118 @@ impl IssuerKeys {
             min_refresh: config.keys_min_refresh,
             metrics,
             state: Mutex::new(State::default()),
-        })
+        })))
     }
 
-    /// The key named `kid`. Fetches the key set when the one in hand is older than its TTL or
-    /// lacks `kid`, within the refresh limit; a token naming a key the issuer does not
-    /// publish is 401, an issuer unreachable past the stale bound 503.
+    /// The key named `kid`: from the keys in hand when they are within their stale bound
+    /// (starting a background refresh once they are past their TTL), else after a fetch
+    /// (within the refresh limit). A token naming a key the issuer does not publish is 401;
+    /// an issuer unreachable past the stale bound 503.
     pub async fn get(&self, kid: &str) -> Result<Key, AuthError> {
-        let mut state = self.state.lock().await;
-        let now = Instant::now();
-        let fresh = state
-            .fetched_at
-            .is_some_and(|at| now.duration_since(at) < self.ttl);
-        if fresh && let Some(key) = state.keys.get(kid) {
-            return Ok(key.clone());
-        }
-        let may_fetch = state
-            .attempted_at
-            .is_none_or(|at| now.duration_since(at) >= self.min_refresh);
-        let mut failure = None;
-        if may_fetch {
-            state.attempted_at = Some(now);
-            match self.fetch().await {
-                Ok(keys) => {
-                    self.metrics.key_fetch(&self.issuer, true);
-                    state.keys = keys;
-                    state.fetched_at = Some(Instant::now());
+        let flight = {
+            let mut state = self.lock();
+            let now = Instant::now();
+            if self.usable(&state, now)
+                && let Some(key) = state.keys.get(kid).cloned()
+            {
+                if !self.fresh(&state, now) {
+                    self.start_fetch(&mut state, now);
                 }
-                Err(e) => {
-                    self.metrics.key_fetch(&self.issuer, false);
-                    tracing::warn!(issuer = %self.issuer, error = %e, "fetching the issuer's signing keys failed");
-                    failure = Some(e);
-                }
+                return Ok(key);
             }
+            self.start_fetch(&mut state, now)
+        };
+        if let Some(flight) = flight {
+            flight.await;
         }
-        let usable = state
-            .fetched_at
-            .is_some_and(|at| now.duration_since(at) < self.ttl + self.stale);
-        if !usable {
-            let why =
-                failure.map_or_else(|| "its last fetch failed".to_owned(), |e| format!("{e:#}"));
+        let state = self.lock();
+        if !self.usable(&state, Instant::now()) {
             return Err(AuthError::IssuerUnavailable(format!(
-                "the signing keys of issuer {} cannot be fetched ({why}); tokens from it \
-                 cannot be checked until it answers",
-                self.issuer
+                "the signing keys of issuer {} cannot be fetched; tokens from it cannot be \
+                 checked until it answers",
+                self.0.issuer
             )));
         }
         state.keys.get(kid).cloned().ok_or_else(|| {
             AuthError::Unauthorized(format!(
                 "the token names a signing key (kid) that issuer {} does not publish",
-                self.issuer
+                self.0.issuer
             ))
         })
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn fresh(&self, state: &State, now: Instant) -> bool {
+        state
+            .fetched_at
+            .is_some_and(|at| now.duration_since(at) < self.0.ttl)
+    }
+
+    fn usable(&self, state: &State, now: Instant) -> bool {
+        state
+            .fetched_at
+            .is_some_and(|at| now.duration_since(at) < self.0.ttl + self.0.stale)
+    }
+
+    /// The fetch under way, or a new one when the refresh limit allows; `None` when neither.
+    fn start_fetch(&self, state: &mut State, now: Instant) -> Option<Flight> {
+        if let Some(flight) = &state.in_flight {
+            return Some(flight.clone());
+        }
+        let allowed = state
+            .finished_at
+            .is_none_or(|at| now.duration_since(at) >= self.0.min_refresh);
+        if !allowed {
+            return None;
+        }
+        let keys = self.clone();
+        let task = tokio::spawn(async move { keys.refresh().await });
+        let flight: Flight = async move {
+            let _ = task.await;
+        }
+        .boxed()
+        .shared();
+        state.in_flight = Some(flight.clone());
+        Some(flight)
+    }
+
+    /// One fetch, its outcome stored.
+    async fn refresh(&self) {
+        let result = self.fetch().await;
+        let inner = &self.0;
+        inner.metrics.key_fetch(&inner.issuer, result.is_ok());
+        let mut state = self.lock();
+        match result {
+            Ok(keys) => {
+                state.keys = keys;
+                state.fetched_at = Some(Instant::now());
+            }
+            Err(e) => {
+                tracing::warn!(issuer = %inner.issuer, error = %format!("{e:#}"), "fetching the issuer's signing keys failed");
+            }
+        }
+        state.finished_at = Some(Instant::now());
+        state.in_flight = None;
+    }
+
     async fn fetch(&self) -> anyhow::Result<HashMap<String, Key>> {
-        let base = self.issuer.trim_end_matches('/');
+        let issuer = &self.0.issuer;
+        let base = issuer.trim_end_matches('/');
         let discovery: Discovery = self
             .get_json(&format!("{base}/.well-known/openid-configuration"))
             .await?;
         // OpenID Connect Discovery 1.0 §4.3: the document must name the issuer it was
         // fetched for.
-        if discovery.issuer != self.issuer {
+        if &discovery.issuer != issuer {
             anyhow::bail!(
-                "discovery names issuer '{}', not '{}'",
-                discovery.issuer.escape_debug(),
-                self.issuer
+                "discovery names issuer '{}', not '{issuer}'",
+                discovery.issuer.escape_debug()
             );
         }
         check_issuer_url(&discovery.jwks_uri).map_err(|e| anyhow::anyhow!("jwks_uri: {e}"))?;
@@ -148,21 +209,28 @@ impl IssuerKeys {
         Ok(keys_of(&set))
     }
 
+    /// A JSON document of at most [`MAX_DOCUMENT_BYTES`], read in chunks so that a body
+    /// without a length cannot grow past the limit in memory.
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> anyhow::Result<T> {
-        let response = self.http.get(url).send().await?;
+        let mut response = self.0.http.get(url).send().await?;
         let status = response.status();
         if !status.is_success() {
             anyhow::bail!("{url} answered {status}");
         }
+        let too_large =
+            || anyhow::anyhow!("{url} answered with more than {MAX_DOCUMENT_BYTES} bytes");
         if response
             .content_length()
             .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
         {
-            anyhow::bail!("{url} answered with more than {MAX_DOCUMENT_BYTES} bytes");
+            return Err(too_large());
         }
-        let body = response.bytes().await?;
-        if body.len() > MAX_DOCUMENT_BYTES {
-            anyhow::bail!("{url} answered with more than {MAX_DOCUMENT_BYTES} bytes");
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
         }
         serde_json::from_slice(&body).map_err(|e| anyhow::anyhow!("{url}: {e}"))
     }

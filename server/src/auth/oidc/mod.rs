@@ -29,6 +29,8 @@ use keys::IssuerKeys;
 
 /// Longest token accepted for exchange, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Longest `sub` of a token accepted for exchange.
+const MAX_EXTERNAL_SUBJECT_CHARS: usize = 255;
 
 /// The algorithms a trusted issuer's token may be signed with.
 const ACCEPTED: [Algorithm; 3] = [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
@@ -53,33 +55,47 @@ pub struct Verified {
 }
 
 impl Verified {
-    /// The token's own `sub`, for the audit row and the Lanyard token's provenance.
+    /// The token's own `sub` (checked present and plain), for the audit row and the Lanyard
+    /// token's provenance.
     pub fn external_subject(&self) -> &str {
         self.claims.get("sub").and_then(Value::as_str).unwrap_or("")
     }
 
-    /// The first binding that matches, and what it grants. `Forbidden` when none matches,
-    /// naming the issuer and never the claim that failed; also when the matched binding's
-    /// subject or customer claim is unusable.
-    pub fn grant(&self) -> Result<Grant, AuthError> {
+    /// Seconds until the token itself expires (its `exp` is required and checked).
+    pub fn remaining_secs(&self) -> u64 {
+        let exp = self.claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+        u64::try_from(exp - Utc::now().timestamp()).unwrap_or(0)
+    }
+
+    /// The first binding that matches, and what it grants. When none matches, or the one
+    /// that matched cannot use the token's subject or customer claim, the refusal the caller
+    /// gets is the same `Forbidden`, naming the issuer and never a claim or binding; the
+    /// reason is for the log and the audit row.
+    pub fn grant(&self) -> Result<Grant, Refusal> {
+        let refused = |detail: String| Refusal {
+            public: AuthError::Forbidden(format!(
+                "no binding of issuer {} matches this token",
+                self.issuer.issuer
+            )),
+            detail,
+        };
         let binding = self
             .issuer
             .bindings
             .iter()
             .find(|b| b.matches(&self.claims))
-            .ok_or_else(|| {
-                AuthError::Forbidden(format!(
-                    "no binding of issuer {} matches this token",
-                    self.issuer.issuer
-                ))
-            })?;
-        binding.grant(&self.claims).map_err(|why| {
-            AuthError::Forbidden(format!(
-                "binding {} of issuer {} matched, but {why}",
-                binding.name, self.issuer.issuer
-            ))
-        })
+            .ok_or_else(|| refused("no binding matched".into()))?;
+        binding
+            .grant(&self.claims)
+            .map_err(|why| refused(format!("binding {} matched, but {why}", binding.name)))
     }
+}
+
+/// A verified token that gets nothing: what the caller is told, and why (for the log and
+/// the audit row only).
+pub struct Refusal {
+    pub public: AuthError,
+    pub detail: String,
 }
 
 #[derive(Deserialize)]
@@ -156,7 +172,7 @@ impl Issuers {
         let mut validation = Validation::new(key.alg);
         validation.set_issuer(&[&issuer.issuer]);
         validation.set_audience(issuer.audiences.as_slice());
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECS;
         let claims = jsonwebtoken::decode::<Map<String, Value>>(raw, &key.decoding, &validation)
@@ -185,6 +201,18 @@ impl Issuers {
             return Err(unauthorized(
                 "the subject token is issued in the future (iat)".into(),
             ));
+        }
+        // The external subject goes into the token's record, its audit rows and what
+        // `token list` prints: short, plain text.
+        let sub_ok = claims.get("sub").and_then(Value::as_str).is_some_and(|s| {
+            (1..=MAX_EXTERNAL_SUBJECT_CHARS).contains(&s.chars().count())
+                && crate::domain::check_plain_text("sub", s).is_ok()
+        });
+        if !sub_ok {
+            return Err(unauthorized(format!(
+                "the subject token's sub must be 1-{MAX_EXTERNAL_SUBJECT_CHARS} characters of \
+                 plain text"
+            )));
         }
         Ok(Verified {
             issuer: issuer.clone(),
