@@ -1,6 +1,6 @@
 //! HTTP client of the broker API: base URL, bearer token, timeouts, the wire types of
-//! `lanyard_api` in and out, problem+json errors turned into one readable line, and the ids
-//! that go into request paths, parsed by the broker's own rules first.
+//! `lanyard_api` in and out, problem+json errors turned into one readable line, and (in
+//! `ids`) the ids that go into request paths, parsed by the broker's own rules first.
 
 use std::time::Duration;
 
@@ -8,11 +8,9 @@ use anyhow::{Context, bail};
 use lanyard_api::exchange::{GRANT_TYPE, TOKEN_TYPE_JWT, TokenExchangeResponse};
 use lanyard_api::problem::Health;
 use lanyard_api::whoami::WhoAmI;
-use lanyard_api::{CaseId, CustomerId, RoleName};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::text;
 
@@ -383,34 +381,8 @@ fn one_line(line: &str) -> String {
     text::one_line(line)
 }
 
-// The ids the CLI puts into request paths and queries, parsed by the broker's own rules
-// (`lanyard_api`) before any request, so that no value can change which resource a request
-// names (`../`, `?`, `#`, `%2F`) and a typo gets a clear error, naming the value, without a
-// request.
-
-pub fn customer_id(raw: &str) -> anyhow::Result<CustomerId> {
-    CustomerId::parse(raw).map_err(|e| anyhow::anyhow!("bad customer id {raw:?}: {e}"))
-}
-
-/// A support case id; the message names the broker's field for it too, as the broker does.
-pub fn case_id(raw: &str) -> anyhow::Result<CaseId> {
-    CaseId::parse(raw).map_err(|e| anyhow::anyhow!("bad case id {raw:?} (case_id): {e}"))
-}
-
-pub fn role_name(raw: &str) -> anyhow::Result<RoleName> {
-    RoleName::parse(raw).map_err(|e| anyhow::anyhow!("bad role name {raw:?}: {e}"))
-}
-
-/// A session id: a UUID in its hyphenated form (the 36 characters the broker writes), not
-/// the other spellings `Uuid::parse_str` also takes.
-pub fn session_id(raw: &str) -> anyhow::Result<Uuid> {
-    Uuid::parse_str(raw)
-        .ok()
-        .filter(|_| raw.len() == 36)
-        .with_context(|| {
-            format!("bad session id {raw:?}: a session id is a UUID (e.g. 01a2b3c4-...-...)")
-        })
-}
+mod ids;
+pub use ids::{case_id, customer_id, role_name, session_id};
 
 #[cfg(test)]
 mod tests;

@@ -35,6 +35,18 @@ pub fn offered() -> bool {
         || github_request().is_some()
 }
 
+/// The OIDC token the environment holds without asking anyone (the variable or the file);
+/// `None` for GitHub Actions, whose token comes from a request.
+pub fn held() -> Option<String> {
+    if let Some(token) = var("LANYARD_OIDC_TOKEN") {
+        return Some(token.trim().to_owned());
+    }
+    let path = var("LANYARD_OIDC_TOKEN_FILE")?;
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|t| t.trim().to_owned())
+}
+
 /// The OIDC token the environment offers, if any. A source that is set but unusable (an
 /// empty file, GitHub refusing) is an error, not a fall-through to another identity.
 pub async fn from_environment(debug: bool) -> anyhow::Result<Option<CiToken>> {

@@ -117,6 +117,22 @@ impl Ctx {
                 "exchanging the OIDC token from {} at the broker",
                 ci.source
             ));
+            let url = reqwest::Url::parse(server)
+                .with_context(|| format!("invalid server URL '{}'", config::redact_url(server)))?;
+            let loopback = match url.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(name)) => name == "localhost",
+                None => false,
+            };
+            if url.scheme() != "https" && !loopback {
+                bail!(
+                    "the OIDC token from {} is only sent over https (plain http only to a \
+                     loopback address): {} is not",
+                    ci.source,
+                    config::origin(server)?
+                );
+            }
             let client = self.connect(server, None)?;
             let answer = client.exchange(&ci.token).await.with_context(|| {
                 format!(
@@ -145,6 +161,19 @@ impl Ctx {
     /// The --ca-file given to this command, if any.
     pub fn ca_file_flag(&self) -> Option<&std::path::Path> {
         self.ca_file.as_deref()
+    }
+
+    /// A digest of the token in effect (LANYARD_TOKEN, an OIDC token the environment holds,
+    /// else the stored login), to bind cache entries to; `None` when there is none to read
+    /// without a request.
+    pub fn token_digest(&self) -> Option<String> {
+        use sha2::Digest;
+        let token = match &self.token {
+            Some(token) => token.trim().to_owned(),
+            None if crate::oidc::offered() => crate::oidc::held()?,
+            None => self.store.token().ok()??,
+        };
+        Some(hex::encode(&sha2::Sha256::digest(token.as_bytes())[..16]))
     }
 
     /// A client for an authenticated request.
@@ -300,7 +329,7 @@ fn obtain(ctx: &Ctx, target: &Target, mode: Mode) -> anyhow::Result<(Cached, Sou
         Target::Profile(name) => {
             let profile = ctx.store.profile(&config, name)?;
             let key = cache_key(name, profile, &ctx.server(&config, Some(profile))?)?;
-            (name.clone(), profile, key)
+            (name.clone(), profile, Some(key))
         }
         Target::Customer { customer, role } => {
             client::customer_id(customer)?;
@@ -317,16 +346,33 @@ fn obtain(ctx: &Ctx, target: &Target, mode: Mode) -> anyhow::Result<(Cached, Sou
                 session_expires_at: None,
                 identity: None,
             };
-            // Bound to the broker and to where the token comes from, so that credentials
-            // fetched with one identity are not served to another in the same HOME.
-            let key = format!(
-                "--customer {customer}/{}@{}#{:?}",
-                role.as_deref().unwrap_or("-"),
-                config::origin(&ctx.server(&config, None)?)?,
-                ctx.token_source()
-            );
+            // Bound to the broker and to the token in effect (a digest of it), so that
+            // credentials fetched with one identity are never served to another in the same
+            // HOME (a runner shared by several pipelines, say).
+            let origin = config::origin(&ctx.server(&config, None)?)?;
+            let key = ctx.token_digest().map(|digest| {
+                format!(
+                    "--customer {customer}/{}@{origin}#{digest}",
+                    role.as_deref().unwrap_or("-"),
+                )
+            });
             (format!("--customer {customer}"), &adhoc, key)
         }
+    };
+    let Some(key) = key else {
+        // No token to bind a cache entry to without asking for one (GitHub Actions): no
+        // cache.
+        return credentials::obtain(
+            &Obtain {
+                name: &name,
+                key: "",
+                profile,
+                cache: None,
+                mode: Mode::NoCache,
+                debug: ctx.debug,
+            },
+            || ctx.client(&config, None),
+        );
     };
     let cache = match mode {
         Mode::NoCache => None,
