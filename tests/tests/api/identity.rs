@@ -23,6 +23,15 @@ fn billing_pipeline() -> OidcClient {
     }
 }
 
+/// The Lanyard subject of the billing pipeline: its workflow after the issuer (the default
+/// subject prefix).
+fn subject_of(provider: &OidcProvider) -> String {
+    format!(
+        "{}:{WORKFLOW}",
+        provider.issuer.trim_start_matches("http://")
+    )
+}
+
 fn other_pipeline() -> OidcClient {
     OidcClient {
         id: "ci-other",
@@ -104,8 +113,10 @@ async fn a_ci_token_matching_a_binding_becomes_a_recorded_audited_revocable_lany
         "urn:ietf:params:oauth:token-type:access_token"
     );
     assert_eq!(body["token_type"], "Bearer");
+    // The binding says 15 minutes, but the Lanyard token does not outlive the provider's
+    // token (300 s).
     let expires_in = body["expires_in"].as_u64().unwrap();
-    assert!((890..=900).contains(&expires_in), "{expires_in}");
+    assert!((280..=300).contains(&expires_in), "{expires_in}");
     assert_eq!(headers["cache-control"], "no-store");
     let token = body["access_token"].as_str().unwrap();
 
@@ -119,13 +130,15 @@ async fn a_ci_token_matching_a_binding_becomes_a_recorded_audited_revocable_lany
         .call(Method::GET, "/v1/auth/whoami", Some(token), None)
         .await;
     assert_eq!(status, 200, "{me}");
-    assert_eq!(me["subject"], WORKFLOW);
+    // The subject is the workflow, after the issuer: it cannot pass for another issuer's.
+    let subject = subject_of(&provider);
+    assert_eq!(me["subject"], subject.as_str());
     assert_eq!(me["role"], "service");
     assert_eq!(me["customers"], json!(["acme-corp"]));
 
     // Recorded like any issued token, with its provenance.
     let jti = uuid::Uuid::parse_str(claims["jti"].as_str().unwrap()).unwrap();
-    let (subject, source_issuer, source_subject): (String, String, String) = sqlx::query_as(
+    let (recorded, source_issuer, source_subject): (String, String, String) = sqlx::query_as(
         "SELECT subject, source_issuer, source_subject FROM issued_token WHERE jti = $1",
     )
     .bind(jti)
@@ -134,11 +147,11 @@ async fn a_ci_token_matching_a_binding_becomes_a_recorded_audited_revocable_lany
     .unwrap();
     assert_eq!(
         (
-            subject.as_str(),
+            recorded.as_str(),
             source_issuer.as_str(),
             source_subject.as_str()
         ),
-        (WORKFLOW, provider.issuer.as_str(), "ci-billing")
+        (subject.as_str(), provider.issuer.as_str(), "ci-billing")
     );
     // `lanyard-server token list` shows where it came from.
     let out = std::process::Command::new(binary("lanyard-server"))
@@ -163,7 +176,10 @@ async fn a_ci_token_matching_a_binding_becomes_a_recorded_audited_revocable_lany
     .fetch_one(&app.db)
     .await
     .unwrap();
-    assert_eq!((actor.as_str(), outcome.as_str()), (WORKFLOW, "success"));
+    assert_eq!(
+        (actor.as_str(), outcome.as_str()),
+        (subject.as_str(), "success")
+    );
     assert_eq!(detail["source_issuer"], provider.issuer.as_str());
     assert_eq!(detail["source_subject"], "ci-billing");
     assert_eq!(detail["binding"], "billing-deploys");
@@ -210,6 +226,40 @@ async fn a_ci_token_of_another_repository_gets_403_that_names_the_issuer_and_no_
             .unwrap();
     assert_eq!(outcome, "denied");
     assert_eq!(detail["source_subject"], "ci-other");
+}
+
+#[tokio::test]
+async fn a_matched_binding_that_cannot_use_the_token_answers_exactly_as_no_binding() {
+    // Matches the billing binding's claims, but lacks the claim that names the holder.
+    let nameless = OidcClient {
+        id: "ci-billing-nameless",
+        alg: "ES256",
+        claims: json!({"repository": "acme/billing-web", "ref": "refs/heads/main"}),
+    };
+    let provider = OidcProvider::start(&[nameless, other_pipeline()]).await;
+    let (app, _dir) = app_trusting(&issuer_toml(
+        &provider.issuer,
+        "",
+        &billing_binding("acme-corp"),
+    ))
+    .await;
+    let (status, matched, _) = exchange(&app, &provider.token("ci-billing-nameless").await).await;
+    let (_, unmatched, _) = exchange(&app, &provider.token("ci-other").await).await;
+    assert_eq!(status, 403, "{matched}");
+    assert_eq!(
+        matched["detail"], unmatched["detail"],
+        "the caller cannot tell them apart"
+    );
+    // The audit row says why.
+    let details: Vec<Value> = sqlx::query_scalar(
+        "SELECT detail FROM audit_event WHERE action = 'token.exchange' ORDER BY occurred_at",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    let why = details[0]["detail"].as_str().unwrap();
+    assert!(why.contains("billing-deploys matched"), "{why}");
+    assert!(why.contains("job_workflow_ref"), "{why}");
 }
 
 /// Sends `token` for exchange and expects 401; returns the problem's detail.
@@ -545,7 +595,7 @@ async fn on_a_fresh_runner_an_oidc_token_and_one_eval_of_export_are_the_whole_se
             .fetch_one(&app.db)
             .await
             .unwrap();
-    assert_eq!(owner, WORKFLOW);
+    assert_eq!(owner, subject_of(&provider));
     assert!(
         !run.stderr.contains(&token),
         "the OIDC token is never printed"
