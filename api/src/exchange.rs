@@ -45,3 +45,19 @@ pub struct TokenExchangeResponse {
     /// Seconds until the token expires.
     pub expires_in: u64,
 }
+
+/// Where `lanyard login --sso` signs in: `GET /v1/auth/sso`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct SsoSettings {
+    /// The OpenID issuer (discovery at `<issuer>/.well-known/openid-configuration`).
+    pub issuer: String,
+    /// The public OAuth client the CLI signs in as (device flow, or PKCE).
+    pub client_id: String,
+    /// The scopes to ask for: `openid` for the ID token the broker exchanges,
+    /// `offline_access` for the refresh token that renews it.
+    pub scopes: String,
+}
+
+/// The scopes `lanyard login --sso` asks for.
+pub const SSO_SCOPES: &str = "openid email profile offline_access";

@@ -43,6 +43,9 @@ pub struct IssuerSettings {
     issuer: String,
     audiences: Vec<String>,
     ca_file: Option<PathBuf>,
+    /// The OAuth client `lanyard login --sso` signs in with (a public client: device flow
+    /// and PKCE); one of `audiences`. At most one issuer names one.
+    cli_client_id: Option<String>,
     #[serde(default)]
     bindings: Vec<BindingSettings>,
     keys_ttl: Option<String>,
@@ -72,6 +75,8 @@ pub struct OidcIssuer {
     pub audiences: Vec<String>,
     /// Extra roots (PEM) for the issuer's TLS certificate, beside the system's.
     pub ca_file: Option<PathBuf>,
+    /// The client `lanyard login --sso` uses at this issuer.
+    pub cli_client_id: Option<String>,
     pub bindings: Vec<Binding>,
     pub keys_ttl: Duration,
     pub keys_stale: Duration,
@@ -93,6 +98,11 @@ impl OidcSettings {
                     .with_context(|| format!("oidc issuer {name}"))?,
             );
         }
+        if issuers.iter().filter(|i| i.cli_client_id.is_some()).count() > 1 {
+            bail!(
+                "cli_client_id is set for more than one oidc issuer: `lanyard login --sso` needs one"
+            );
+        }
         Ok(issuers)
     }
 }
@@ -102,6 +112,11 @@ impl IssuerSettings {
         check_issuer_url(&self.issuer)?;
         if self.audiences.is_empty() || self.audiences.iter().any(String::is_empty) {
             bail!("audiences must name at least one audience (the broker's), none empty");
+        }
+        if let Some(client) = &self.cli_client_id
+            && !self.audiences.contains(client)
+        {
+            bail!("cli_client_id {client} must be one of audiences (its ID tokens are for it)");
         }
         if let Some(ca) = &self.ca_file
             && !ca.is_file()
@@ -167,6 +182,7 @@ impl IssuerSettings {
             issuer: self.issuer,
             audiences: self.audiences,
             ca_file: self.ca_file,
+            cli_client_id: self.cli_client_id,
             bindings,
         })
     }

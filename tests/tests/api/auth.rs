@@ -237,6 +237,14 @@ fn matrix(sid: &str) -> Vec<Check> {
             None,
             [415, 415, 415, 415],
         ),
+        // Public too; this broker has no single sign-on.
+        check(
+            Method::GET,
+            "/v1/auth/sso",
+            "/v1/auth/sso",
+            None,
+            [404, 404, 404, 404],
+        ),
         check(
             Method::GET,
             "/v1/customers",

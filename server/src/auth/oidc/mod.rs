@@ -39,6 +39,8 @@ const ACCEPTED: [Algorithm; 3] = [Algorithm::RS256, Algorithm::ES256, Algorithm:
 #[derive(Default)]
 pub struct Issuers {
     by_iss: HashMap<String, Arc<Issuer>>,
+    /// The issuer and client `lanyard login --sso` signs in with, if one is configured.
+    sso: Option<(String, String)>,
 }
 
 pub struct Issuer {
@@ -117,7 +119,17 @@ impl Issuers {
                 Ok((config.issuer.clone(), Arc::new(issuer)))
             })
             .collect::<anyhow::Result<_>>()?;
-        Ok(Issuers { by_iss })
+        let sso = configs.iter().find_map(|c| {
+            c.cli_client_id
+                .as_ref()
+                .map(|client| (c.issuer.clone(), client.clone()))
+        });
+        Ok(Issuers { by_iss, sso })
+    }
+
+    /// The issuer and client id of `lanyard login --sso`.
+    pub fn sso(&self) -> Option<(&str, &str)> {
+        self.sso.as_ref().map(|(i, c)| (i.as_str(), c.as_str()))
     }
 
     pub fn is_empty(&self) -> bool {

@@ -6,8 +6,8 @@ use axum::http::header::{CACHE_CONTROL, PRAGMA};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use lanyard_api::exchange::{
-    GRANT_TYPE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT, TokenExchangeRequest,
-    TokenExchangeResponse,
+    GRANT_TYPE, SSO_SCOPES, SsoSettings, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN,
+    TOKEN_TYPE_JWT, TokenExchangeRequest, TokenExchangeResponse,
 };
 use lanyard_api::problem::Problem;
 use lanyard_api::whoami::WhoAmI;
@@ -24,6 +24,26 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(whoami))
         .routes(routes!(exchange))
+        .routes(routes!(sso))
+}
+
+/// Where `lanyard login --sso` signs in: the OpenID issuer and the public client the CLI
+/// uses there (`cli_client_id` of an `[[oidc.issuers]]` table). No bearer token: this is
+/// how a CLI without a token finds out. 404 when the broker has none.
+#[utoipa::path(get, path = "/v1/auth/sso", tag = "auth",
+    responses((status = 200, body = SsoSettings), (status = 404, body = Problem)))]
+#[tracing::instrument(skip_all)]
+async fn sso(state: axum::extract::State<AppState>) -> Result<Json<SsoSettings>, ApiError> {
+    let (issuer, client_id) = state.issuers.sso().ok_or_else(|| {
+        ApiError::not_found(
+            "this broker has no single sign-on: no [[oidc.issuers]] table names a cli_client_id",
+        )
+    })?;
+    Ok(Json(SsoSettings {
+        issuer: issuer.to_owned(),
+        client_id: client_id.to_owned(),
+        scopes: SSO_SCOPES.to_owned(),
+    }))
 }
 
 /// Who the broker takes the caller's token for (any valid token). `lanyard login` and
