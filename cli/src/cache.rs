@@ -159,6 +159,12 @@ impl CredentialCache {
     /// None when missing, truncated, tampered, undecryptable, for another profile, or of an
     /// unknown format version — never an error, never a panic (the caller refetches).
     pub fn read(&self, profile: &str) -> Option<Cached> {
+        self.read_value(profile)
+    }
+
+    /// Any value sealed under `profile` (the credentials of a profile, the renewal of an SSO
+    /// login), by the rules of [`read`](Self::read).
+    pub fn read_value<T: serde::de::DeserializeOwned>(&self, profile: &str) -> Option<T> {
         // An entry that is not a regular file of the user's own is a miss like any other
         // (entries are encrypted: being readable by others gives nothing away).
         let bytes = private::read_file(&self.path(profile), Sensitivity::Settings)
@@ -189,7 +195,12 @@ impl CredentialCache {
     /// Encrypts (AES-256-GCM, random 96-bit nonce, the profile name and a format version as
     /// associated data) and writes atomically (temp file in the same dir, fsync, rename), 0600.
     pub fn write(&self, profile: &str, value: &Cached) -> anyhow::Result<()> {
-        let plaintext = serde_json::to_vec(value).context("serialising the cached credentials")?;
+        self.write_value(profile, value)
+    }
+
+    /// Seals and writes any value under `profile`, as [`write`](Self::write) does.
+    pub fn write_value<T: serde::Serialize>(&self, profile: &str, value: &T) -> anyhow::Result<()> {
+        let plaintext = serde_json::to_vec(value).context("serialising the cache entry")?;
         let bytes = self.seal(FORMAT_VERSION, profile, &plaintext)?;
         let path = self.path(profile);
         private::write_atomically(&path, &bytes, None)

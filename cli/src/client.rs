@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use lanyard_api::exchange::{GRANT_TYPE, TOKEN_TYPE_JWT, TokenExchangeResponse};
+use lanyard_api::exchange::{GRANT_TYPE, TokenExchangeResponse};
 use lanyard_api::problem::Health;
 use lanyard_api::whoami::WhoAmI;
 use reqwest::Method;
@@ -82,18 +82,7 @@ impl Client {
         if !matches!(base.scheme(), "http" | "https") {
             bail!("server URL must be http:// or https://");
         }
-        // No redirects, ever: a redirect would carry the bearer token (or take credentials)
-        // from wherever the broker, or whoever sits in front of it, points. One is an error
-        // naming where it led (see `send`).
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("lanyard-cli/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = ca_file {
-            builder = builder.tls_certs_merge(ca_certificates(path)?);
-        }
-        let http = builder.build()?;
+        let http = http(ca_file)?;
         Ok(Client {
             http,
             base,
@@ -219,11 +208,15 @@ impl Client {
 
     /// `POST /v1/auth/token`: exchanges an OpenID issuer's token (a CI job's) for a Lanyard
     /// token (RFC 8693). Sends no bearer token: the subject token is the credential.
-    pub async fn exchange(&self, subject_token: &str) -> anyhow::Result<TokenExchangeResponse> {
+    pub async fn exchange(
+        &self,
+        subject_token: &str,
+        subject_token_type: &str,
+    ) -> anyhow::Result<TokenExchangeResponse> {
         let form = [
             ("grant_type", GRANT_TYPE),
             ("subject_token", subject_token),
-            ("subject_token_type", TOKEN_TYPE_JWT),
+            ("subject_token_type", subject_token_type),
         ];
         let response = self
             .send(
@@ -233,7 +226,7 @@ impl Client {
                 "application/json",
             )
             .await
-            .context("exchanging the OIDC token with the broker")?;
+            .context("exchanging the token with the broker")?;
         response
             .json()
             .await
@@ -343,6 +336,22 @@ fn redirect_refused(from: &reqwest::Url, response: &reqwest::Response) -> ApiFai
 /// A URL for messages and debug lines: without `user:password@`.
 fn redact(url: &reqwest::Url) -> String {
     crate::config::redact_url(url.as_str())
+}
+
+/// The CLI's HTTP client, for the broker and the sign-in provider alike: bounded waits, the
+/// system roots plus `ca_file`, and no redirects, ever: a redirect would carry the bearer
+/// token (or take credentials) wherever the broker, or whoever sits in front of it, points.
+/// One is an error naming where it led (see `send`).
+pub fn http(ca_file: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("lanyard-cli/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = ca_file {
+        builder = builder.tls_certs_merge(ca_certificates(path)?);
+    }
+    Ok(builder.build()?)
 }
 
 /// The certificates of a CA file (PEM, one or more).

@@ -15,6 +15,7 @@ mod credentials;
 mod doctor;
 mod oidc;
 mod private;
+mod sso;
 mod text;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
@@ -104,6 +105,17 @@ enum Command {
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
+    /// Sign in through the company's single sign-on (the OpenID provider the broker names)
+    /// instead of storing a token: the browser opens the provider's page.
+    #[arg(long, conflicts_with_all = ["token_file", "no_verify"])]
+    sso: bool,
+    /// With --sso: sign in on any device with a URL and a code (device flow), for machines
+    /// without a browser.
+    #[arg(long, requires = "sso")]
+    device: bool,
+    /// With --sso: print the sign-in URL instead of opening the browser.
+    #[arg(long, requires = "sso", conflicts_with = "device")]
+    no_browser: bool,
     /// Read the token from this file (`-` for stdin) instead of LANYARD_TOKEN or stdin.
     #[arg(long)]
     token_file: Option<std::path::PathBuf>,
@@ -302,6 +314,9 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             args.profile.no_cache,
             args.format,
         )?,
+        Command::Login(args) if args.sso => {
+            commands::login_sso(&ctx, args.device, !args.no_browser)?
+        }
         Command::Login(args) => commands::login(&ctx, args.token_file.as_deref(), args.no_verify)?,
         Command::SupportAccess(args) => commands::support_access(&ctx, &args)?,
         Command::SetupCustomer(args) => commands::setup_customer(&ctx, &args)?,

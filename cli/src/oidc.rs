@@ -12,8 +12,6 @@
 //! `LANYARD_TOKEN` (or `--token`) still wins over all of them: an explicit Lanyard token is
 //! the user's choice.
 
-use std::time::Duration;
-
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
@@ -110,11 +108,7 @@ struct GitHubAnswer {
 async fn github_token(url: &str, bearer: &str, audience: &str) -> anyhow::Result<String> {
     let mut url = reqwest::Url::parse(url).context("ACTIONS_ID_TOKEN_REQUEST_URL is not a URL")?;
     url.query_pairs_mut().append_pair("audience", audience);
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
+    let http = crate::client::http(None)?;
     let response = http
         .get(url)
         .bearer_auth(bearer)

@@ -8,10 +8,13 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use lanyard_api::exchange::{SsoSettings, TOKEN_TYPE_ID_TOKEN};
+
 use super::{Ctx, print, print_json, rfc3339};
 use crate::client::Client;
 use crate::config;
 use crate::credentials;
+use crate::sso;
 
 /// Reads the token for `login`: --token-file, else --token / LANYARD_TOKEN, else stdin.
 fn login_token(ctx: &Ctx, file: Option<&Path>) -> anyhow::Result<String> {
@@ -145,4 +148,150 @@ pub fn login(ctx: &Ctx, token_file: Option<&Path>, no_verify: bool) -> anyhow::R
             .unwrap_or_default(),
         ctx.store.token_path().display()
     ))
+}
+
+/// The cache entry that holds the renewal of an SSO login.
+const RENEWAL: &str = "sso-login";
+
+/// `lanyard login --sso`: signs in at the broker's OpenID provider (browser with PKCE, or
+/// `device`), exchanges the ID token at the broker, stores the Lanyard token as `login`
+/// does and the refresh token sealed in the cache directory for silent renewal.
+pub fn login_sso(ctx: &Ctx, device: bool, open_browser: bool) -> anyhow::Result<()> {
+    let server = ctx
+        .server
+        .clone()
+        .context("login needs the broker URL: lanyard login --sso --server URL")?;
+    let ca_file = ctx.ca_file_flag().map(std::path::absolute).transpose()?;
+    let broker = Client::new(&server, None, ctx.debug, ca_file.as_deref())?;
+    let runtime = credentials::runtime()?;
+    let (token, renewal) = runtime.block_on(async {
+        let settings: SsoSettings = broker
+            .get("/v1/auth/sso")
+            .await
+            .context("asking the broker where to sign in")?;
+        let http = crate::client::http(ca_file.as_deref())?;
+        let provider = sso::discover(&http, &settings.issuer).await?;
+        let show = |line: &str| eprintln!("{}", crate::text::one_line(line));
+        let tokens = if device {
+            sso::device_sign_in(&http, &provider, &settings, show).await?
+        } else {
+            sso::browser_sign_in(&http, &provider, &settings, open_browser, show).await?
+        };
+        let id_token = tokens
+            .id_token
+            .context("the sign-in provider sent no ID token (is `openid` among the scopes?)")?;
+        let answer = broker
+            .exchange(&id_token, TOKEN_TYPE_ID_TOKEN)
+            .await
+            .context("the broker did not accept the sign-in")?;
+        let renewal = tokens.refresh_token.map(|refresh_token| sso::Renewal {
+            server: server.clone(),
+            issuer: settings.issuer.clone(),
+            client_id: settings.client_id.clone(),
+            token_endpoint: provider.token_endpoint().to_owned(),
+            refresh_token,
+        });
+        anyhow::Ok((answer.access_token, renewal))
+    })?;
+    let checked = runtime.block_on(
+        Client::new(&server, Some(token.clone()), ctx.debug, ca_file.as_deref())?.whoami(),
+    )?;
+    ctx.store.update(|config| {
+        config.server = Some(server.clone());
+        config.ca_file = ca_file.clone();
+        ctx.store.save_token(&token)
+    })?;
+    let cache = ctx.cache()?;
+    let renews = match &renewal {
+        Some(renewal) => {
+            cache.write_value(RENEWAL, renewal)?;
+            "; it renews itself until the sign-in expires"
+        }
+        None => {
+            cache.remove(RENEWAL)?;
+            "; the provider gave no refresh token, so sign in again when it expires"
+        }
+    };
+    print(&format!(
+        "Logged in to {} as {} ({}) through single sign-on; token valid until {}{renews}.\n",
+        config::redact_url(&server),
+        checked.subject,
+        checked.role,
+        rfc3339(checked.expires_at)
+    ))
+}
+
+/// The stored login's token, renewed first through its SSO sign-in when less than
+/// `sso::RENEW_BEFORE` of it is left. One process renews at a time; the others find the
+/// renewed token. A renewal that fails says, in one line, to sign in again.
+pub fn renewed_login_token(ctx: &Ctx, server: &str, token: String) -> anyhow::Result<String> {
+    let left = |token: &str| {
+        token_info(token)
+            .and_then(|i| i.expires)
+            .map(|e| e - Utc::now())
+    };
+    let due = |token: &str| {
+        left(token).is_some_and(|l| l.to_std().map_or(true, |l| l < sso::RENEW_BEFORE))
+    };
+    if !due(&token) {
+        return Ok(token);
+    }
+    let Ok(cache) = ctx.cache() else {
+        return Ok(token);
+    };
+    let Some(_) = cache.read_value::<sso::Renewal>(RENEWAL) else {
+        return Ok(token);
+    };
+    let _lock = cache.lock(RENEWAL)?;
+    // Renewed by another process while this one waited?
+    let token = ctx.store.token()?.unwrap_or(token);
+    if !due(&token) {
+        return Ok(token);
+    }
+    let Some(renewal) = cache.read_value::<sso::Renewal>(RENEWAL) else {
+        return Ok(token);
+    };
+    if config::origin(&renewal.server)? != config::origin(server)? {
+        return Ok(token);
+    }
+    ctx.note("renewing the SSO login with its refresh token");
+    let renewed = credentials::runtime()?.block_on(async {
+        let http = crate::client::http(ctx.ca_file_in_effect().as_deref())?;
+        let tokens = sso::refresh(&http, &renewal).await?;
+        let id_token = tokens
+            .id_token
+            .context("the sign-in provider sent no ID token")?;
+        let answer = ctx
+            .connect(server, None)?
+            .exchange(&id_token, TOKEN_TYPE_ID_TOKEN)
+            .await?;
+        anyhow::Ok((answer.access_token, tokens.refresh_token))
+    });
+    let (token, rotated) = match renewed {
+        Ok(renewed) => renewed,
+        Err(e) => {
+            let why = format!(
+                "the SSO login could not be renewed ({}): run `lanyard login --sso --server {}`",
+                crate::text::one_line(&format!("{e:#}")),
+                config::redact_url(server)
+            );
+            // A token with time left still serves; one that has run out cannot.
+            if left(&token).is_some_and(|l| l > chrono::TimeDelta::seconds(30)) {
+                eprintln!("lanyard: warning: {why}");
+                return Ok(token);
+            }
+            bail!("{why}");
+        }
+    };
+    ctx.store.save_token(&token)?;
+    if let Some(refresh_token) = rotated {
+        cache.write_value(
+            RENEWAL,
+            &sso::Renewal {
+                refresh_token,
+                ..renewal
+            },
+        )?;
+    }
+    Ok(token)
 }

@@ -10,19 +10,22 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::Output;
-use crate::cache::{Cached, CredentialCache};
-use crate::client::{self, Client};
+use crate::cache::CredentialCache;
+use crate::client::Client;
 use crate::config::{self, Config, Identity, Kind, Profile, Store, TokenSource};
-use crate::credentials::{self, Mode, Obtain, Source};
+use crate::credentials;
 
 mod access;
 mod creds;
 mod login;
+mod obtain;
 mod queries;
 
 pub use access::{setup_customer, support_access};
 pub use creds::{check, credential_process, export, refresh};
-pub use login::{login, token_info};
+pub use login::{login, login_sso, token_info};
+use obtain::obtain;
+pub use obtain::{Target, cache_key};
 pub use queries::{customers_list, ping, sessions_list, sessions_revoke, usage_report};
 
 /// Global options and where state lives.
@@ -92,7 +95,9 @@ impl Ctx {
         let origin = config::origin(server)?;
         let login = config.server.as_deref().map(config::origin).transpose()?;
         match (login, self.store.token()?) {
-            (Some(login), Some(token)) if login == origin => Ok(token),
+            (Some(login), Some(token)) if login == origin => {
+                login::renewed_login_token(self, server, token)
+            }
             (Some(login), Some(_)) => bail!(
                 "the stored token is for {login}, not {origin}: run `lanyard login --server {origin}` (or set LANYARD_TOKEN)"
             ),
@@ -134,12 +139,15 @@ impl Ctx {
                 );
             }
             let client = self.connect(server, None)?;
-            let answer = client.exchange(&ci.token).await.with_context(|| {
-                format!(
-                    "the broker did not accept the OIDC token from {}",
-                    ci.source
-                )
-            })?;
+            let answer = client
+                .exchange(&ci.token, lanyard_api::exchange::TOKEN_TYPE_JWT)
+                .await
+                .with_context(|| {
+                    format!(
+                        "the broker did not accept the OIDC token from {}",
+                        ci.source
+                    )
+                })?;
             self.note(&format!(
                 "got a Lanyard token [redacted] for {} s",
                 answer.expires_in
@@ -153,9 +161,19 @@ impl Ctx {
     /// trusting the system's roots and the CA file in effect (--ca-file / LANYARD_CA_FILE,
     /// else the login's).
     pub fn connect(&self, server: &str, token: Option<String>) -> anyhow::Result<Client> {
-        let stored = || self.config().ok().and_then(|c| c.ca_file);
-        let ca_file = self.ca_file.clone().or_else(stored);
-        Client::new(server, token, self.debug, ca_file.as_deref())
+        Client::new(
+            server,
+            token,
+            self.debug,
+            self.ca_file_in_effect().as_deref(),
+        )
+    }
+
+    /// The CA file in effect: --ca-file / LANYARD_CA_FILE, else the login's.
+    pub fn ca_file_in_effect(&self) -> Option<std::path::PathBuf> {
+        self.ca_file
+            .clone()
+            .or_else(|| self.config().ok().and_then(|c| c.ca_file))
     }
 
     /// The --ca-file given to this command, if any.
@@ -297,110 +315,4 @@ pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// The cache entry of a profile: bound to the broker it is fetched from and to the session,
-/// so that credentials are never served for another broker (`--server`, LANYARD_SERVER) or
-/// for an older session under the same profile name.
-pub fn cache_key(name: &str, profile: &Profile, server: &str) -> anyhow::Result<String> {
-    Ok(format!(
-        "{name}@{}#{}",
-        config::origin(server)?,
-        profile.session.as_deref().unwrap_or("-")
-    ))
-}
-
-/// Whose credentials a command hands out.
-pub enum Target {
-    /// A profile written by `support-access` or `setup-customer`.
-    Profile(String),
-    /// The caller's customer credentials, without a profile (`--customer`).
-    Customer {
-        customer: String,
-        role: Option<String>,
-    },
-}
-
-/// The target's credentials, by the cache rules of `credentials::obtain`.
-fn obtain(ctx: &Ctx, target: &Target, mode: Mode) -> anyhow::Result<(Cached, Source)> {
-    let config = ctx.config()?;
-    let adhoc;
-    let (name, profile, key) = match target {
-        Target::Profile(name) => {
-            let profile = ctx.store.profile(&config, name)?;
-            let key = cache_key(name, profile, &ctx.server(&config, Some(profile))?)?;
-            (name.clone(), profile, Some(key))
-        }
-        Target::Customer { customer, role } => {
-            client::customer_id(customer)?;
-            if let Some(role) = role {
-                client::role_name(role)?;
-            }
-            adhoc = Profile {
-                server: None,
-                kind: Kind::Customer,
-                customer: customer.clone(),
-                session: None,
-                case: None,
-                role: role.clone(),
-                session_expires_at: None,
-                identity: None,
-            };
-            // Bound to the broker and to the token in effect (a digest of it), so that
-            // credentials fetched with one identity are never served to another in the same
-            // HOME (a runner shared by several pipelines, say).
-            let origin = config::origin(&ctx.server(&config, None)?)?;
-            let key = ctx.token_digest().map(|digest| {
-                format!(
-                    "--customer {customer}/{}@{origin}#{digest}",
-                    role.as_deref().unwrap_or("-"),
-                )
-            });
-            (format!("--customer {customer}"), &adhoc, key)
-        }
-    };
-    let Some(key) = key else {
-        // No token to bind a cache entry to without asking for one (GitHub Actions): no
-        // cache.
-        return credentials::obtain(
-            &Obtain {
-                name: &name,
-                key: "",
-                profile,
-                cache: None,
-                mode: Mode::NoCache,
-                debug: ctx.debug,
-            },
-            || ctx.client(&config, None),
-        );
-    };
-    let cache = match mode {
-        Mode::NoCache => None,
-        // An unusable cache (a key or directory others could read or change, a directory
-        // that cannot be written) costs requests, not the credentials. Said on stderr, which
-        // the AWS CLI shows only when credential_process fails.
-        _ => ctx
-            .cache()
-            .inspect_err(|e| {
-                eprintln!(
-                    "lanyard: warning: not using the credential cache: {}",
-                    crate::text::one_line(&format!("{e:#}"))
-                )
-            })
-            .ok(),
-    };
-    credentials::obtain(
-        &Obtain {
-            name: &name,
-            key: &key,
-            profile,
-            cache: cache.as_ref(),
-            mode,
-            debug: ctx.debug,
-        },
-        || match target {
-            Target::Profile(name) => ctx.client_for(&config, name, profile),
-            Target::Customer { .. } => ctx.client(&config, None),
-        },
-    )
 }
