@@ -16,6 +16,11 @@
 // public PEM) to keys_file so that a test can also sign tokens the provider would never
 // issue (expired, wrong audience, ...), and prints `listening <issuer>` once it serves.
 //
+// People sign in as the public client `lanyard-cli` (authorization code with PKCE on a
+// loopback redirect, the device flow, refresh tokens with offline_access) through the
+// provider's development login pages: any login name is an account whose e-mail is
+// <login>@acme.example.
+//
 // Test-only routes beside the provider's own:
 //   POST /__test/rotate   new signing keys (new kids); the old ones are no longer published
 //   GET  /__test/stats    {"discovery": n, "jwks": n}: how often each was fetched
@@ -52,21 +57,42 @@ async function makeKeys() {
 
 function build(issuer, keys) {
   const provider = new Provider(issuer, {
-    clients: config.clients.map((c) => ({
-      client_id: c.client_id,
-      client_secret: c.client_secret,
-      grant_types: ['client_credentials'],
-      response_types: [],
-      redirect_uris: [],
-      token_endpoint_auth_method: 'client_secret_post',
-    })),
+    clients: [
+      ...config.clients.map((c) => ({
+        client_id: c.client_id,
+        client_secret: c.client_secret,
+        grant_types: ['client_credentials'],
+        response_types: [],
+        redirect_uris: [],
+        token_endpoint_auth_method: 'client_secret_post',
+      })),
+      {
+        client_id: 'lanyard-cli',
+        application_type: 'native',
+        token_endpoint_auth_method: 'none',
+        grant_types: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'],
+        response_types: ['code'],
+        redirect_uris: ['http://127.0.0.1/callback'],
+      },
+    ],
+    findAccount: (ctx, id) => ({
+      accountId: id,
+      claims: () => ({ sub: id, email: `${id}@acme.example`, email_verified: true }),
+    }),
+    claims: { openid: ['sub'], email: ['email', 'email_verified'] },
+    // The e-mail goes into the ID token (the broker reads only that).
+    conformIdTokenClaims: false,
+    ttl: { IdToken: config.id_token_ttl ?? 3600 },
     jwks: { keys: keys.map((k) => k.jwk) },
     features: {
-      devInteractions: { enabled: false },
+      devInteractions: { enabled: true },
+      deviceFlow: { enabled: true },
       clientCredentials: { enabled: true },
       resourceIndicators: {
         enabled: true,
-        defaultResource: () => 'urn:lanyard:broker',
+        // Only the client-credentials clients get access tokens for the broker; people's
+        // sign-ins get the ID token the broker exchanges.
+        defaultResource: (ctx, client) => (client.clientId === 'lanyard-cli' ? undefined : 'urn:lanyard:broker'),
         useGrantedResource: () => true,
         getResourceServerInfo: (ctx, resource, client) => {
           const c = clientsById.get(client.clientId) ?? {};

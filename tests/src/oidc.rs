@@ -100,6 +100,40 @@ impl OidcProvider {
         format!("{}/__test/github?api-version=2.0", self.issuer)
     }
 
+    /// Signs in at `url` as a person would in a browser: follows redirects, keeps cookies,
+    /// submits each page's form (the provider's device confirmation, its login page as
+    /// `login`, its consent page) until a page has no form, or the browser lands on a
+    /// loopback callback (the CLI's listener, which answers it).
+    pub async fn sign_in(&self, url: &str, login: &str) {
+        let browser = reqwest::Client::builder()
+            .cookie_store(true)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let mut response = browser.get(url).send().await.unwrap();
+        for _ in 0..12 {
+            let at = response.url().clone();
+            let html = response.text().await.unwrap();
+            if at.path() == "/callback" {
+                return;
+            }
+            let Some((action, mut fields)) = first_form(&html) else {
+                return;
+            };
+            if html.contains("name=\"login\"") {
+                fields.push(("login".into(), login.into()));
+                fields.push(("password".into(), "any".into()));
+            }
+            response = browser
+                .post(at.join(&action).unwrap())
+                .form(&fields)
+                .send()
+                .await
+                .unwrap();
+        }
+        panic!("the sign-in at {url} did not finish");
+    }
+
     /// The keys the provider signs with now.
     pub fn keys(&self) -> Vec<ProviderKey> {
         let text = std::fs::read_to_string(self.dir.path().join("keys.json")).unwrap();
@@ -244,4 +278,41 @@ async fn spawn(config: &std::path::Path, dir: &std::path::Path) -> (std::process
             panic!("the OpenID provider did not start:\n{log}");
         }
     }
+}
+
+/// The first form of a page: its action and its hidden fields (HTML entities in values
+/// decoded the way the provider encodes them).
+fn first_form(html: &str) -> Option<(String, Vec<(String, String)>)> {
+    let start = html.find("<form")?;
+    let end = html[start..]
+        .find("</form>")
+        .map_or(html.len(), |e| start + e);
+    let form = &html[start..end];
+    let action = attribute(&form[..form.find('>')?], "action")?;
+    let fields = form
+        .split("<input")
+        .skip(1)
+        .filter_map(|input| {
+            let tag = &input[..input.find('>')?];
+            (attribute(tag, "type").as_deref() == Some("hidden"))
+                .then(|| Some((attribute(tag, "name")?, attribute(tag, "value")?)))
+                .flatten()
+        })
+        .collect();
+    Some((action, fields))
+}
+
+fn attribute(tag: &str, name: &str) -> Option<String> {
+    let pattern = format!("{name}=\"");
+    let start = tag.find(&pattern)? + pattern.len();
+    let value = &tag[start..start + tag[start..].find('"')?];
+    Some(
+        value
+            .replace("&amp;", "&")
+            .replace("&quot;", "\"")
+            .replace("&#x2F;", "/")
+            .replace("&#39;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">"),
+    )
 }

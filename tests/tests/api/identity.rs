@@ -712,3 +712,196 @@ async fn a_ci_token_the_broker_refuses_fails_the_command_with_the_brokers_reason
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("does not hold a JWT"), "{}", run.stderr);
 }
+
+// ---------------------------------------------------------------------------
+// People: `lanyard login --sso` at the provider the broker names, then the AWS CLI.
+// ---------------------------------------------------------------------------
+
+/// An app whose SSO issuer is `provider` (client `lanyard-cli`), binding e-mail addresses
+/// of acme.example to support tokens that last two minutes (so every later command renews
+/// them: renewal starts five minutes before the end), with customer acme-corp.
+async fn sso_setup() -> (OidcProvider, TestApp, tempfile::TempDir) {
+    let provider = OidcProvider::start(&[billing_pipeline()]).await;
+    let toml = format!(
+        r#"
+        [[oidc.issuers]]
+        issuer = "{}"
+        audiences = ["lanyard-cli"]
+        cli_client_id = "lanyard-cli"
+        [[oidc.issuers.bindings]]
+        name = "staff"
+        claims = {{ email = "*@acme.example" }}
+        role = "support"
+        customers = ["*"]
+        subject_claim = "email"
+        subject_prefix = ""
+        ttl = "2m"
+        "#,
+        provider.issuer
+    );
+    let (app, dir) = app_trusting(&toml).await;
+    app.create_customer("acme-corp").await;
+    app.register_role("acme-corp", "readonly").await;
+    (provider, app, dir)
+}
+
+/// Runs `lanyard login --sso ARGS` in `home`, signs in as `login` at the URL it shows, and
+/// returns what the command printed.
+async fn sso_login(
+    home: &CliHome,
+    provider: &OidcProvider,
+    app: &TestApp,
+    args: &[&str],
+    login: &str,
+) -> lanyard_tests::Run {
+    use tokio::io::AsyncBufReadExt;
+    let mut cmd = home.command(binary("lanyard"));
+    cmd.args(["login", "--sso", "--server", &app.base])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut shown = Vec::new();
+    let url = loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the CLI shows where to sign in")
+            .unwrap()
+            .unwrap_or_else(|| panic!("the CLI ended without a sign-in URL: {shown:?}"));
+        shown.push(line.clone());
+        if let Some(at) = line.find("http://") {
+            break line[at..].split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    provider.sign_in(&url, login).await;
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("login --sso finished")
+        .unwrap();
+    let mut stderr = shown.join("\n");
+    while let Ok(Some(line)) = lines.next_line().await {
+        stderr.push('\n');
+        stderr.push_str(&line);
+    }
+    lanyard_tests::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+    }
+}
+
+/// After the login: support access through the AWS CLI against moto, then a renewal
+/// without a prompt (the token is within five minutes of its end from the start).
+async fn use_and_renew(home: &CliHome, app: &TestApp, case: &str) {
+    let run = home
+        .lanyard(&["support-access", "--customer", "acme-corp", "--case", case])
+        .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let profile = format!("support-acme-corp-{case}");
+    let run = home
+        .aws(&["sts", "get-caller-identity", "--profile", &profile])
+        .await;
+    let caller: Value = serde_json::from_str(run.ok()).unwrap();
+    assert!(
+        caller["Arn"]
+            .as_str()
+            .unwrap()
+            .contains("alice@acme.example"),
+        "{caller}"
+    );
+    let exchanges = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM audit_event WHERE action = 'token.exchange' AND outcome = 'success'",
+        )
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+    };
+    let before = exchanges().await;
+    let token = std::fs::read_to_string(home.config_dir().join("token")).unwrap();
+    // stdin is closed: there is nobody to prompt.
+    let run = home.lanyard(&["sessions", "list"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains(case), "{}", run.stdout);
+    assert!(exchanges().await > before, "the login was renewed");
+    assert_ne!(
+        std::fs::read_to_string(home.config_dir().join("token")).unwrap(),
+        token,
+        "a renewed token was stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_sign_in_with_pkce_logs_in_reaches_aws_and_renews_without_a_prompt() {
+    let (provider, app, _dir) = sso_setup().await;
+    let home = CliHome::new();
+    let run = sso_login(&home, &provider, &app, &["--no-browser"], "alice").await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("code_challenge_method=S256"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout
+            .contains("as alice@acme.example (support) through single sign-on"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("renews itself"), "{}", run.stdout);
+    // The refresh token is sealed: not in any file in clear.
+    for (path, bytes) in home.files() {
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("refresh_token"),
+            "{} holds it in clear",
+            path.display()
+        );
+    }
+    use_and_renew(&home, &app, "CS-PKCE").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_flow_sign_in_logs_in_reaches_aws_and_renews_without_a_prompt() {
+    let (provider, app, _dir) = sso_setup().await;
+    let home = CliHome::new();
+    let run = sso_login(&home, &provider, &app, &["--device"], "alice").await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("enter the code"), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("through single sign-on"),
+        "{}",
+        run.stdout
+    );
+    use_and_renew(&home, &app, "CS-DEVICE").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_that_fails_says_in_one_line_to_sign_in_again() {
+    let (mut provider, app, _dir) = sso_setup().await;
+    let home = CliHome::new();
+    let run = sso_login(&home, &provider, &app, &["--no-browser"], "alice").await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    provider.stop();
+    // The token has time left: it still serves, with the warning.
+    let run = home.lanyard(&["sessions", "list"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let warning: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(warning.len(), 1, "{}", run.stderr);
+    assert!(
+        warning[0].contains("run `lanyard login --sso"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test]
+async fn the_broker_names_its_sso_issuer_and_client_without_a_token() {
+    let (provider, app, _dir) = sso_setup().await;
+    let (status, body) = app.call(Method::GET, "/v1/auth/sso", None, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["issuer"], provider.issuer.as_str());
+    assert_eq!(body["client_id"], "lanyard-cli");
+    assert!(body["scopes"].as_str().unwrap().contains("offline_access"));
+}
