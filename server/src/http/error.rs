@@ -81,6 +81,18 @@ impl ApiError {
         }
     }
 
+    /// For a 503: when asking again may help, in seconds (`Retry-After`). An STS throttle
+    /// or failure has already been retried by the SDK with backoff; an issuer's keys are
+    /// fetched again at most every `keys_min_refresh` (10 s by default).
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            ApiError::Timeout | ApiError::Service(Error::Unavailable(_)) => Some(1),
+            ApiError::Service(Error::Aws { retry: true, .. }) => Some(2),
+            ApiError::Service(Error::IssuerUnavailable(_)) => Some(10),
+            _ => None,
+        }
+    }
+
     /// The problem type's last part, e.g. `not-found`.
     pub fn slug(&self) -> &'static str {
         match self {
@@ -159,6 +171,11 @@ impl IntoResponse for ApiError {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(secs) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -74,6 +74,7 @@ struct Sample {
     status: Result<u16, String>,
     request_id: Option<String>,
     content_type: Option<String>,
+    retry_after: Option<String>,
     access_key_id: Option<String>,
     problem_type: Option<String>,
 }
@@ -97,6 +98,7 @@ async fn one_request(client: &reqwest::Client, url: &str, token: &str, phase: &A
         status: Err(String::new()),
         request_id: None,
         content_type: None,
+        retry_after: None,
         access_key_id: None,
         problem_type: None,
     };
@@ -113,6 +115,7 @@ async fn one_request(client: &reqwest::Client, url: &str, token: &str, phase: &A
             sample.status = Ok(response.status().as_u16());
             sample.request_id = header("x-request-id");
             sample.content_type = header("content-type");
+            sample.retry_after = header("retry-after");
             match response.json::<Value>().await {
                 Ok(body) if sample.status == Ok(200) => {
                     sample.access_key_id = body["AccessKeyId"].as_str().map(str::to_owned);
@@ -305,13 +308,15 @@ async fn credentials_through_an_outage(outage: Outage) {
         slow.is_empty(),
         "answered after the request timeout: {slow:#?}"
     );
-    // Every failure is a 503 `unavailable` problem (never a 500, never a timeout).
+    // Every failure is a 503 `unavailable` problem saying when to ask again (never a 500,
+    // never a timeout).
     let bad: Vec<&Sample> = samples
         .iter()
         .filter(|s| {
             s.status != Ok(200)
                 && (s.status != Ok(503)
                     || s.content_type.as_deref() != Some("application/problem+json")
+                    || s.retry_after.as_deref() != Some("1")
                     || s.problem_type.as_deref() != Some("urn:lanyard:problem:unavailable"))
         })
         .collect();

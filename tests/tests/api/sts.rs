@@ -123,8 +123,21 @@ async fn sts_throttling_is_a_503_with_its_code_and_no_credentials() {
         s.aws_endpoint_url = Some(sts.url.clone());
     })
     .await;
-    let (status, problem) = credentials(&b, &alice, &session).await;
-    assert_eq!(status, 503, "{problem}");
+    let response = b
+        .send(
+            Method::POST,
+            &format!(
+                "/v1/sessions/{}/credentials",
+                session["id"].as_str().unwrap()
+            ),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), 503);
+    // When to ask again: after the SDK's own retries, two seconds.
+    assert_eq!(response.headers()["retry-after"], "2");
+    let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["aws_error_code"], "Throttling", "{problem}");
     assert!(
         problem["detail"]
