@@ -2,8 +2,6 @@
 //! `lanyard_api` in and out, problem+json errors turned into one readable line, and (in
 //! `ids`) the ids that go into request paths, parsed by the broker's own rules first.
 
-use std::time::Duration;
-
 use anyhow::{Context, bail};
 use lanyard_api::exchange::{GRANT_TYPE, TokenExchangeResponse};
 use lanyard_api::problem::Health;
@@ -338,33 +336,6 @@ fn redact(url: &reqwest::Url) -> String {
     crate::config::redact_url(url.as_str())
 }
 
-/// The CLI's HTTP client, for the broker and the sign-in provider alike: bounded waits, the
-/// system roots plus `ca_file`, and no redirects, ever: a redirect would carry the bearer
-/// token (or take credentials) wherever the broker, or whoever sits in front of it, points.
-/// One is an error naming where it led (see `send`).
-pub fn http(ca_file: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("lanyard-cli/", env!("CARGO_PKG_VERSION")));
-    if let Some(path) = ca_file {
-        builder = builder.tls_certs_merge(ca_certificates(path)?);
-    }
-    Ok(builder.build()?)
-}
-
-/// The certificates of a CA file (PEM, one or more).
-fn ca_certificates(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
-    let pem = std::fs::read(path).with_context(|| format!("reading CA file {}", path.display()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .with_context(|| format!("CA file {} is not PEM", path.display()))?;
-    if certs.is_empty() {
-        bail!("CA file {} holds no certificate", path.display());
-    }
-    Ok(certs)
-}
-
 /// Why the broker could not be reached, with what to do when its certificate is the cause.
 fn unreachable(base: &reqwest::Url, err: &reqwest::Error) -> String {
     let cause = root_cause(err);
@@ -390,7 +361,9 @@ fn one_line(line: &str) -> String {
     text::one_line(line)
 }
 
+mod http;
 mod ids;
+pub use http::{http, require_https};
 pub use ids::{case_id, customer_id, role_name, session_id};
 
 #[cfg(test)]

@@ -66,7 +66,8 @@ pub enum Output {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Store the broker URL (--server) and an API token (from --token-file, LANYARD_TOKEN or
-    /// stdin) under the config directory, the token in a 0600 file.
+    /// stdin) under the config directory, the token in a 0600 file; or, with --sso, sign in
+    /// through the company's single sign-on and keep a token that renews itself.
     Login(LoginArgs),
     /// Print the profile's credentials as credential_process JSON (for ~/.aws/config).
     CredentialProcess(ProfileArgs),

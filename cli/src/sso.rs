@@ -18,6 +18,8 @@ use base64::Engine;
 use lanyard_api::exchange::SsoSettings;
 use serde::{Deserialize, Serialize};
 
+mod callback;
+
 /// A stored Lanyard token with less than this left is renewed before use.
 pub const RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
 /// How long a sign-in may take at the provider.
@@ -38,15 +40,16 @@ impl Provider {
     }
 }
 
-/// What the provider's token endpoint answers.
-#[derive(Debug, Deserialize)]
+/// What the provider's token endpoint answers (no `Debug`: it holds secrets).
+#[derive(Deserialize)]
 pub struct Tokens {
     pub id_token: Option<String>,
     pub refresh_token: Option<String>,
 }
 
-/// What is kept to renew the login without a prompt (sealed in the cache directory).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What is kept to renew the login without a prompt (sealed in the cache directory; no
+/// `Debug`: it holds the refresh token).
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Renewal {
     /// The broker the login is for.
     pub server: String,
@@ -54,6 +57,29 @@ pub struct Renewal {
     pub client_id: String,
     pub token_endpoint: String,
     pub refresh_token: String,
+    /// A digest of the Lanyard token this sign-in issued last: only that token is renewed
+    /// (a token stored by a later plain `login` is left alone).
+    pub token_digest: String,
+}
+
+/// A digest of a token, to recognise it without keeping it.
+pub fn digest(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(token.trim().as_bytes())[..16])
+}
+
+/// `https://`, or `http://` to a loopback address only: the provider's addresses (and the
+/// broker's, which names the provider) are where the refresh token and the browser go.
+pub fn check_url(raw: &str, what: &str) -> anyhow::Result<()> {
+    crate::client::require_https(raw, what)
+}
+
+/// Whether `err` is the provider refusing the refresh token itself.
+pub fn is_invalid_grant(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<Refused>()
+            .is_some_and(|r| r.error == "invalid_grant")
+    })
 }
 
 #[derive(Deserialize)]
@@ -64,6 +90,7 @@ struct OAuthError {
 
 /// The provider's discovery document, which must name the issuer the broker named.
 pub async fn discover(http: &reqwest::Client, issuer: &str) -> anyhow::Result<Provider> {
+    check_url(issuer, "the sign-in provider")?;
     let url = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
@@ -80,6 +107,17 @@ pub async fn discover(http: &reqwest::Client, issuer: &str) -> anyhow::Result<Pr
         .with_context(|| format!("{url} is not an OpenID discovery document"))?;
     if provider.issuer != issuer {
         bail!("the sign-in provider at {issuer} names another issuer in its discovery document");
+    }
+    check_url(issuer, "the sign-in provider")?;
+    check_url(&provider.token_endpoint, "its token endpoint")?;
+    for endpoint in [
+        &provider.authorization_endpoint,
+        &provider.device_authorization_endpoint,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        check_url(endpoint, "its sign-in endpoint")?;
     }
     Ok(provider)
 }
@@ -125,13 +163,15 @@ pub async fn device_sign_in(
     ));
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(grant.expires_in).min(SIGN_IN_TIMEOUT);
-    let mut interval = Duration::from_secs(grant.interval.unwrap_or(5).max(1));
+    let mut interval = Duration::from_secs(grant.interval.unwrap_or(5).clamp(1, 60));
     loop {
-        // RFC 8628 §3.5: the client waits the interval between polls.
-        tokio::time::sleep(interval).await;
-        if tokio::time::Instant::now() > deadline {
+        // RFC 8628 §3.5: the client waits the interval between polls (at most a minute,
+        // and never past the deadline).
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             bail!("the device code expired before the sign-in finished; run the command again");
         }
+        tokio::time::sleep(interval.min(deadline - now)).await;
         let response = http
             .post(&provider.token_endpoint)
             .form(&[
@@ -146,7 +186,9 @@ pub async fn device_sign_in(
             Ok(tokens) => return Ok(tokens),
             Err(e) => match e.downcast_ref::<Refused>().map(|r| r.error.as_str()) {
                 Some("authorization_pending") => {}
-                Some("slow_down") => interval += Duration::from_secs(5),
+                Some("slow_down") => {
+                    interval = (interval + Duration::from_secs(5)).min(Duration::from_secs(60));
+                }
                 _ => return Err(e),
             },
         }
@@ -195,7 +237,7 @@ pub async fn browser_sign_in(
     } else {
         show(&format!("To sign in, open: {url}"));
     }
-    let code = tokio::time::timeout(SIGN_IN_TIMEOUT, callback(listener, &state))
+    let code = tokio::time::timeout(SIGN_IN_TIMEOUT, callback::code(listener, &state))
         .await
         .context("the sign-in did not finish within 10 minutes")??;
     let response = http
@@ -230,9 +272,9 @@ pub async fn refresh(http: &reqwest::Client, renewal: &Renewal) -> anyhow::Resul
 
 /// The provider said no: its OAuth error code and description.
 #[derive(Debug)]
-struct Refused {
-    error: String,
-    description: Option<String>,
+pub(crate) struct Refused {
+    pub(crate) error: String,
+    pub(crate) description: Option<String>,
 }
 
 impl std::fmt::Display for Refused {
@@ -272,44 +314,6 @@ async fn oauth_answer<T: serde::de::DeserializeOwned>(
         .into()),
         Err(_) => bail!("the sign-in provider answered {status}"),
     }
-}
-
-/// Waits for the browser's redirect to the loopback listener; returns the code.
-async fn callback(listener: tokio::net::TcpListener, state: &str) -> anyhow::Result<String> {
-    use axum::extract::Query;
-    use std::collections::HashMap;
-    let (tx, rx) = tokio::sync::mpsc::channel::<HashMap<String, String>>(1);
-    let app = axum::Router::new().route(
-        "/callback",
-        axum::routing::get(move |Query(params): Query<HashMap<String, String>>| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(params).await;
-                axum::response::Html(
-                    "<!doctype html><title>Lanyard</title><p>Signed in. You can close this \
-                     window and return to the terminal.</p>",
-                )
-            }
-        }),
-    );
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let mut rx = rx;
-    let params = rx.recv().await.context("the sign-in listener stopped")?;
-    server.abort();
-    if params.get("state").map(String::as_str) != Some(state) {
-        bail!("the sign-in redirect carried another state: not this sign-in, refused");
-    }
-    if let Some(error) = params.get("error") {
-        return Err(Refused {
-            error: error.clone(),
-            description: params.get("error_description").cloned(),
-        }
-        .into());
-    }
-    params
-        .get("code")
-        .cloned()
-        .context("the sign-in redirect carried no code")
 }
 
 /// Starts the system's browser on `url`; whether that could be started.

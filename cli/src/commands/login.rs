@@ -109,6 +109,8 @@ pub fn login(ctx: &Ctx, token_file: Option<&Path>, no_verify: bool) -> anyhow::R
         config.ca_file = ca_file.clone();
         ctx.store.save_token(&token)
     })?;
+    // This token is not the one an earlier SSO sign-in renews.
+    forget_sso(ctx)?;
     let (who, role, expires) = match &checked {
         Some(w) => (w.subject.clone(), w.role.to_string(), Some(w.expires_at)),
         None => (
@@ -161,6 +163,8 @@ pub fn login_sso(ctx: &Ctx, device: bool, open_browser: bool) -> anyhow::Result<
         .server
         .clone()
         .context("login needs the broker URL: lanyard login --sso --server URL")?;
+    // The broker names the provider: a broker reached over plain http could be anyone's.
+    sso::check_url(&server, "the broker URL")?;
     let ca_file = ctx.ca_file_flag().map(std::path::absolute).transpose()?;
     let broker = Client::new(&server, None, ctx.debug, ca_file.as_deref())?;
     let runtime = credentials::runtime()?;
@@ -172,6 +176,11 @@ pub fn login_sso(ctx: &Ctx, device: bool, open_browser: bool) -> anyhow::Result<
         let http = crate::client::http(ca_file.as_deref())?;
         let provider = sso::discover(&http, &settings.issuer).await?;
         let show = |line: &str| eprintln!("{}", crate::text::one_line(line));
+        show(&format!(
+            "Signing in to {} at {}",
+            config::origin(&server)?,
+            settings.issuer
+        ));
         let tokens = if device {
             sso::device_sign_in(&http, &provider, &settings, show).await?
         } else {
@@ -179,29 +188,35 @@ pub fn login_sso(ctx: &Ctx, device: bool, open_browser: bool) -> anyhow::Result<
         };
         let id_token = tokens
             .id_token
+            .clone()
             .context("the sign-in provider sent no ID token (is `openid` among the scopes?)")?;
         let answer = broker
             .exchange(&id_token, TOKEN_TYPE_ID_TOKEN)
             .await
             .context("the broker did not accept the sign-in")?;
-        let renewal = tokens.refresh_token.map(|refresh_token| sso::Renewal {
-            server: server.clone(),
-            issuer: settings.issuer.clone(),
-            client_id: settings.client_id.clone(),
-            token_endpoint: provider.token_endpoint().to_owned(),
-            refresh_token,
-        });
+        let renewal = tokens
+            .refresh_token
+            .clone()
+            .map(|refresh_token| sso::Renewal {
+                server: server.clone(),
+                issuer: settings.issuer.clone(),
+                client_id: settings.client_id.clone(),
+                token_endpoint: provider.token_endpoint().to_owned(),
+                refresh_token,
+                token_digest: sso::digest(&answer.access_token),
+            });
         anyhow::Ok((answer.access_token, renewal))
     })?;
     let checked = runtime.block_on(
         Client::new(&server, Some(token.clone()), ctx.debug, ca_file.as_deref())?.whoami(),
     )?;
+    let cache = ctx.cache()?;
+    let _lock = cache.lock(RENEWAL)?;
     ctx.store.update(|config| {
         config.server = Some(server.clone());
         config.ca_file = ca_file.clone();
         ctx.store.save_token(&token)
     })?;
-    let cache = ctx.cache()?;
     let renews = match &renewal {
         Some(renewal) => {
             cache.write_value(RENEWAL, renewal)?;
@@ -221,9 +236,20 @@ pub fn login_sso(ctx: &Ctx, device: bool, open_browser: bool) -> anyhow::Result<
     ))
 }
 
+/// Forgets the SSO renewal (a plain `login` replaced the token it renews).
+pub fn forget_sso(ctx: &Ctx) -> anyhow::Result<()> {
+    if let Ok(cache) = ctx.cache() {
+        let _lock = cache.lock(RENEWAL)?;
+        cache.remove(RENEWAL)?;
+    }
+    Ok(())
+}
+
 /// The stored login's token, renewed first through its SSO sign-in when less than
-/// `sso::RENEW_BEFORE` of it is left. One process renews at a time; the others find the
-/// renewed token. A renewal that fails says, in one line, to sign in again.
+/// `sso::RENEW_BEFORE` of it is left. Only the token that sign-in issued (by its digest) is
+/// renewed, only for the broker it was issued by, one process at a time: the others find
+/// the renewed token. A failed renewal warns while the token has time left and fails in one
+/// line once it has none.
 pub fn renewed_login_token(ctx: &Ctx, server: &str, token: String) -> anyhow::Result<String> {
     let left = |token: &str| {
         token_info(token)
@@ -239,35 +265,63 @@ pub fn renewed_login_token(ctx: &Ctx, server: &str, token: String) -> anyhow::Re
     let Ok(cache) = ctx.cache() else {
         return Ok(token);
     };
-    let Some(_) = cache.read_value::<sso::Renewal>(RENEWAL) else {
+    if cache.read_value::<sso::Renewal>(RENEWAL).is_none() {
         return Ok(token);
-    };
+    }
     let _lock = cache.lock(RENEWAL)?;
-    // Renewed by another process while this one waited?
-    let token = ctx.store.token()?.unwrap_or(token);
-    if !due(&token) {
+    // What is stored now (another process may have renewed, or logged in elsewhere, while
+    // this one waited), and whether the renewal is for exactly that token and broker.
+    let stored = ctx.config()?;
+    let same_broker = |url: &str| {
+        config::origin(url)
+            .ok()
+            .is_some_and(|o| config::origin(server).is_ok_and(|s| s == o))
+    };
+    let Some(token) = ctx.store.token()? else {
+        bail!(
+            "no API token: run `lanyard login --sso --server {}`",
+            config::redact_url(server)
+        );
+    };
+    if !stored.server.as_deref().is_some_and(same_broker) || !due(&token) {
         return Ok(token);
     }
     let Some(renewal) = cache.read_value::<sso::Renewal>(RENEWAL) else {
         return Ok(token);
     };
-    if config::origin(&renewal.server)? != config::origin(server)? {
+    if !same_broker(&renewal.server) || renewal.token_digest != sso::digest(&token) {
         return Ok(token);
     }
     ctx.note("renewing the SSO login with its refresh token");
     let renewed = credentials::runtime()?.block_on(async {
         let http = crate::client::http(ctx.ca_file_in_effect().as_deref())?;
-        let tokens = sso::refresh(&http, &renewal).await?;
+        let tokens = match sso::refresh(&http, &renewal).await {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                // A refresh token the provider no longer takes is of no use again.
+                if sso::is_invalid_grant(&e) {
+                    cache.remove(RENEWAL)?;
+                }
+                return Err(e);
+            }
+        };
+        // A rotated refresh token is kept at once: the old one may be dead already.
+        let mut renewal = renewal.clone();
+        if let Some(rotated) = &tokens.refresh_token {
+            renewal.refresh_token = rotated.clone();
+            cache.write_value(RENEWAL, &renewal)?;
+        }
         let id_token = tokens
             .id_token
+            .clone()
             .context("the sign-in provider sent no ID token")?;
         let answer = ctx
             .connect(server, None)?
             .exchange(&id_token, TOKEN_TYPE_ID_TOKEN)
             .await?;
-        anyhow::Ok((answer.access_token, tokens.refresh_token))
+        anyhow::Ok((answer.access_token, renewal))
     });
-    let (token, rotated) = match renewed {
+    let (token, renewal) = match renewed {
         Ok(renewed) => renewed,
         Err(e) => {
             let why = format!(
@@ -283,15 +337,18 @@ pub fn renewed_login_token(ctx: &Ctx, server: &str, token: String) -> anyhow::Re
             bail!("{why}");
         }
     };
-    ctx.store.save_token(&token)?;
-    if let Some(refresh_token) = rotated {
-        cache.write_value(
-            RENEWAL,
-            &sso::Renewal {
-                refresh_token,
-                ..renewal
-            },
-        )?;
-    }
+    ctx.store.update(|config| {
+        if !config.server.as_deref().is_some_and(same_broker) {
+            bail!("the login changed to another broker while renewing; nothing was stored");
+        }
+        ctx.store.save_token(&token)
+    })?;
+    cache.write_value(
+        RENEWAL,
+        &sso::Renewal {
+            token_digest: sso::digest(&token),
+            ..renewal
+        },
+    )?;
     Ok(token)
 }

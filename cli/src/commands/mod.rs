@@ -122,22 +122,11 @@ impl Ctx {
                 "exchanging the OIDC token from {} at the broker",
                 ci.source
             ));
-            let url = reqwest::Url::parse(server)
-                .with_context(|| format!("invalid server URL '{}'", config::redact_url(server)))?;
-            let loopback = match url.host() {
-                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                Some(url::Host::Domain(name)) => name == "localhost",
-                None => false,
-            };
-            if url.scheme() != "https" && !loopback {
-                bail!(
-                    "the OIDC token from {} is only sent over https (plain http only to a \
-                     loopback address): {} is not",
-                    ci.source,
-                    config::origin(server)?
-                );
-            }
+            // The OIDC token is a credential: only over https.
+            crate::client::require_https(
+                server,
+                &format!("the broker the OIDC token from {} goes to", ci.source),
+            )?;
             let client = self.connect(server, None)?;
             let answer = client
                 .exchange(&ci.token, lanyard_api::exchange::TOKEN_TYPE_JWT)

@@ -770,7 +770,11 @@ async fn sso_login(
             .unwrap()
             .unwrap_or_else(|| panic!("the CLI ended without a sign-in URL: {shown:?}"));
         shown.push(line.clone());
-        if let Some(at) = line.find("http://") {
+        if let Some(at) = line
+            .starts_with("To sign in")
+            .then(|| line.find("http://"))
+            .flatten()
+        {
             break line[at..].split_whitespace().next().unwrap().to_owned();
         }
     };
@@ -850,6 +854,14 @@ async fn a_browser_sign_in_with_pkce_logs_in_reaches_aws_and_renews_without_a_pr
         run.stdout
     );
     assert!(run.stdout.contains("renews itself"), "{}", run.stdout);
+    assert!(
+        run.stderr.contains(&format!(
+            "Signing in to {} at {}",
+            app.base, provider.issuer
+        )),
+        "{}",
+        run.stderr
+    );
     // The refresh token is sealed: not in any file in clear.
     for (path, bytes) in home.files() {
         let text = String::from_utf8_lossy(&bytes);
@@ -904,4 +916,79 @@ async fn the_broker_names_its_sso_issuer_and_client_without_a_token() {
     assert_eq!(body["issuer"], provider.issuer.as_str());
     assert_eq!(body["client_id"], "lanyard-cli");
     assert!(body["scopes"].as_str().unwrap().contains("offline_access"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_stored_by_a_plain_login_after_an_sso_login_is_never_renewed_into_the_sso_identity()
+{
+    let (provider, app, _dir) = sso_setup().await;
+    let home = CliHome::new();
+    let run = sso_login(&home, &provider, &app, &["--no-browser"], "alice").await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // A break-glass token, close to its end (it would be due for renewal).
+    let admin = app
+        .token_for(
+            "ops-breakglass",
+            lanyard_server::auth::Role::Admin,
+            None,
+            Duration::from_secs(120),
+        )
+        .await;
+    assert!(
+        home.login(&app.base, &admin)
+            .await
+            .ok()
+            .contains("ops-breakglass")
+    );
+    let run = home.lanyard(&["sessions", "list"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        std::fs::read_to_string(home.config_dir().join("token"))
+            .unwrap()
+            .trim(),
+        admin,
+        "the plain login's token stays"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_to_the_loopback_listener_without_the_sign_ins_state_changes_nothing() {
+    let (provider, app, _dir) = sso_setup().await;
+    let home = CliHome::new();
+    use tokio::io::AsyncBufReadExt;
+    let mut cmd = home.command(binary("lanyard"));
+    cmd.args(["login", "--sso", "--no-browser", "--server", &app.base])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next_line().await.unwrap().expect("a sign-in URL");
+        if let Some(at) = line
+            .starts_with("To sign in")
+            .then(|| line.find("http://"))
+            .flatten()
+        {
+            break line[at..].to_owned();
+        }
+    };
+    let parsed = reqwest::Url::parse(&url).unwrap();
+    let redirect = parsed
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    // Another local process knocks first, with a made-up code and state.
+    let knock = reqwest::get(format!("{redirect}?code=stolen&state=guess"))
+        .await
+        .unwrap();
+    assert_eq!(knock.status(), 400);
+    // The real sign-in still completes.
+    provider.sign_in(&url, "alice").await;
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("through single sign-on"));
 }
