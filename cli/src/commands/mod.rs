@@ -174,13 +174,12 @@ impl Ctx {
     /// else the stored login), to bind cache entries to; `None` when there is none to read
     /// without a request.
     pub fn token_digest(&self) -> Option<String> {
-        use sha2::Digest;
         let token = match &self.token {
-            Some(token) => token.trim().to_owned(),
+            Some(token) => token.clone(),
             None if crate::oidc::offered() => crate::oidc::held()?,
             None => self.store.token().ok()??,
         };
-        Some(hex::encode(&sha2::Sha256::digest(token.as_bytes())[..16]))
+        Some(crate::sso::digest(&token))
     }
 
     /// A client for an authenticated request.

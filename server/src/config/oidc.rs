@@ -129,13 +129,7 @@ impl IssuerSettings {
         };
         // Subjects from this issuer are `<issuer without scheme>:<claim>` unless a binding
         // says otherwise: they cannot pass for another issuer's or an operator's subjects.
-        let default_prefix = format!(
-            "{}:",
-            self.issuer
-                .split_once("://")
-                .map_or(self.issuer.as_str(), |(_, rest)| rest)
-                .trim_end_matches('/')
-        );
+        let default_prefix = crate::domain::binding::subject_prefix_of(&self.issuer);
         let bindings = self
             .bindings
             .into_iter()

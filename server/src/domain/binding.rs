@@ -87,6 +87,14 @@ impl Pattern {
     }
 }
 
+/// The default prefix of an issuer's subjects: the issuer without its scheme and trailing
+/// `/`, then `:` (`token.actions.githubusercontent.com:`). Refused exchanges are audited
+/// under the same form, so neither can pass for another issuer's or an operator's subject.
+pub fn subject_prefix_of(issuer: &str) -> String {
+    let rest = issuer.split_once("://").map_or(issuer, |(_, rest)| rest);
+    format!("{}:", rest.trim_end_matches('/'))
+}
+
 /// Where an exchanged token came from: the trusted issuer and the subject it vouched for
 /// (the external token's `sub`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

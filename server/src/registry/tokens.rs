@@ -14,6 +14,7 @@ use crate::audit::{self, Context as RequestContext};
 use crate::auth::token::{AUDIENCE, Claims, ISSUER, Provenance, TokenKeys};
 use crate::auth::{AuthError, Role};
 use crate::db::{self, audit::NewEvent, tokens::TokenRow};
+use crate::domain::binding::subject_prefix_of;
 use crate::domain::{CustomerId, Outcome};
 use crate::error::Error;
 use crate::metrics::ExchangeOutcome;
@@ -211,15 +212,10 @@ async fn exchange_verified(
     .await
 }
 
-/// The actor of a refused exchange: the external subject after its issuer (without the
-/// scheme), as default subject prefixes write it, so that it cannot pass for a Lanyard
-/// subject.
+/// The actor of a refused exchange: the external subject after its issuer's default subject
+/// prefix, so that it cannot pass for a Lanyard subject.
 fn external_actor(src: &Provenance) -> String {
-    let issuer = src
-        .iss
-        .split_once("://")
-        .map_or(src.iss.as_str(), |(_, rest)| rest);
-    format!("{}:{}", issuer.trim_end_matches('/'), src.sub)
+    format!("{}{}", subject_prefix_of(&src.iss), src.sub)
 }
 
 /// Revokes a token at once on every instance; `actor` is who asked, for the audit row.

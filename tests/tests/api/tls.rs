@@ -48,6 +48,22 @@ fn install(dir: &Path, pki: &Pki) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
+/// The real `lanyard-server` on a fresh database, speaking TLS with `cert` and `key`; its
+/// https base URL.
+fn serve_tls(dir: &Path, cert: &Path, key: &Path) -> (ServerProcess, String) {
+    let db = fresh_database_url();
+    let data = dir.join("data");
+    let server = ServerProcess::start(&[
+        ("LANYARD_DATABASE_URL", &db),
+        ("LANYARD_DATA_DIR", data.to_str().unwrap()),
+        ("LANYARD_AWS_ENDPOINT_URL", &moto_url()),
+        ("LANYARD_TLS_CERT", cert.to_str().unwrap()),
+        ("LANYARD_TLS_KEY", key.to_str().unwrap()),
+    ]);
+    let base = server.base.replace("http://", "https://");
+    (server, base)
+}
+
 /// A client that trusts only `ca_pem` and opens a new connection for every request.
 fn trusting(ca_pem: &str) -> reqwest::Client {
     reqwest::Client::builder()
@@ -71,16 +87,7 @@ async fn a_renewed_certificate_reaches_new_connections_while_a_request_in_flight
     let (old, new) = (pki("old"), pki("new"));
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = install(dir.path(), &old);
-    let db = fresh_database_url();
-    let data = dir.path().join("data");
-    let server = ServerProcess::start(&[
-        ("LANYARD_DATABASE_URL", &db),
-        ("LANYARD_DATA_DIR", data.to_str().unwrap()),
-        ("LANYARD_AWS_ENDPOINT_URL", &moto_url()),
-        ("LANYARD_TLS_CERT", cert.to_str().unwrap()),
-        ("LANYARD_TLS_KEY", key.to_str().unwrap()),
-    ]);
-    let base = server.base.replace("http://", "https://");
+    let (server, base) = serve_tls(dir.path(), &cert, &key);
     let admin = server.issue_token("ops", "admin");
     assert!(healthy(&trusting(&old.ca_pem), &base).await);
     assert!(!healthy(&trusting(&new.ca_pem), &base).await);
@@ -155,16 +162,7 @@ async fn the_cli_trusts_a_private_ca_given_with_ca_file_and_refuses_a_wrong_one_
     let wrong_ca = dir.path().join("wrong-ca.pem");
     std::fs::write(&ca, &ours.ca_pem).unwrap();
     std::fs::write(&wrong_ca, &theirs.ca_pem).unwrap();
-    let db = fresh_database_url();
-    let data = dir.path().join("data");
-    let server = ServerProcess::start(&[
-        ("LANYARD_DATABASE_URL", &db),
-        ("LANYARD_DATA_DIR", data.to_str().unwrap()),
-        ("LANYARD_AWS_ENDPOINT_URL", &moto_url()),
-        ("LANYARD_TLS_CERT", cert.to_str().unwrap()),
-        ("LANYARD_TLS_KEY", key.to_str().unwrap()),
-    ]);
-    let base = server.base.replace("http://", "https://");
+    let (server, base) = serve_tls(dir.path(), &cert, &key);
     let token = server.issue_token("alice", "admin");
     let home = CliHome::new();
 
