@@ -33,6 +33,14 @@ pub fn test_settings(database_url: &str, data_dir: &std::path::Path) -> Settings
     }
 }
 
+/// `prefix-` and 12 random hex digits: ids (customers, cases) no other test uses.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub metrics_addr: SocketAddr,

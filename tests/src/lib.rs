@@ -19,7 +19,7 @@ pub mod oidc;
 pub mod processes;
 pub mod wait;
 
-pub use app::{TestApp, credential_requests, jwt_claims, session_policy_of, test_settings};
+pub use app::{TestApp, credential_requests, jwt_claims, session_policy_of, test_settings, unique};
 pub use cli_home::{CliHome, FakeBroker, FakeReply, Keyring, Run};
 pub use database::{TestDatabase, database_server_url, fresh_database_url};
 pub use emulator::{PrivateMoto, moto_url, recorded_assume_roles, recorded_form_requests};

@@ -5,16 +5,9 @@ use std::time::Duration;
 
 use lanyard_server::auth::Role;
 use lanyard_server::db::usage::DURATION_BOUNDS;
-use lanyard_tests::{TestApp, binary};
+use lanyard_tests::{TestApp, binary, unique};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    )
-}
 
 async fn token(app: &TestApp, subject: &str, role: Role) -> String {
     app.token_for(subject, role, None, Duration::from_secs(3600))

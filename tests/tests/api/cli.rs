@@ -5,16 +5,11 @@
 use std::time::Duration;
 
 use lanyard_server::auth::Role;
-use lanyard_tests::{CliHome, FakeBroker, FakeReply, Keyring, Run, TestApp, credential_requests};
+use lanyard_tests::{
+    CliHome, FakeBroker, FakeReply, Keyring, Run, TestApp, credential_requests, unique,
+};
 use reqwest::Method;
 use serde_json::Value;
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    )
-}
 
 /// A broker with a customer whose role `readonly` is verified, a support engineer's token,
 /// and a home logged in with it. Returns (app, home, customer, token).

@@ -2,16 +2,9 @@
 //! (moto), with the external ID, plus the confused-deputy check without it.
 
 use lanyard_server::auth::Role;
-use lanyard_tests::{PrivateMoto, ServerProcess, TestApp, recorded_assume_roles};
+use lanyard_tests::{PrivateMoto, ServerProcess, TestApp, recorded_assume_roles, unique};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    )
-}
 
 #[tokio::test]
 async fn registering_a_role_verifies_it_with_the_external_id_and_activates_the_customer() {

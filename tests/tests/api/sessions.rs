@@ -5,16 +5,9 @@
 use std::time::{Duration, Instant};
 
 use lanyard_server::auth::Role;
-use lanyard_tests::{TestApp, recorded_assume_roles};
+use lanyard_tests::{TestApp, recorded_assume_roles, unique};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    )
-}
 
 /// A customer with a verified role `readonly`; returns the customer's JSON.
 async fn customer_with_role(app: &TestApp) -> Value {
