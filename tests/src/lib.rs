@@ -10,9 +10,11 @@
 
 pub mod app;
 pub mod cli_home;
+pub mod cloudwatch;
 pub mod database;
 pub mod emulator;
 pub mod fault;
+pub mod faults;
 #[cfg(target_os = "linux")]
 pub mod keyring;
 pub mod oidc;
