@@ -130,9 +130,10 @@ pub struct Sts {
     configured_principal: Option<String>,
     /// The caller ARN from sts:GetCallerIdentity, asked once.
     caller: OnceCell<String>,
-    /// When asking for it last failed: not asked again for [`CALLER_RETRY`] (under STS
-    /// throttling every credential request would otherwise add its own calls).
-    caller_failed: std::sync::Mutex<Option<Instant>>,
+    /// When and how asking for it last failed: not asked again for [`CALLER_RETRY`], the
+    /// failure answered instead (under STS throttling every credential request, and every
+    /// request already waiting on the first attempt, would otherwise add its own calls).
+    caller_failed: std::sync::Mutex<Option<(Instant, AwsError)>>,
     budget: governor::DefaultDirectRateLimiter,
     metrics: StsMetrics,
 }
@@ -162,13 +163,26 @@ impl Sts {
     async fn caller_arn(&self) -> Result<&str, AwsError> {
         self.caller
             .get_or_try_init(|| async {
-                let out = self
-                    .client
-                    .get_caller_identity()
-                    .send()
-                    .await
-                    .map_err(aws_error)?;
-                Ok(out.arn().unwrap_or_default().to_owned())
+                let recent = |failed: &Option<(Instant, AwsError)>| {
+                    failed
+                        .as_ref()
+                        .filter(|(at, _)| at.elapsed() < CALLER_RETRY)
+                        .map(|(_, error)| error.clone())
+                };
+                if let Some(error) =
+                    recent(&self.caller_failed.lock().unwrap_or_else(|p| p.into_inner()))
+                {
+                    return Err(error);
+                }
+                match self.client.get_caller_identity().send().await {
+                    Ok(out) => Ok(out.arn().unwrap_or_default().to_owned()),
+                    Err(e) => {
+                        let error = aws_error(e);
+                        *self.caller_failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some((Instant::now(), error.clone()));
+                        Err(error)
+                    }
+                }
             })
             .await
             .map(String::as_str)
@@ -177,20 +191,10 @@ impl Sts {
     /// Whether the broker's own credentials come from a role, which limits the sessions it
     /// can create to one hour (role chaining). Unknown counts as yes: the safe answer.
     pub async fn broker_on_role(&self) -> bool {
-        if let Some(arn) = self.caller.get() {
-            return arn.contains(":assumed-role/");
-        }
-        let failed = |at: &Option<Instant>| at.is_some_and(|t| t.elapsed() < CALLER_RETRY);
-        if failed(&self.caller_failed.lock().unwrap_or_else(|p| p.into_inner())) {
-            return true;
-        }
         match self.caller_arn().await {
             Ok(arn) => arn.contains(":assumed-role/"),
-            Err(_) => {
-                *self.caller_failed.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(Instant::now());
-                true
-            }
+            // Failed now or within the last minute (then not asked again).
+            Err(_) => true,
         }
     }
 

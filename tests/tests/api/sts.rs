@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
-use lanyard_server::auth::Role;
 use lanyard_tests::fault::{socket_of, through};
-use lanyard_tests::{FakeBroker, FakeReply, FaultProxy, TestApp, moto_url};
+use lanyard_tests::faults::{
+    StandInSts, StsAnswer, credentials_path, support_session, support_sessions,
+};
+use lanyard_tests::{FaultProxy, TestApp, moto_url};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// An app whose STS (moto) is reached through a fault proxy, a customer with a verified role,
 /// alice's support token and a session of hers that has no cached credentials yet.
@@ -19,38 +21,13 @@ async fn app_behind_sts_proxy(request_timeout_secs: u64) -> (TestApp, FaultProxy
         s.request_timeout_secs = Some(request_timeout_secs);
     })
     .await;
-    let (alice, session) = support_session(&app).await;
+    let (alice, session) = support_session(&app, "sts faults").await;
     (app, proxy, alice, session)
 }
 
-async fn support_session(app: &TestApp) -> (String, Value) {
-    let customer = format!("acme-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    app.create_customer(&customer).await;
-    app.register_role(&customer, "readonly").await;
-    let alice = app
-        .token_for("alice", Role::Support, None, Duration::from_secs(3600))
-        .await;
-    let (status, session) = app
-        .call(
-            Method::POST,
-            "/v1/sessions",
-            Some(&alice),
-            Some(json!({
-                "kind": "support", "customer": customer, "role": "readonly",
-                "case_id": "CS-1", "reason": "sts faults"
-            })),
-        )
-        .await;
-    assert_eq!(status, 201, "{session}");
-    (alice, session)
-}
-
 async fn credentials(app: &TestApp, token: &str, session: &Value) -> (u16, Value) {
-    let path = format!(
-        "/v1/sessions/{}/credentials",
-        session["id"].as_str().unwrap()
-    );
-    app.call(Method::POST, &path, Some(token), None).await
+    app.call(Method::POST, &credentials_path(session), Some(token), None)
+        .await
 }
 
 /// The audit row of the last credential request: outcome and error code.
@@ -102,19 +79,11 @@ async fn a_stuck_sts_answers_503_at_the_request_timeout() {
 
 #[tokio::test]
 async fn sts_throttling_is_a_503_with_its_code_and_no_credentials() {
-    let throttling = "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
-        <Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message>\
-        </Error><RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>";
-    let sts = FakeBroker::serve(move |_| FakeReply {
-        status: 400,
-        headers: vec![("content-type".into(), "text/xml".into())],
-        body: throttling.to_owned(),
-    })
-    .await;
+    let sts = StandInSts::start(StsAnswer::Throttling).await;
     // The role is registered (verified against moto) by one instance; another instance on
     // the same database, whose STS throttles, is asked for the credentials.
     let a = TestApp::spawn().await;
-    let (alice, session) = support_session(&a).await;
+    let (alice, session) = support_session(&a, "sts faults").await;
     let key = a.data_dir.path().join("signing-key.pem");
     let db_url = a.database_url.clone();
     let b = TestApp::spawn_with(|s| {
@@ -126,10 +95,7 @@ async fn sts_throttling_is_a_503_with_its_code_and_no_credentials() {
     let response = b
         .send(
             Method::POST,
-            &format!(
-                "/v1/sessions/{}/credentials",
-                session["id"].as_str().unwrap()
-            ),
+            &credentials_path(&session),
             Some(&alice),
             None,
         )
@@ -153,20 +119,49 @@ async fn sts_throttling_is_a_503_with_its_code_and_no_credentials() {
     // standard retries (3 attempts) per AssumeRole, and the broker's own identity asked once.
     let (status, _) = credentials(&b, &alice, &session).await;
     assert_eq!(status, 503);
-    let calls = |action: &str| {
-        sts.requests()
-            .iter()
-            .filter(|r| r.contains(&format!("Action={action}&")))
-            .count()
-    };
     assert!(
-        (2..=6).contains(&calls("AssumeRole")),
+        (2..=6).contains(&sts.calls("AssumeRole")),
         "{} AssumeRole calls",
-        calls("AssumeRole")
+        sts.calls("AssumeRole")
     );
     assert!(
-        calls("GetCallerIdentity") <= 3,
+        sts.calls("GetCallerIdentity") <= 3,
         "{} GetCallerIdentity calls",
-        calls("GetCallerIdentity")
+        sts.calls("GetCallerIdentity")
+    );
+}
+
+#[tokio::test]
+async fn a_broker_that_cannot_learn_its_identity_asks_once_not_once_per_waiting_request() {
+    // A freshly started instance whose STS throttles, asked for 16 sessions' credentials at
+    // once: every request needs the broker's own identity first (GetCallerIdentity). The one
+    // that asks fails; the 15 waiting on it must take that failure, not ask again each.
+    let sts = StandInSts::start(StsAnswer::Throttling).await;
+    let a = TestApp::spawn().await;
+    let (alice, sessions) = support_sessions(&a, "sts faults", 16).await;
+    let key = a.data_dir.path().join("signing-key.pem");
+    let db_url = a.database_url.clone();
+    let b = TestApp::spawn_with(|s| {
+        s.database_url = Some(db_url.as_str().into());
+        s.signing_key_file = Some(key.clone());
+        s.aws_endpoint_url = Some(sts.url.clone());
+    })
+    .await;
+    let paths: Vec<String> = sessions.iter().map(credentials_path).collect();
+    let answers = futures::future::join_all(
+        paths
+            .iter()
+            .map(|path| b.send(Method::POST, path, Some(&alice), None)),
+    )
+    .await;
+    for response in &answers {
+        assert_eq!(response.status(), 503);
+        assert!(response.headers().contains_key("retry-after"));
+    }
+    // One call, with the SDK's own retries (3 attempts at most).
+    assert!(
+        sts.calls("GetCallerIdentity") <= 3,
+        "{} GetCallerIdentity calls for 16 waiting requests",
+        sts.calls("GetCallerIdentity")
     );
 }
