@@ -13,11 +13,16 @@
 //! - if the listening connection fails, everything cached is dropped, and the staleness
 //!   bound holds regardless: no instance acts on state older than the bound.
 //!
+//! A read that started before a revocation was applied here never refills the cache after
+//! it: every read takes a [`Read`] ticket first, and an entry is stored only if no entry was
+//! dropped since the ticket was taken (checked under the same lock as the drop).
+//!
 //! So a revocation made anywhere is honoured by every instance within 1 second, usually at
 //! once. Tokens are cached only after their signature verified; a token's own expiry is
 //! checked on every use.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -68,8 +73,18 @@ pub struct Cached<T> {
     pub refresh: bool,
 }
 
+/// Taken before a database read whose result may be cached: when it started, and how many
+/// drops the cache had seen then.
+#[derive(Debug, Clone, Copy)]
+pub struct Read {
+    at: Instant,
+    drops: u64,
+}
+
 pub struct AuthCache {
     max_staleness: Duration,
+    /// Incremented by every drop (forget, clear), under the lock of the map it drops from.
+    drops: AtomicU64,
     /// Verified, unrevoked tokens by their text, with their expiry (Unix seconds).
     tokens: RwLock<HashMap<String, Entry<(Principal, i64)>>>,
     grants: RwLock<HashMap<Uuid, Entry<Grant>>>,
@@ -86,10 +101,29 @@ impl AuthCache {
     pub fn new(max_staleness: Duration) -> Self {
         AuthCache {
             max_staleness,
+            drops: AtomicU64::new(0),
             tokens: RwLock::default(),
             grants: RwLock::default(),
             customer_sessions: RwLock::default(),
         }
+    }
+
+    /// A ticket for a read about to start (see [`Read`]).
+    pub fn begin_read(&self) -> Read {
+        Read {
+            at: Instant::now(),
+            drops: self.drops.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Whether nothing was dropped since `read` began; call with the map's write lock held.
+    fn still_current(&self, read: Read) -> bool {
+        self.drops.load(Ordering::SeqCst) == read.drops
+    }
+
+    /// Counts a drop; call with the write lock of the map it drops from held.
+    fn dropped(&self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
     }
 
     fn fresh<T>(&self, entry: &Entry<T>) -> bool {
@@ -112,15 +146,19 @@ impl AuthCache {
         })
     }
 
-    /// `read_at`: when the database read behind it started (staleness counts from there).
-    pub fn store_principal(&self, token: &str, principal: &Principal, exp: i64, read_at: Instant) {
+    /// `read`: the ticket taken before the database read behind it (staleness counts from
+    /// there; nothing is stored if an entry was dropped since).
+    pub fn store_principal(&self, token: &str, principal: &Principal, exp: i64, read: Read) {
         let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
+        if !self.still_current(read) {
+            return;
+        }
         if tokens.len() >= MAX_ENTRIES {
             tokens.clear();
         }
         tokens.insert(
             token.to_owned(),
-            Entry::new((principal.clone(), exp), read_at),
+            Entry::new((principal.clone(), exp), read.at),
         );
     }
 
@@ -137,13 +175,16 @@ impl AuthCache {
         })
     }
 
-    /// `read_at`: when the database read behind it started (staleness counts from there).
-    pub fn store_grant(&self, grant: &Grant, read_at: Instant) {
+    /// `read`: as for [`AuthCache::store_principal`].
+    pub fn store_grant(&self, grant: &Grant, read: Read) {
         let mut grants = self.grants.write().unwrap_or_else(|p| p.into_inner());
+        if !self.still_current(read) {
+            return;
+        }
         if grants.len() >= MAX_ENTRIES {
             grants.clear();
         }
-        grants.insert(grant.session.id, Entry::new(grant.clone(), read_at));
+        grants.insert(grant.session.id, Entry::new(grant.clone(), read.at));
     }
 
     pub fn customer_session(&self, key: &CustomerSessionKey) -> Option<Uuid> {
@@ -166,17 +207,17 @@ impl AuthCache {
     }
 
     pub fn forget_token(&self, jti: Uuid) {
-        self.tokens
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, e| e.value.0.token_id != jti);
+        let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
+        self.dropped();
+        tokens.retain(|_, e| e.value.0.token_id != jti);
     }
 
     pub fn forget_session(&self, session: Uuid) {
-        self.grants
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&session);
+        {
+            let mut grants = self.grants.write().unwrap_or_else(|p| p.into_inner());
+            self.dropped();
+            grants.remove(&session);
+        }
         self.customer_sessions
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -184,10 +225,11 @@ impl AuthCache {
     }
 
     pub fn forget_customer(&self, customer: &str) {
-        self.grants
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, e| e.value.session.customer_id.as_str() != customer);
+        {
+            let mut grants = self.grants.write().unwrap_or_else(|p| p.into_inner());
+            self.dropped();
+            grants.retain(|_, e| e.value.session.customer_id.as_str() != customer);
+        }
         self.customer_sessions
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -195,14 +237,12 @@ impl AuthCache {
     }
 
     pub fn clear(&self) {
-        self.tokens
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        self.grants
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
+        let mut grants = self.grants.write().unwrap_or_else(|p| p.into_inner());
+        self.dropped();
+        tokens.clear();
+        grants.clear();
+        drop((tokens, grants));
         self.customer_sessions
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -255,5 +295,38 @@ async fn listen(pool: &PgPool, cache: &AuthCache) -> Result<(), sqlx::Error> {
             // The connection was lost and re-established: anything may have been missed.
             None => cache.clear(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+
+    fn principal(token_id: Uuid) -> Principal {
+        Principal {
+            subject: "alice".into(),
+            role: Role::Support,
+            customers: None,
+            token_id,
+            expires_at: chrono::Utc::now().timestamp() + 3600,
+        }
+    }
+
+    #[test]
+    fn a_read_that_began_before_a_revocation_does_not_refill_the_cache() {
+        let cache = AuthCache::new(DEFAULT_MAX_STALENESS);
+        let jti = Uuid::new_v4();
+        let p = principal(jti);
+        // A background re-read starts, the token is revoked meanwhile (dropped here), then
+        // the read, which saw the token still valid, finishes.
+        let read = cache.begin_read();
+        cache.forget_token(jti);
+        cache.store_principal("raw", &p, p.expires_at, read);
+        assert!(cache.principal("raw").is_none());
+        // A read that began after the drop is stored as before.
+        let read = cache.begin_read();
+        cache.store_principal("raw", &p, p.expires_at, read);
+        assert!(cache.principal("raw").is_some());
     }
 }

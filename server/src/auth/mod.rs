@@ -13,8 +13,6 @@ mod error;
 pub mod oidc;
 pub mod token;
 
-use std::time::Instant;
-
 use sqlx::PgPool;
 
 pub use error::AuthError;
@@ -183,11 +181,11 @@ pub async fn authenticate(
         return Ok(cached.value);
     }
     let claims = keys.verify(raw)?;
-    let read_at = Instant::now();
+    let read = cache.begin_read();
     token::check_record(db, &claims).await?;
     let exp = claims.exp;
     let principal = claims.into_principal()?;
-    cache.store_principal(raw, &principal, exp, read_at);
+    cache.store_principal(raw, &principal, exp, read);
     Ok(principal)
 }
 
@@ -200,14 +198,14 @@ fn refresh_token(
     jti: uuid::Uuid,
 ) {
     tokio::spawn(async move {
-        let read_at = Instant::now();
+        let read = cache.begin_read();
         let Ok(claims) = keys.verify(&raw) else {
             return cache.forget_token(jti);
         };
         match token::check_record(&db, &claims).await {
             Ok(()) => {
                 if let Ok(principal) = claims.clone().into_principal() {
-                    cache.store_principal(&raw, &principal, claims.exp, read_at);
+                    cache.store_principal(&raw, &principal, claims.exp, read);
                 }
             }
             // Unknown (the database did not answer): leave the entry to expire on its own

@@ -1,8 +1,6 @@
 //! The grant behind a credential request: the session, its customer and role, read in one
 //! query, and kept per instance for at most 500 ms (see `auth::cache`).
 
-use std::time::Instant;
-
 use uuid::Uuid;
 
 use crate::db::{self, sessions::Grant};
@@ -16,9 +14,9 @@ pub(super) async fn cached_grant(state: &AppState, id: Uuid) -> Result<Option<Gr
         if cached.refresh {
             let state = state.clone();
             tokio::spawn(async move {
-                let read_at = Instant::now();
+                let read = state.auth_cache.begin_read();
                 match db::sessions::grant(&state.db, id).await {
-                    Ok(Some(grant)) => state.auth_cache.store_grant(&grant, read_at),
+                    Ok(Some(grant)) => state.auth_cache.store_grant(&grant, read),
                     Ok(None) => state.auth_cache.forget_session(id),
                     // Unknown: the entry expires on its own (at most the staleness bound).
                     Err(_) => {}
@@ -27,10 +25,10 @@ pub(super) async fn cached_grant(state: &AppState, id: Uuid) -> Result<Option<Gr
         }
         return Ok(Some(cached.value));
     }
-    let read_at = Instant::now();
+    let read = state.auth_cache.begin_read();
     let grant = db::sessions::grant(&state.db, id).await?;
     if let Some(grant) = &grant {
-        state.auth_cache.store_grant(grant, read_at);
+        state.auth_cache.store_grant(grant, read);
     }
     Ok(grant)
 }
