@@ -83,6 +83,16 @@ impl Application {
         })
     }
 
+    /// The application with its audit writer replaced by one that writes nothing, for the
+    /// audit-off benchmark only (`tests/bench P3`; see [`AuditWriter::discarding`]).
+    #[cfg(feature = "bench-unaudited")]
+    pub fn without_audit_for_benchmark(mut self) -> anyhow::Result<Self> {
+        let inner =
+            Arc::get_mut(&mut self.state.0).context("the application's state is already shared")?;
+        inner.audit = AuditWriter::discarding();
+        Ok(self)
+    }
+
     pub fn port(&self) -> u16 {
         self.api_listener
             .local_addr()

@@ -64,6 +64,21 @@ impl TestApp {
 
     /// Spawns the application after `adjust` changed the settings.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+        Self::spawn_built(adjust, Ok).await
+    }
+
+    /// Spawns the application with an audit writer that writes nothing: for the audit-off
+    /// benchmark only (`tests/bench P3`).
+    pub async fn spawn_unaudited() -> TestApp {
+        Self::spawn_built(|_| {}, Application::without_audit_for_benchmark).await
+    }
+
+    /// Spawns the application after `adjust` changed the settings and `finish` the built
+    /// application.
+    async fn spawn_built(
+        adjust: impl FnOnce(&mut Settings),
+        finish: impl FnOnce(Application) -> anyhow::Result<Application>,
+    ) -> TestApp {
         init_test_log();
         let data_dir = tempfile::tempdir().unwrap();
         let copy = fresh_migrated_database_url().await;
@@ -83,6 +98,7 @@ impl TestApp {
         let config = settings.resolve().unwrap();
         let app = Application::build(config.clone())
             .await
+            .and_then(finish)
             .expect("application builds");
         let addr = SocketAddr::from(([127, 0, 0, 1], app.port()));
         let metrics_addr = SocketAddr::from(([127, 0, 0, 1], app.metrics_port()));

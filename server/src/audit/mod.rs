@@ -122,6 +122,21 @@ impl AuditWriter {
         AuditWriter { queue }
     }
 
+    /// A writer that writes nothing and answers every event at once, through the same queue
+    /// and wake-up as the real one: the audit-off benchmark (`tests/bench P3`) measures the
+    /// credential path with it. Only in builds with the `bench-unaudited` feature, which
+    /// nothing but the benchmark enables; no setting reaches it.
+    #[cfg(feature = "bench-unaudited")]
+    pub fn discarding() -> Self {
+        let (queue, mut receiver) = mpsc::channel::<Pending>(QUEUE);
+        tokio::spawn(async move {
+            while let Some(pending) = receiver.recv().await {
+                let _ = pending.done.send(Ok(()));
+            }
+        });
+        AuditWriter { queue }
+    }
+
     /// Writes `event` (with a group of others) and returns once it is committed.
     pub async fn record(&self, event: NewEvent) -> Result<(), AuditError> {
         let (done, committed) = oneshot::channel();

@@ -3,7 +3,7 @@
 //! suite; run it with
 //!
 //! ```text
-//! tests/run --release --test cli_bench -- --ignored --nocapture
+//! tests/bench P4
 //! ```
 //!
 //! The goal: the median warm `credential-process` takes at most 3 times the median `cat`.
@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use lanyard_server::auth::Role;
 use lanyard_tests::{CliHome, TestApp, credential_requests};
+
+use crate::table::{self, Row};
 
 const RUNS: usize = 300;
 
@@ -61,8 +63,8 @@ fn std_command(home: &CliHome, program: &Path) -> Command {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: tests/run --release --test cli_bench -- --ignored --nocapture"]
-async fn warm_credential_process_beside_cat() {
+#[ignore = "benchmark: run with tests/bench P4"]
+async fn p4_warm_credential_process_beside_cat() {
     let app = TestApp::spawn().await;
     app.create_customer("bench-corp").await;
     app.register_role("bench-corp", "readonly").await;
@@ -106,6 +108,15 @@ async fn warm_credential_process_beside_cat() {
     let ours = summary("lanyard credential-process (warm)", ours);
     let theirs = summary("cat (same JSON)", theirs);
     let ratio = ours.as_secs_f64() / theirs.as_secs_f64();
+    table::report(Row {
+        id: "P4",
+        what: "warm credential-process vs cat of the same JSON (median)",
+        figure: table::ms(ours.as_secs_f64()),
+        baseline: format!("cat {}", table::ms(theirs.as_secs_f64())),
+        ratio: Some(ratio),
+        goal: "≤ 3.00",
+        met: Some(ratio <= 3.0),
+    });
     println!(
         "median ratio: {ratio:.2}x cat (goal: at most 3x) -> {}",
         if ratio <= 3.0 { "met" } else { "NOT met" }

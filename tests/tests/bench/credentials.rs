@@ -1,63 +1,66 @@
-//! Benchmark: the cached credential path of the real `lanyard-server` (release build)
-//! beside a bare axum handler, on the same machine, in the same run, under the same load
-//! generator (64 concurrent keep-alive connections).
+//! Benchmarks P1 and P3: the cached credential path.
 //!
-//! Run it with `tests/run --release --test bench -- --ignored --nocapture`
-//! (`BENCH_SECS` sets the measured seconds per target and round, default 5; `BENCH_ROUNDS`
-//! the number of alternating baseline / credential-path rounds, default 3).
+//! P1: the real `lanyard-server` (release build) beside two baselines, on the same machine,
+//! in the same run, under the same load generator (64 concurrent keep-alive connections),
+//! rounds alternating: a bare axum handler, and the same handler committing an equally wide
+//! audit row through the server's own group-commit writer. So the broker's own overhead
+//! (P1b) and the audit row's cost are separate numbers; P1c splits the CPU per request.
+//! P3: two in-process brokers, audit on and audit off (a writer that writes nothing, built
+//! only with the `bench-unaudited` feature).
+//!
+//! Run them with `tests/bench P1 P3` (`BENCH_SECS` sets the measured seconds per target and
+//! round, default 5; `BENCH_ROUNDS` the number of alternating rounds, default 3).
 //!
 //! Goals (issue "Sessions and credential brokering"): at least half the bare handler's
 //! requests per second, p99 at most 5 ms, server RSS at most 64 MB.
 //!
 //! Every Lanyard request here is a full credential request: token verification and its
-//! revocation check, the session's grant read from Postgres, the cached credentials, and an
-//! audit row committed (group commit) before the answer.
+//! revocation check, the session's grant, the cached credentials, and an audit row committed
+//! (group commit) before the answer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use lanyard_tests::{ServerProcess, moto_url};
+use lanyard_server::audit::AuditWriter;
+use lanyard_server::auth::Role;
+use lanyard_tests::TestApp;
+
+use crate::table::{self, Row};
 use serde_json::{Value, json};
 
 /// Concurrent connections (the goal is stated for 64; `BENCH_CONNECTIONS` changes it).
-fn connections() -> usize {
-    std::env::var("BENCH_CONNECTIONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(64)
+pub fn connections() -> usize {
+    table::env_or("BENCH_CONNECTIONS", 64)
 }
 /// Alternating rounds of baseline and credential path (`BENCH_ROUNDS`, default 3).
-fn rounds_wanted() -> usize {
-    std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3)
+pub fn rounds_wanted() -> usize {
+    table::env_or("BENCH_ROUNDS", 3)
 }
 const WARMUP: Duration = Duration::from_secs(2);
 
-struct Figures {
+pub struct Figures {
     /// CPU seconds each meter counted during the measured seconds.
-    cpu: Vec<f64>,
-    requests: usize,
-    errors: usize,
+    pub cpu: Vec<f64>,
+    pub requests: usize,
+    pub errors: usize,
     /// Successful answers over the whole run, warm-up and the last in-flight requests
     /// included: what the audit log must hold one row for each of.
-    answered: usize,
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
+    pub answered: usize,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
 }
 
 /// Reads a component's CPU time so far, in seconds.
-type Meter = Box<dyn Fn() -> f64 + Send + Sync>;
+pub type Meter = Box<dyn Fn() -> f64 + Send + Sync>;
 
-/// Drives `connections()` concurrent loops of `method` `url` for `secs`, after a warm-up;
+/// Drives `connections()` concurrent loops of `method` on `urls` (spread evenly) for `secs`, after a warm-up;
 /// `meters` are read when the measured seconds start and end.
-async fn load(
+pub async fn load(
     method: reqwest::Method,
-    url: String,
+    urls: Vec<String>,
     token: Option<String>,
     secs: u64,
     meters: &[Meter],
@@ -69,9 +72,10 @@ async fn load(
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for _ in 0..connections() {
-        let (client, url, token, method) =
-            (client.clone(), url.clone(), token.clone(), method.clone());
+    for n in 0..connections() {
+        // Connections spread over the targets in turn.
+        let url = urls[n % urls.len()].clone();
+        let (client, token, method) = (client.clone(), token.clone(), method.clone());
         let (measuring, stop) = (measuring.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(65_536);
@@ -141,9 +145,11 @@ async fn load(
     }
 }
 
-/// The baseline: a bare axum handler answering a credential-sized JSON document, on its own
-/// runtime with as many worker threads as the server's default.
-fn start_bare_handler() -> String {
+/// A baseline: a bare axum handler answering a credential-sized JSON document, on its own
+/// runtime with as many worker threads as the server's default. With `audit_database`, it
+/// first commits an audit row as wide as the credential path's through the server's own
+/// group-commit writer (`lanyard_server::audit::AuditWriter`) on that migrated database.
+fn start_bare_handler(audit_database: Option<String>) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -159,11 +165,28 @@ fn start_bare_handler() -> String {
                 "SecretAccessKey": "x".repeat(40), "SessionToken": "y".repeat(600),
                 "Expiration": "2026-11-26T12:00:00Z"
             });
+            let audit = match audit_database {
+                Some(url) => Some(AuditWriter::start(
+                    sqlx::PgPool::connect(&url).await.unwrap(),
+                    Duration::from_secs(5),
+                    lanyard_server::metrics::Metrics::new().unwrap(),
+                )),
+                None => None,
+            };
+            let session = uuid::Uuid::new_v4();
             let app = axum::Router::new().route(
                 "/bare",
                 axum::routing::post(move || {
-                    let body = body.clone();
-                    async move { axum::Json(body) }
+                    let (body, audit) = (body.clone(), audit.clone());
+                    async move {
+                        if let Some(audit) = audit {
+                            audit
+                                .record(crate::levers::credential_event(0, session))
+                                .await
+                                .unwrap();
+                        }
+                        axum::Json(body)
+                    }
                 }),
             );
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
@@ -173,12 +196,19 @@ fn start_bare_handler() -> String {
     format!("http://{addr}/bare")
 }
 
+/// One round: each target measured once, one after the other.
+struct Round {
+    bare: Figures,
+    audited: Figures,
+    lanyard: Figures,
+}
+
 /// The audit writer's totals from the server's Prometheus metrics.
 #[derive(Clone, Copy)]
-struct AuditBatches {
-    batches: f64,
-    events: f64,
-    seconds: f64,
+pub struct AuditBatches {
+    pub batches: f64,
+    pub events: f64,
+    pub seconds: f64,
 }
 
 impl std::ops::Sub for AuditBatches {
@@ -192,7 +222,7 @@ impl std::ops::Sub for AuditBatches {
     }
 }
 
-async fn audit_batches(metrics_addr: &str) -> AuditBatches {
+pub async fn audit_batches(metrics_addr: &str) -> AuditBatches {
     let text = reqwest::get(format!("http://{metrics_addr}/metrics"))
         .await
         .unwrap()
@@ -215,7 +245,7 @@ async fn audit_batches(metrics_addr: &str) -> AuditBatches {
 const BARE_THREADS: &str = "bare-handler";
 
 /// User and system CPU seconds in a `/proc/.../stat` file.
-fn stat_cpu(path: &str) -> f64 {
+pub fn stat_cpu(path: &str) -> f64 {
     let Ok(stat) = std::fs::read_to_string(path) else {
         return 0.0; // the process or thread has gone
     };
@@ -240,28 +270,29 @@ fn own_threads_cpu(bare: bool) -> f64 {
         .sum()
 }
 
-/// CPU seconds of the Postgres backends connected to `database` (found by their process
-/// titles, `postgres: ... <user> <database> ...`).
-fn postgres_cpu(database: &str) -> f64 {
+/// CPU seconds of the Postgres backends connected to any of `databases` (found by their
+/// process titles, `postgres: ... <user> <database> ...`).
+pub fn postgres_cpu(databases: &[String]) -> f64 {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter(|p| {
             let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline);
-            cmdline.starts_with("postgres:") && cmdline.split(' ').any(|w| w == database)
+            cmdline.starts_with("postgres:")
+                && cmdline.split(' ').any(|w| databases.iter().any(|d| d == w))
         })
         .map(|p| stat_cpu(&p.path().join("stat").to_string_lossy()))
         .sum()
 }
 
 /// The middle value (the upper one of an even count).
-fn median(mut values: Vec<f64>) -> f64 {
+pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
 
-fn rss_kb(pid: u32, field: &str) -> u64 {
+pub fn rss_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
@@ -271,31 +302,17 @@ fn rss_kb(pid: u32, field: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "benchmark: run with tests/run --release --test bench -- --ignored --nocapture"]
-async fn cached_credential_path_beside_a_bare_handler() {
-    let secs: u64 = std::env::var("BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+#[ignore = "benchmark: run with tests/bench P1"]
+async fn p1_cached_credential_path_beside_bare_handlers() {
+    let secs: u64 = table::env_or("BENCH_SECS", 5);
     let data_dir = tempfile::tempdir().unwrap();
     let db_url = lanyard_tests::fresh_database_url();
-    let moto = moto_url();
-    let metrics_addr = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().to_string()
-    };
-    let server = ServerProcess::start(&[
-        ("LANYARD_METRICS_ADDR", &metrics_addr),
-        ("LANYARD_DATABASE_URL", &db_url),
-        ("LANYARD_DATA_DIR", data_dir.path().to_str().unwrap()),
-        ("LANYARD_AWS_ENDPOINT_URL", &moto),
-        ("LANYARD_TRUST_CHECK", "warn"),
-        // Per-request lines off (lanyard_server::http), startup lines on.
-        (
-            "RUST_LOG",
-            "warn,lanyard_server=info,lanyard_server::http=warn",
-        ),
-    ]);
+    let metrics_addr = crate::fixture::free_addr();
+    let server = crate::fixture::start_server(
+        &db_url,
+        data_dir.path(),
+        &[("LANYARD_METRICS_ADDR", &metrics_addr)],
+    );
     let admin = server.issue_token("ops", "admin");
     let alice = server.issue_token("alice", "support");
     let http = reqwest::Client::new();
@@ -305,22 +322,7 @@ async fn cached_credential_path_beside_a_bare_handler() {
             .json(&body)
             .send()
     };
-    let customer = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    assert_eq!(
-        post(&admin, "/v1/customers", json!({ "id": customer }))
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
-    let role = http
-        .put(server.url(&format!("/v1/customers/{customer}/roles/readonly")))
-        .bearer_auth(&admin)
-        .json(&json!({ "role_arn": "arn:aws:iam::111122223333:role/LanyardAccess" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(role.status(), 200);
+    let customer = crate::fixture::customer_with_role(&server, &admin).await;
     let session: Value = post(
         &alice,
         "/v1/sessions",
@@ -340,16 +342,27 @@ async fn cached_credential_path_beside_a_bare_handler() {
     assert_eq!(first.status(), 200, "{:?}", first.text().await);
 
     use reqwest::Method;
-    let bare_url = start_bare_handler();
+    let bare_url = start_bare_handler(None);
+    let audit_db = lanyard_tests::database::fresh_migrated_database_url().await;
+    let _audit_db_guard = lanyard_tests::TestDatabase::adopt(&audit_db);
+    let audited_bare_url = start_bare_handler(Some(audit_db.clone()));
     let pid = server.child.id();
-    let database = db_url.rsplit('/').next().unwrap().to_owned();
+    let name = |url: &str| url.rsplit('/').next().unwrap().to_owned();
+    let databases = vec![name(&db_url), name(&audit_db)];
     let meters: Vec<Meter> = vec![
         Box::new(|| own_threads_cpu(false)),
         Box::new(|| own_threads_cpu(true)),
         Box::new(move || stat_cpu(&format!("/proc/{pid}/stat"))),
-        Box::new(move || postgres_cpu(&database)),
+        Box::new(move || postgres_cpu(&databases)),
     ];
-    let health = load(Method::GET, server.url("/healthz"), None, secs, &meters).await;
+    let health = load(
+        Method::GET,
+        vec![server.url("/healthz")],
+        None,
+        secs,
+        &meters,
+    )
+    .await;
     let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
     let commits = || async {
         sqlx::query_scalar::<_, i64>(
@@ -370,10 +383,18 @@ async fn cached_credential_path_beside_a_bare_handler() {
     let audit_before = audit_batches(&metrics_addr).await;
     let commits_before = commits().await;
     for _ in 0..rounds_wanted() {
-        let bare = load(Method::POST, bare_url.clone(), None, secs, &meters).await;
+        let bare = load(Method::POST, vec![bare_url.clone()], None, secs, &meters).await;
+        let audited = load(
+            Method::POST,
+            vec![audited_bare_url.clone()],
+            None,
+            secs,
+            &meters,
+        )
+        .await;
         let lanyard = load(
             Method::POST,
-            server.url(&path),
+            vec![server.url(&path)],
             Some(alice.clone()),
             secs,
             &meters,
@@ -382,7 +403,11 @@ async fn cached_credential_path_beside_a_bare_handler() {
         lanyard_requests += lanyard.requests;
         lanyard_answered += lanyard.answered;
         lanyard_errors += lanyard.errors;
-        rounds.push((bare, lanyard));
+        rounds.push(Round {
+            bare,
+            audited,
+            lanyard,
+        });
     }
     // The statistics collector reports with a delay of up to a second or so.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -423,15 +448,26 @@ async fn cached_credential_path_beside_a_bare_handler() {
     };
     row("lanyard /healthz (HTTP stack)", &health, None);
     let mut ratios = Vec::new();
+    let mut audited_ratios = Vec::new();
     let mut p99s = Vec::new();
-    for (n, (bare, lanyard)) in rounds.iter().enumerate() {
-        let ratio = lanyard.rps / bare.rps;
+    for (n, r) in rounds.iter().enumerate() {
+        let ratio = r.lanyard.rps / r.bare.rps;
         ratios.push(ratio);
-        p99s.push(lanyard.p99_ms);
-        row(&format!("round {}: bare axum handler", n + 1), bare, None);
+        audited_ratios.push(r.lanyard.rps / r.audited.rps);
+        p99s.push(r.lanyard.p99_ms);
+        row(
+            &format!("round {}: bare axum handler", n + 1),
+            &r.bare,
+            None,
+        );
+        row(
+            &format!("round {}: bare handler + audit", n + 1),
+            &r.audited,
+            Some(r.audited.rps / r.bare.rps),
+        );
         row(
             &format!("round {}: lanyard cached creds", n + 1),
-            lanyard,
+            &r.lanyard,
             Some(ratio),
         );
     }
@@ -439,30 +475,78 @@ async fn cached_credential_path_beside_a_bare_handler() {
         "CPU µs per request, median of rounds: {:<16} {:>8} {:>8} {:>8} {:>8}",
         "", "loadgen", "bare", "lanyard", "postgres"
     );
-    type Pick = fn(&(Figures, Figures)) -> &Figures;
-    let targets: [(&str, Pick); 2] = [
-        ("bare axum handler", |r| &r.0),
-        ("lanyard cached creds", |r| &r.1),
+    type Pick = fn(&Round) -> &Figures;
+    let targets: [(&str, Pick); 3] = [
+        ("bare axum handler", |r| &r.bare),
+        ("bare handler + audit row", |r| &r.audited),
+        ("lanyard cached creds", |r| &r.lanyard),
     ];
+    // Per target, the median over rounds of each meter's CPU µs per request.
+    let mut cpu_of = Vec::new();
     for (name, pick) in targets {
-        let per_request: Vec<String> = (0..meters.len())
+        let per_request: Vec<f64> = (0..meters.len())
             .map(|m| {
                 let cpu = rounds
                     .iter()
                     .map(pick)
                     .map(|f| f.cpu[m] * 1e6 / (f.requests as f64).max(1.0));
-                format!("{:>8.1}", median(cpu.collect()))
+                median(cpu.collect())
             })
             .collect();
-        println!("{name:<55} {}", per_request.join(" "));
+        let cells: Vec<String> = per_request.iter().map(|v| format!("{v:>8.1}")).collect();
+        println!("{name:<55} {}", cells.join(" "));
+        cpu_of.push(per_request);
     }
+    let (ratio, audited_ratio, p99) = (median(ratios), median(audited_ratios), median(p99s));
     println!(
-        "lanyard / bare throughput, median of rounds: {:.2} (goal ≥ 0.50); p99, median of rounds: {:.2} ms (goal ≤ 5); server RSS {} MB now, {} MB peak (goal ≤ 64)",
-        median(ratios),
-        median(p99s),
+        "lanyard / bare throughput, median of rounds: {ratio:.2} (goal ≥ 0.50); p99, median of rounds: {p99:.2} ms (goal ≤ 5); server RSS {} MB now, {} MB peak (goal ≤ 64)",
         rss / 1024,
         peak / 1024
     );
+    let rps = |pick: Pick| median(rounds.iter().map(pick).map(|f| f.rps).collect());
+    let p50 = median(rounds.iter().map(|r| r.lanyard.p50_ms).collect());
+    table::report(Row {
+        id: "P1",
+        what: "cached credential path vs bare axum (64 conns)",
+        figure: format!(
+            "{:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms, RSS {} MB",
+            rps(|r| &r.lanyard),
+            peak / 1024
+        ),
+        baseline: format!("bare axum {:.0} req/s", rps(|r| &r.bare)),
+        ratio: Some(ratio),
+        goal: "≥ 0.50, p99 ≤ 5 ms, RSS ≤ 64 MB",
+        met: Some(ratio >= 0.5 && p99 <= 5.0 && peak <= 64 * 1024),
+    });
+    table::report(Row {
+        id: "P1b",
+        what: "cached credential path vs bare axum + same audit row",
+        figure: format!("{:.0} req/s", rps(|r| &r.lanyard)),
+        baseline: format!(
+            "bare + group-commit audit row {:.0} req/s",
+            rps(|r| &r.audited)
+        ),
+        ratio: Some(audited_ratio),
+        goal: "",
+        met: None,
+    });
+    // Meters: 0 load generator, 1 bare handler threads, 2 server process, 3 Postgres.
+    let (bare_cpu, audited_cpu, lanyard_cpu) = (&cpu_of[0], &cpu_of[1], &cpu_of[2]);
+    table::report(Row {
+        id: "P1c",
+        what: "CPU µs per request: handler + Postgres (+ load generator)",
+        figure: format!(
+            "lanyard {:.1} + PG {:.1} (+ loadgen {:.1})",
+            lanyard_cpu[2], lanyard_cpu[3], lanyard_cpu[0]
+        ),
+        baseline: format!(
+            "bare {:.1} (+ {:.1}); bare+audit {:.1} + PG {:.1} (+ {:.1})",
+            bare_cpu[1], bare_cpu[0], audited_cpu[1], audited_cpu[3], audited_cpu[0]
+        ),
+        ratio: Some((lanyard_cpu[2] + lanyard_cpu[3]) / (audited_cpu[1] + audited_cpu[3])),
+        goal: "",
+        met: None,
+    });
     println!(
         "audit rows for issued credentials: {audited}, successful answers: {lanyard_answered} (warm-up included)"
     );
@@ -485,4 +569,103 @@ async fn cached_credential_path_beside_a_bare_handler() {
     // One audit row per credential answered, no more and no fewer: the rows were committed
     // before the answers (fail-closed), so every task having finished means every row is in.
     assert_eq!(audited as usize, lanyard_answered);
+}
+
+/// A support session on `app` (customer, role and session created through the API): its
+/// credentials URL, a token of its engineer, and that one first request filled the cache.
+pub async fn cached_session(app: &TestApp) -> (String, String) {
+    let customer = lanyard_tests::unique("bench");
+    app.create_customer(&customer).await;
+    app.register_role(&customer, "readonly").await;
+    let engineer = app.token(Role::Support, None).await;
+    let (status, session) = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/sessions",
+            Some(&engineer),
+            Some(
+                json!({ "kind": "support", "customer": customer, "role": "readonly",
+                         "case_id": "BENCH-3", "reason": "benchmark",
+                         "duration_seconds": 3600 }),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{session}");
+    let path = format!(
+        "/v1/sessions/{}/credentials",
+        session["id"].as_str().unwrap()
+    );
+    let (status, body) = app
+        .call(reqwest::Method::POST, &path, Some(&engineer), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    (app.url(&path), engineer)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark: run with tests/bench P3"]
+async fn p3_audit_on_vs_off() {
+    let secs: u64 = table::env_or("BENCH_SECS", 5);
+    // Both in process, on this test's runtime beside the load generator: the same harness
+    // for both, so only the audit row differs.
+    let on = TestApp::spawn().await;
+    let off = TestApp::spawn_unaudited().await;
+    let (on_url, on_token) = cached_session(&on).await;
+    let (off_url, off_token) = cached_session(&off).await;
+    let mut rounds = Vec::new();
+    let mut answered = 1; // the request that filled the cache
+    for _ in 0..rounds_wanted() {
+        let unaudited = load(
+            reqwest::Method::POST,
+            vec![off_url.clone()],
+            Some(off_token.clone()),
+            secs,
+            &[],
+        )
+        .await;
+        let audited = load(
+            reqwest::Method::POST,
+            vec![on_url.clone()],
+            Some(on_token.clone()),
+            secs,
+            &[],
+        )
+        .await;
+        assert_eq!(audited.errors + unaudited.errors, 0);
+        answered += audited.answered;
+        rounds.push((audited, unaudited));
+    }
+    let m = |f: fn(&(Figures, Figures)) -> f64| median(rounds.iter().map(f).collect());
+    let ratio = m(|(on, off)| on.rps / off.rps);
+    table::report(Row {
+        id: "P3",
+        what: "cached credential path: audit on vs off (in process)",
+        figure: format!(
+            "on {:.0} req/s, p99 {:.2} ms",
+            m(|r| r.0.rps),
+            m(|r| r.0.p99_ms)
+        ),
+        baseline: format!(
+            "off {:.0} req/s, p99 {:.2} ms",
+            m(|r| r.1.rps),
+            m(|r| r.1.p99_ms)
+        ),
+        ratio: Some(ratio),
+        goal: "",
+        met: None,
+    });
+    let rows = |app: &TestApp| {
+        let db = app.db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM audit_event WHERE action = 'credentials.issue'",
+            )
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    // The switch did what it says, and only where asked.
+    assert_eq!(rows(&off).await, 0);
+    assert_eq!(rows(&on).await as usize, answered);
 }
