@@ -63,6 +63,11 @@ const QUEUE: usize = 8192;
 /// and chain heads they share (bench, 2 CPUs: 1 worker 15,000 req/s, p99 8 ms; 4 workers
 /// 10,000 req/s, p99 13 ms).
 const WORKERS: usize = 1;
+/// Under load, a batch smaller than the one before waits at most this long for more events
+/// (see [`gather`]).
+const FILL_WAIT: Duration = Duration::from_millis(1);
+/// ... when the batch before held at least this many: under load, not when events are rare.
+const FILL_FROM: usize = 8;
 /// How long a worker keeps its connection while no events come (short: closing the pool at
 /// shutdown waits for it).
 const KEEP_IDLE: Duration = Duration::from_millis(100);
@@ -178,6 +183,8 @@ async fn work(
     mut worker: Worker,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // The size of the batch before, which the next one tries to reach (see `gather`).
+    let mut last_len = 0;
     // Kept from one batch to the next while events keep coming (see `KEEP_IDLE`).
     let mut conn: Option<PoolConnection<Postgres>> = None;
     loop {
@@ -194,11 +201,13 @@ async fn work(
                 }
             };
             let gathered =
-                match tokio::time::timeout(KEEP_IDLE, gather(&mut intake, &mut batch)).await {
+                match tokio::time::timeout(KEEP_IDLE, gather(&mut intake, &mut batch, last_len))
+                    .await
+                {
                     Ok(gathered) => gathered,
                     Err(_) => {
                         conn = None;
-                        gather(&mut intake, &mut batch).await
+                        gather(&mut intake, &mut batch, last_len).await
                     }
                 };
             if !gathered {
@@ -251,6 +260,7 @@ async fn work(
                 failed.close_on_drop();
             }
         }
+        last_len = batch.len();
         for pending in batch.drain(..) {
             let _ = pending.done.send(result.clone());
         }
@@ -260,7 +270,14 @@ async fn work(
 /// Fills `batch` (empty) with the carried event or the next one queued (waiting for it), then
 /// with whatever else is queued while the batch stays within [`MAX_BATCH`] and
 /// [`MAX_BATCH_BYTES`]. False when every writer is gone and nothing is left.
-async fn gather(intake: &mut Intake, batch: &mut Vec<Pending>) -> bool {
+///
+/// Under load (the batch before, `last_len` events, held at least [`FILL_FROM`]), a batch
+/// smaller than the one before waits up to [`FILL_WAIT`] for more: a batch's statement has a
+/// fixed cost in Postgres (its commit and the rollup upserts, a third of a 28-row batch's
+/// cost, `tests/bench L`), so when the same load is shared by more instances (each of whose
+/// batches would otherwise shrink), fuller batches keep the cost per row, and the database's
+/// CPU, down. When events are rare, nothing waits.
+async fn gather(intake: &mut Intake, batch: &mut Vec<Pending>, last_len: usize) -> bool {
     let first = match intake.carried.take() {
         Some(pending) => pending,
         None => match intake.receiver.recv().await {
@@ -270,9 +287,22 @@ async fn gather(intake: &mut Intake, batch: &mut Vec<Pending>) -> bool {
     };
     let mut bytes = FIXED_BYTES + first.size;
     batch.push(first);
+    let target = if last_len >= FILL_FROM {
+        last_len.min(MAX_BATCH)
+    } else {
+        0
+    };
+    let deadline = tokio::time::Instant::now() + FILL_WAIT;
     while batch.len() < MAX_BATCH {
-        let Ok(next) = intake.receiver.try_recv() else {
-            break;
+        let next = match intake.receiver.try_recv() {
+            Ok(next) => next,
+            Err(_) if batch.len() < target => {
+                match tokio::time::timeout_at(deadline, intake.receiver.recv()).await {
+                    Ok(Some(next)) => next,
+                    _ => break,
+                }
+            }
+            Err(_) => break,
         };
         if bytes + next.size > MAX_BATCH_BYTES {
             intake.carried = Some(next);
