@@ -77,6 +77,18 @@ async fn a_stuck_sts_answers_503_at_the_request_timeout() {
     );
 }
 
+/// A second instance on `a`'s database and signing key whose STS is `sts`.
+async fn instance_behind(a: &TestApp, sts: &StandInSts) -> TestApp {
+    let key = a.data_dir.path().join("signing-key.pem");
+    let db_url = a.database_url.clone();
+    TestApp::spawn_with(|s| {
+        s.database_url = Some(db_url.as_str().into());
+        s.signing_key_file = Some(key.clone());
+        s.aws_endpoint_url = Some(sts.url.clone());
+    })
+    .await
+}
+
 #[tokio::test]
 async fn sts_throttling_is_a_503_with_its_code_and_no_credentials() {
     let sts = StandInSts::start(StsAnswer::Throttling).await;
@@ -84,14 +96,7 @@ async fn sts_throttling_is_a_503_with_its_code_and_no_credentials() {
     // the same database, whose STS throttles, is asked for the credentials.
     let a = TestApp::spawn().await;
     let (alice, session) = support_session(&a, "sts faults").await;
-    let key = a.data_dir.path().join("signing-key.pem");
-    let db_url = a.database_url.clone();
-    let b = TestApp::spawn_with(|s| {
-        s.database_url = Some(db_url.as_str().into());
-        s.signing_key_file = Some(key.clone());
-        s.aws_endpoint_url = Some(sts.url.clone());
-    })
-    .await;
+    let b = instance_behind(&a, &sts).await;
     let response = b
         .send(
             Method::POST,
@@ -139,14 +144,7 @@ async fn a_broker_that_cannot_learn_its_identity_asks_once_not_once_per_waiting_
     let sts = StandInSts::start(StsAnswer::Throttling).await;
     let a = TestApp::spawn().await;
     let (alice, sessions) = support_sessions(&a, "sts faults", 16).await;
-    let key = a.data_dir.path().join("signing-key.pem");
-    let db_url = a.database_url.clone();
-    let b = TestApp::spawn_with(|s| {
-        s.database_url = Some(db_url.as_str().into());
-        s.signing_key_file = Some(key.clone());
-        s.aws_endpoint_url = Some(sts.url.clone());
-    })
-    .await;
+    let b = instance_behind(&a, &sts).await;
     let paths: Vec<String> = sessions.iter().map(credentials_path).collect();
     let answers = futures::future::join_all(
         paths
