@@ -343,3 +343,23 @@ impl Drop for FakeBroker {
         self.task.abort();
     }
 }
+
+/// A broker with a customer whose role `readonly` is verified, a support engineer's token,
+/// and a home logged in with it. Returns (app, home, customer, token).
+pub async fn logged_in_support() -> (crate::TestApp, CliHome, String, String) {
+    let app = crate::TestApp::spawn().await;
+    let customer = crate::unique("acme");
+    app.create_customer(&customer).await;
+    app.register_role(&customer, "readonly").await;
+    let token = app
+        .token_for(
+            "alice",
+            lanyard_server::auth::Role::Support,
+            None,
+            Duration::from_secs(3600),
+        )
+        .await;
+    let home = CliHome::new();
+    home.login(&app.base, &token).await.ok();
+    (app, home, customer, token)
+}

@@ -22,7 +22,7 @@ pub mod processes;
 pub mod wait;
 
 pub use app::{TestApp, credential_requests, jwt_claims, session_policy_of, test_settings, unique};
-pub use cli_home::{CliHome, FakeBroker, FakeReply, Keyring, Run};
+pub use cli_home::{CliHome, FakeBroker, FakeReply, Keyring, Run, logged_in_support};
 pub use database::{TestDatabase, database_server_url, fresh_database_url};
 pub use emulator::{PrivateMoto, moto_url, recorded_assume_roles, recorded_form_requests};
 pub use fault::FaultProxy;

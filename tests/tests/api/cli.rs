@@ -6,25 +6,11 @@ use std::time::Duration;
 
 use lanyard_server::auth::Role;
 use lanyard_tests::{
-    CliHome, FakeBroker, FakeReply, Keyring, Run, TestApp, credential_requests, unique,
+    CliHome, FakeBroker, FakeReply, Keyring, Run, TestApp, credential_requests, logged_in_support,
+    unique,
 };
 use reqwest::Method;
 use serde_json::Value;
-
-/// A broker with a customer whose role `readonly` is verified, a support engineer's token,
-/// and a home logged in with it. Returns (app, home, customer, token).
-async fn logged_in_support() -> (TestApp, CliHome, String, String) {
-    let app = TestApp::spawn().await;
-    let customer = unique("acme");
-    app.create_customer(&customer).await;
-    app.register_role(&customer, "readonly").await;
-    let token = app
-        .token_for("alice", Role::Support, None, Duration::from_secs(3600))
-        .await;
-    let home = CliHome::new();
-    home.login(&app.base, &token).await.ok();
-    (app, home, customer, token)
-}
 
 /// A broker with a customer whose roles `roles` are verified, and a home logged in with a
 /// service token (subject `batch-job`). Returns (app, home, customer).

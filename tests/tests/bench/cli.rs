@@ -12,8 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lanyard_server::auth::Role;
-use lanyard_tests::{CliHome, TestApp, credential_requests};
+use lanyard_tests::{CliHome, credential_requests, logged_in_support};
 
 use crate::table::{self, Row};
 
@@ -65,24 +64,17 @@ fn std_command(home: &CliHome, program: &Path) -> Command {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run with tests/bench P4"]
 async fn p4_warm_credential_process_beside_cat() {
-    let app = TestApp::spawn().await;
-    app.create_customer("bench-corp").await;
-    app.register_role("bench-corp", "readonly").await;
-    let token = app
-        .token_for("alice", Role::Support, None, Duration::from_secs(3600))
-        .await;
-    let home = CliHome::new();
-    home.login(&app.base, &token).await.ok();
+    let (app, home, customer, _) = logged_in_support().await;
     home.lanyard(&[
         "support-access",
         "--customer",
-        "bench-corp",
+        &customer,
         "--case",
         "CS-BENCH",
     ])
     .await
     .ok();
-    let profile = "support-bench-corp-CS-BENCH";
+    let profile = &format!("support-{customer}-CS-BENCH");
     let warm = home
         .lanyard(&["credential-process", "--profile", profile])
         .await;

@@ -19,9 +19,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lanyard_server::auth::Role;
 use lanyard_tests::cloudwatch::{credentials_path, support_session};
-use lanyard_tests::{CliHome, TestApp, credential_requests, recorded_assume_roles, unique};
+use lanyard_tests::{
+    TestApp, credential_requests, logged_in_support, recorded_assume_roles, unique,
+};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -180,15 +181,7 @@ fn credential_document(stdout: &str) -> Result<String, String> {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "benchmark: tests/bench P5"]
 async fn p5_a_hundred_parallel_cold_credential_process_runs() {
-    let app = TestApp::spawn().await;
-    let customer = unique("bench");
-    app.create_customer(&customer).await;
-    app.register_role(&customer, "readonly").await;
-    let token = app
-        .token_for("alice", Role::Support, None, Duration::from_secs(3600))
-        .await;
-    let home = CliHome::new();
-    home.login(&app.base, &token).await.ok();
+    let (app, home, customer, _) = logged_in_support().await;
     // `support-access` opens the session and writes the profile; it asks for no credentials.
     let open = |case: String| {
         let home = &home;
