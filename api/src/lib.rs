@@ -11,6 +11,7 @@ mod text;
 
 pub mod audit;
 pub mod customers;
+pub mod events;
 pub mod exchange;
 pub mod problem;
 pub mod reports;

@@ -12,6 +12,8 @@ pub enum GroupBy {
     Customer,
     Case,
     Actor,
+    /// The session's access tier (absent: the role's base grant).
+    Tier,
 }
 
 /// Credential requests that named a session, over whole UTC days.
@@ -40,6 +42,9 @@ pub struct UsageRow {
     /// The group's actor (`group_by=actor`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// The group's tier (`group_by=tier`; absent for the roles' base grants).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
     pub total_requests: i64,
     pub successful_requests: i64,
     /// successful_requests / total_requests.
@@ -59,12 +64,14 @@ pub struct UsageRow {
 
 impl UsageRow {
     /// The group this row is about, as the report's tree names it.
-    pub fn label(&self) -> String {
-        match (&self.profile, &self.customer, &self.case_id, &self.actor) {
+    pub fn label(&self, group_by: GroupBy) -> String {
+        match (&self.profile, &self.customer, &self.case_id, &self.actor, &self.tier) {
             (Some(p), ..) => format!("Profile: {p}"),
             (_, Some(c), ..) => format!("Customer: {c}"),
-            (_, _, Some(c), _) => format!("Case: {c}"),
-            (.., Some(a)) => format!("Actor: {a}"),
+            (_, _, Some(c), ..) => format!("Case: {c}"),
+            (_, _, _, Some(a), _) => format!("Actor: {a}"),
+            (.., Some(t)) => format!("Tier: {t}"),
+            _ if group_by == GroupBy::Tier => "Tier: (base grant)".into(),
             _ => "Case: (customer sessions)".into(),
         }
     }
@@ -125,7 +132,7 @@ pub fn render_tree(report: &UsageReport) -> String {
             .map_or(String::new(), |ms| format!(" (p95 {}ms)", ms));
         out.push_str(&format!(
             "{}\n├─ Total requests: {}\n├─ Success rate: {}\n├─ Average duration: {duration}{p95}\n├─ Cache hit rate: {}\n└─ Users: {users} ({} total)\n",
-            row.label(),
+            row.label(report.group_by),
             thousands(row.total_requests),
             percent(Some(row.success_rate)),
             percent(row.cache_hit_rate),
@@ -150,6 +157,7 @@ mod tests {
                 customer: None,
                 case_id: None,
                 actor: None,
+                tier: None,
                 total_requests: 1247,
                 successful_requests: 1237,
                 success_rate: 1237.0 / 1247.0,

@@ -1,5 +1,7 @@
 //! A customer's IAM roles.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +29,9 @@ pub struct Role {
     /// Scoped-down session policy applied to every AssumeRole.
     #[cfg_attr(feature = "utoipa", schema(value_type = Option<Object>))]
     pub session_policy: Option<serde_json::Value>,
+    /// Named access tiers a session may ask for instead of the base grant.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tiers: BTreeMap<String, Tier>,
     /// `verified`, `failed` or `unverified`.
     pub status: RoleStatus,
     pub verified_at: Option<DateTime<Utc>>,
@@ -64,6 +69,44 @@ pub struct PutRole {
     /// An IAM policy document that scopes sessions down (at most 1,536 characters compact).
     #[cfg_attr(feature = "utoipa", schema(schema_with = session_policy_schema))]
     pub session_policy: Option<serde_json::Value>,
+    /// Named access tiers (at most 10; names `[a-z0-9][a-z0-9_-]{0,31}`), e.g. `read`,
+    /// `billing`, `debug`, `write`. A session asks for one by name; without one it gets the
+    /// base grant (`session_policy`).
+    #[serde(default)]
+    pub tiers: Option<BTreeMap<String, Tier>>,
+}
+
+/// Most tiers one role may declare.
+pub const MAX_TIERS: usize = 10;
+/// STS's limit on managed policy ARNs per AssumeRole.
+pub const MAX_POLICY_ARNS: usize = 10;
+
+/// One access tier of a role: what a session in it may do, for how long, and whether a
+/// second person must approve it first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct Tier {
+    /// An inline session policy for this tier (replaces the role's `session_policy`; at most
+    /// 1,536 characters compact).
+    #[cfg_attr(feature = "utoipa", schema(schema_with = session_policy_schema))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_policy: Option<serde_json::Value>,
+    /// Managed policies (at most 10 ARNs) that scope the tier's sessions down, e.g.
+    /// `arn:aws:iam::aws:policy/ReadOnlyAccess`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy_arns: Vec<String>,
+    /// Longest session in this tier (60 up to the role's `max_session_seconds`).
+    #[cfg_attr(feature = "utoipa", schema(minimum = 60, maximum = 43200))]
+    #[serde(
+        default,
+        deserialize_with = "crate::integral",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_duration_seconds: Option<i32>,
+    /// Sessions in this tier wait for a second person's approval.
+    #[serde(default)]
+    pub requires_approval: bool,
 }
 
 /// The shape the server's policy check accepts: an IAM policy document with a `Statement`.

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::status::SessionStatus;
+use crate::status::{ApprovalStatus, CaseCheck, SessionStatus};
 use crate::{CaseId, CustomerId, RoleName, SessionKind};
 
 /// A grant of access to one customer role for a bounded time.
@@ -24,15 +24,61 @@ pub struct Session {
     #[cfg_attr(feature = "utoipa", schema(example = "support-acme-corp-CS-12345"))]
     pub profile_name: String,
     pub requested_by: String,
-    /// `active`, `expired` or `revoked`.
+    /// `pending_approval`, `active`, `expired`, `revoked` or `denied`.
     pub status: SessionStatus,
+    /// The role's access tier the session uses; absent: the role's base grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// The case's title and link, as the case system gave them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_url: Option<String>,
+    /// What the case system said when the session opened; absent when no case system is
+    /// configured. `unavailable`: it could not be reached and the session opened anyway
+    /// (`when_unavailable = "allow"`), flagged for review.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_check: Option<CaseCheck>,
+    /// The second person's decision, when the tier needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+    /// The session's length; with an approval it counts from the approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<i32>,
+    /// When the request was made.
     pub created_at: DateTime<Utc>,
+    /// When the session ends; while it waits for approval, when the request expires.
     pub expires_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub revoked_by: Option<String>,
     /// When the last credentials issued for this session stop working. STS cannot recall
     /// credentials: after a revocation, those already handed out work until this time.
     pub credentials_valid_until: Option<DateTime<Utc>>,
+}
+
+/// A second person's decision on a session request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct Approval {
+    pub status: ApprovalStatus,
+    /// Who approved or denied it.
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub comment: Option<String>,
+}
+
+/// The body of `POST /v1/sessions/{id}/approve` and `/deny`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct Decision {
+    /// Why: 1-500 characters, no control characters.
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(example = "change CHG-42 approved in CAB", max_length = 500)
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,6 +129,14 @@ pub struct OpenSession {
         skip_serializing_if = "Option::is_none"
     )]
     pub duration_seconds: Option<i32>,
+    /// One of the role's access tiers; absent: the role's base grant. A tier that requires
+    /// approval opens the session as `pending_approval`.
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(example = "write", pattern = "^[a-z0-9][a-z0-9_-]{0,31}$")
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

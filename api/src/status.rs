@@ -86,9 +86,46 @@ status_enum! {
 status_enum! {
     /// Where a session stands now (computed from its end and revocation, not stored).
     SessionStatus {
+        /// Waiting for a second person's approval (`POST /v1/sessions/{id}/approve`); no
+        /// credentials until then, and the session's clock has not started.
+        PendingApproval => "pending_approval",
         Active => "active",
         Expired => "expired",
         Revoked => "revoked",
+        /// An approver turned the request down.
+        Denied => "denied",
+    }
+}
+
+status_enum! {
+    /// A session's approval, when its tier needed one.
+    ApprovalStatus {
+        Pending => "pending",
+        Approved => "approved",
+        Denied => "denied",
+    }
+}
+
+status_enum! {
+    /// What the case system said about a support session's case when it opened.
+    CaseCheck {
+        /// The case system answered that the case is open.
+        Open => "open",
+        /// The case system could not be reached and `when_unavailable = "allow"` let the
+        /// session open anyway: flagged for review.
+        Unavailable => "unavailable",
+    }
+}
+
+status_enum! {
+    /// Where one delivery of one event to one webhook stands.
+    DeliveryState {
+        /// Not delivered yet: waiting for its turn or for its next attempt.
+        Pending => "pending",
+        /// The receiver answered 2xx.
+        Delivered => "delivered",
+        /// Every attempt failed; no more are made.
+        Dead => "dead",
     }
 }
 

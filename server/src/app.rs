@@ -62,6 +62,12 @@ impl Application {
         let auth_cache = Arc::new(AuthCache::new(config.auth_cache));
         let issuers = Issuers::new(&config.oidc_issuers, &metrics.oidc())?;
         crate::auth::cache::spawn_listener(db.clone(), auth_cache.clone());
+        let outbox = crate::events::Outbox::new(config.webhooks.clone(), metrics.events().clone());
+        crate::events::deliver::spawn(db.clone(), outbox.clone(), metrics.events().clone())?;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("lanyard/", env!("CARGO_PKG_VERSION")))
+            .build()?;
         let state = AppState(Arc::new(Inner {
             config,
             db,
@@ -73,6 +79,8 @@ impl Application {
             auth_cache,
             exports,
             issuers,
+            outbox,
+            http,
         }));
         Ok(Application {
             state,

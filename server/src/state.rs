@@ -11,6 +11,7 @@ use crate::auth::cache::AuthCache;
 use crate::auth::oidc::Issuers;
 use crate::auth::token::TokenKeys;
 use crate::config::Config;
+use crate::events::Outbox;
 use crate::metrics::Metrics;
 use crate::sts::Sts;
 use crate::sts::cache::AssumedRoleCache;
@@ -35,6 +36,10 @@ pub struct Inner {
     pub exports: Exports,
     /// Trusted OpenID issuers for the token exchange, with their cached keys.
     pub issuers: Issuers,
+    /// Writes events (session requested, approved, …) with the changes they describe.
+    pub outbox: Outbox,
+    /// Outgoing requests to the case system (no redirects followed).
+    pub http: reqwest::Client,
 }
 
 impl std::ops::Deref for AppState {

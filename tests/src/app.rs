@@ -126,6 +126,19 @@ impl TestApp {
         test_app
     }
 
+    /// Another instance on this one's database and signing key, after `adjust` changed its
+    /// settings.
+    pub async fn spawn_beside(&self, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+        let key = self.data_dir.path().join("signing-key.pem");
+        let db_url = self.database_url.clone();
+        TestApp::spawn_with(|s| {
+            s.database_url = Some(db_url.as_str().into());
+            s.signing_key_file = Some(key);
+            adjust(s);
+        })
+        .await
+    }
+
     /// Issues a token the way `lanyard-server token issue` does.
     pub async fn token(&self, role: Role, customers: Option<Vec<&str>>) -> String {
         self.token_for("tester", role, customers, Duration::from_secs(3600))

@@ -40,6 +40,12 @@ pub enum Action {
     /// Fetch credentials for, or revoke, a session: its owner or an admin
     /// (see [`Principal::authorize_owner`]).
     UseSession,
+    /// Approve or deny another person's session request (never one's own; see
+    /// `sessions::decide`).
+    ApproveSessions,
+    /// See the configured webhooks and their deliveries (not limited to customers: events
+    /// of every customer pass through them, so customer-limited tokens may not).
+    ReadEvents,
     /// Read the audit log (`GET /v1/audit`) and the usage report; customer-limited tokens
     /// see only rows of their customers (see [`Principal::customers`]).
     ReadAudit,
@@ -56,6 +62,8 @@ impl Action {
             Action::ReadSessions => matches!(role, Admin | Support | Service | Auditor),
             Action::UseSession => matches!(role, Admin | Support | Service),
             Action::ReadAudit => matches!(role, Admin | Auditor),
+            Action::ApproveSessions => matches!(role, Admin | Support),
+            Action::ReadEvents => matches!(role, Admin | Auditor),
         }
     }
 }

@@ -12,6 +12,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::domain::ExternalId;
+use events::{CaseSystem, Webhook};
 use oidc::OidcIssuer;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/lanyard";
@@ -34,6 +35,7 @@ pub const DEFAULT_CLOUDWATCH_FLUSH_SECS: u64 = 60;
 pub const DEFAULT_EXPORT_IDLE_SECS: u64 = 30;
 pub const DEFAULT_AUTH_CACHE_MS: u64 = 500;
 pub const DEFAULT_EXPORT_MAX_SECS: u64 = 3600;
+pub const DEFAULT_APPROVAL_WINDOW_SECS: u32 = 3600;
 
 /// What to do when a role's trust policy lets AssumeRole through without the external ID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
@@ -91,6 +93,13 @@ pub struct Config {
     pub auth_cache: Duration,
     /// Trusted OpenID issuers (`[[oidc.issuers]]`); none: no token exchange.
     pub oidc_issuers: Vec<OidcIssuer>,
+    /// The case system support sessions are checked with (`[cases]`); none: case IDs are
+    /// taken as given.
+    pub cases: Option<CaseSystem>,
+    /// Where events are delivered (`[[webhooks]]`).
+    pub webhooks: Vec<Webhook>,
+    /// How long a session request waits for approval before it expires.
+    pub approval_window: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -177,7 +186,16 @@ impl Settings {
             bail!("auth_cache_ms must be between 1 and 600000");
         }
         let oidc_issuers = s.oidc.unwrap_or_default().resolve()?;
+        let cases = s.cases.map(events::CasesSettings::resolve).transpose()?;
+        let webhooks = events::resolve_webhooks(s.webhooks.unwrap_or_default())?;
+        let approval_window = secs(s.approval_window_secs, DEFAULT_APPROVAL_WINDOW_SECS);
+        if !(10..=7 * 86_400).contains(&approval_window.as_secs()) {
+            bail!("approval_window_secs must be between 10 and 604800 (7 days)");
+        }
         Ok(Config {
+            cases,
+            webhooks,
+            approval_window,
             oidc_issuers,
             auth_cache: Duration::from_millis(auth_cache_ms),
             export_idle: Duration::from_secs(export_idle),
@@ -275,6 +293,9 @@ impl Settings {
             export_max_secs: self.export_max_secs.or(lower.export_max_secs),
             auth_cache_ms: self.auth_cache_ms.or(lower.auth_cache_ms),
             oidc: self.oidc.or(lower.oidc),
+            cases: self.cases.or(lower.cases),
+            webhooks: self.webhooks.or(lower.webhooks),
+            approval_window_secs: self.approval_window_secs.or(lower.approval_window_secs),
         }
     }
 }
@@ -288,6 +309,7 @@ fn parse_addr(raw: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("invalid address {raw}"))
 }
 
+pub mod events;
 pub mod oidc;
 mod settings;
 #[cfg(test)]

@@ -9,6 +9,7 @@ use clap::Args;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use super::events::{CasesSettings, WebhookSettings};
 use super::oidc::OidcSettings;
 use super::{LogFormat, TrustCheckMode, parse_secret};
 
@@ -173,4 +174,19 @@ pub struct Settings {
     /// `[[oidc.issuers]]` tables, see docs/identity.md).
     #[arg(skip)]
     pub oidc: Option<OidcSettings>,
+
+    /// How long a session request that needs a second person's approval waits before it
+    /// expires, in seconds (10-604800). [default: 3600]
+    #[arg(long, env = "LANYARD_APPROVAL_WINDOW_SECS", global = true)]
+    pub approval_window_secs: Option<u32>,
+
+    /// The case system that decides whether a support session may open (config file only:
+    /// the `[cases]` table, see docs/cases.md).
+    #[arg(skip)]
+    pub cases: Option<CasesSettings>,
+
+    /// Endpoints that receive the broker's events (config file only: `[[webhooks]]`
+    /// tables, see docs/cases.md).
+    #[arg(skip)]
+    pub webhooks: Option<Vec<WebhookSettings>>,
 }

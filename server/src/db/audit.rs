@@ -184,7 +184,7 @@ pub async fn insert_batch(
                              $16::bool[], $17::jsonb[], $19::int8[], $20::bytea[])
                       AS t(ts, r, a, ar, ac, c, rn, s, ca, p, ip, ua, o, ec, d, ch, dt, sq, h)
                  RETURNING occurred_at, customer_id, profile, case_id, actor, action, outcome,
-                           cache_hit, duration_ms
+                           cache_hit, duration_ms, detail->>'tier' AS tier
              ), {}
              UPDATE audit_chain SET head_seq = $21, head_hash = $22 WHERE id = $18",
             super::usage::upsert_ctes()

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod audit_query;
 pub mod chain;
 pub mod customers;
+pub mod events;
 pub mod retention;
 pub mod roles;
 pub mod sessions;

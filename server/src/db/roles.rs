@@ -1,7 +1,10 @@
 //! `role`: the IAM roles customers registered, and what their last verification found.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
-use lanyard_api::roles::Role;
+use lanyard_api::roles::{Role, Tier};
+use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 
 use crate::domain::{CustomerId, RoleName, RoleStatus, SessionKind, TrustCheck};
@@ -14,6 +17,7 @@ pub struct RoleRow {
     pub session_kinds: Vec<SessionKind>,
     pub max_session_seconds: i32,
     pub session_policy: Option<serde_json::Value>,
+    pub tiers: Json<BTreeMap<String, Tier>>,
     pub status: RoleStatus,
     pub trust_check: TrustCheck,
     pub verified_at: Option<DateTime<Utc>>,
@@ -24,7 +28,7 @@ pub struct RoleRow {
 }
 
 const COLUMNS: &str =
-    "customer_id, name, role_arn, session_kinds, max_session_seconds, session_policy,
+    "customer_id, name, role_arn, session_kinds, max_session_seconds, session_policy, tiers,
     status, trust_check, verified_at, last_checked_at, last_error, created_at, updated_at";
 
 pub struct RoleSpec<'a> {
@@ -32,6 +36,7 @@ pub struct RoleSpec<'a> {
     pub session_kinds: &'a [SessionKind],
     pub max_session_seconds: i32,
     pub session_policy: Option<&'a serde_json::Value>,
+    pub tiers: &'a BTreeMap<String, Tier>,
 }
 
 /// Registers or updates a role. Any change resets it to `unverified` until checked again.
@@ -43,12 +48,12 @@ pub async fn upsert(
     spec: &RoleSpec<'_>,
 ) -> Result<RoleRow, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO role (customer_id, name, role_arn, session_kinds, max_session_seconds, session_policy)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO role (customer_id, name, role_arn, session_kinds, max_session_seconds, session_policy, tiers)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (customer_id, name) DO UPDATE
             SET role_arn = EXCLUDED.role_arn, session_kinds = EXCLUDED.session_kinds,
                 max_session_seconds = EXCLUDED.max_session_seconds,
-                session_policy = EXCLUDED.session_policy,
+                session_policy = EXCLUDED.session_policy, tiers = EXCLUDED.tiers,
                 status = 'unverified', trust_check = 'not_run', verified_at = NULL,
                 verified_external_id = NULL, last_error = NULL, updated_at = now()
          RETURNING {COLUMNS}"
@@ -59,6 +64,7 @@ pub async fn upsert(
     .bind(spec.session_kinds)
     .bind(spec.max_session_seconds)
     .bind(spec.session_policy)
+    .bind(Json(spec.tiers))
     .fetch_one(conn)
     .await
 }
@@ -146,6 +152,7 @@ impl From<RoleRow> for Role {
             session_kinds: row.session_kinds,
             max_session_seconds: row.max_session_seconds,
             session_policy: row.session_policy,
+            tiers: row.tiers.0,
             status: row.status,
             verified_at: row.verified_at,
             last_checked_at: row.last_checked_at,

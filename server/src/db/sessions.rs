@@ -1,12 +1,15 @@
 //! `session` and `credential_issue`: access grants, and every AssumeRole made for them.
 
 use chrono::{DateTime, Utc};
-use lanyard_api::sessions::Session;
+use lanyard_api::roles::Tier;
+use lanyard_api::sessions::{Approval, Session};
+use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::domain::{
-    CaseId, CustomerId, CustomerStatus, RoleName, RoleStatus, SessionKind, SessionStatus,
+    ApprovalStatus, CaseCheck, CaseId, CustomerId, CustomerStatus, RoleName, RoleStatus,
+    SessionKind, SessionStatus,
 };
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -25,12 +28,22 @@ pub struct SessionRow {
     pub revoked_at: Option<DateTime<Utc>>,
     pub revoked_by: Option<String>,
     pub credentials_valid_until: Option<DateTime<Utc>>,
+    pub tier: Option<String>,
+    pub case_title: Option<String>,
+    pub case_url: Option<String>,
+    pub case_check: Option<CaseCheck>,
+    pub duration_seconds: Option<i32>,
+    pub approval: Option<ApprovalStatus>,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub decision_comment: Option<String>,
 }
 
 const COLUMNS: &str =
     "s.id, s.kind, s.customer_id, s.role_name, s.case_id, s.reason, s.profile_name,
     s.requested_by, s.requested_by_role, s.created_at, s.expires_at, s.revoked_at, s.revoked_by,
-    s.credentials_valid_until";
+    s.credentials_valid_until, s.tier, s.case_title, s.case_url, s.case_check,
+    s.duration_seconds, s.approval, s.decided_by, s.decided_at, s.decision_comment";
 
 pub struct NewSession<'a> {
     pub id: Uuid,
@@ -42,8 +55,15 @@ pub struct NewSession<'a> {
     pub profile_name: &'a str,
     pub requested_by: &'a str,
     pub requested_by_role: &'a str,
-    /// The session ends this long after now (the database's clock).
+    /// The session ends this long after now (the database's clock), or after its approval.
     pub duration_seconds: i64,
+    pub tier: Option<&'a str>,
+    pub case_title: Option<&'a str>,
+    pub case_url: Option<&'a str>,
+    pub case_check: Option<CaseCheck>,
+    /// `Some(window)`: the session waits for approval, and the request expires after
+    /// `window` seconds.
+    pub approval_window: Option<i64>,
 }
 
 #[tracing::instrument(skip_all, fields(session = %s.id))]
@@ -53,8 +73,11 @@ pub async fn insert(
 ) -> Result<SessionRow, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO session AS s (id, kind, customer_id, role_name, case_id, reason, profile_name,
-                                   requested_by, requested_by_role, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now() + make_interval(secs => $10))
+                                   requested_by, requested_by_role, expires_at, duration_seconds,
+                                   tier, case_title, case_url, case_check, approval)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
+                 now() + make_interval(secs => COALESCE($15, $10)), $10, $11, $12, $13, $14,
+                 CASE WHEN $15 IS NULL THEN NULL ELSE 'pending' END)
          RETURNING {COLUMNS}"
     )))
     .bind(s.id)
@@ -67,6 +90,11 @@ pub async fn insert(
     .bind(s.requested_by)
     .bind(s.requested_by_role)
     .bind(s.duration_seconds as f64)
+    .bind(s.tier)
+    .bind(s.case_title)
+    .bind(s.case_url)
+    .bind(s.case_check)
+    .bind(s.approval_window.map(|w| w as f64))
     .fetch_one(conn)
     .await
 }
@@ -97,6 +125,7 @@ pub async fn find_open_customer_session(
         "SELECT {COLUMNS} FROM session s
          WHERE s.kind = 'customer' AND s.customer_id = $1 AND s.role_name = $2
            AND s.requested_by = $3 AND s.revoked_at IS NULL
+           AND s.tier IS NULL AND s.approval IS NULL
            AND s.expires_at > now() + make_interval(secs => $4)
          ORDER BY s.expires_at DESC LIMIT 1"
     )))
@@ -130,7 +159,8 @@ pub async fn list(pool: &PgPool, f: &Filter<'_>) -> Result<Vec<SessionRow>, sqlx
            AND ($2::text IS NULL OR s.case_id = $2)
            AND ($3::text IS NULL OR s.kind = $3)
            AND ($4::boolean IS NULL
-                OR $4 = (s.revoked_at IS NULL AND s.expires_at > now()))
+                OR $4 = (s.revoked_at IS NULL AND s.expires_at > now()
+                         AND (s.approval IS NULL OR s.approval = 'approved')))
            AND ($5::text IS NULL OR s.requested_by = $5)
            AND ($6::text[] IS NULL OR s.customer_id = ANY($6))
          ORDER BY s.created_at DESC, s.id
@@ -178,6 +208,9 @@ pub struct Grant {
     pub role_kinds: Vec<SessionKind>,
     pub role_max_session_seconds: i32,
     pub role_session_policy: Option<serde_json::Value>,
+    /// The session's tier as the role defines it now (`None` without a tier, or when the
+    /// role no longer has it).
+    pub tier_spec: Option<Json<Tier>>,
     /// The external ID the role verified with.
     pub external_id: Option<String>,
     /// When the role was last changed: cached credentials older than this are not reused.
@@ -190,7 +223,8 @@ pub async fn grant(pool: &PgPool, id: Uuid) -> Result<Option<Grant>, sqlx::Error
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS}, c.status AS customer_status, r.role_arn, r.status AS role_status,
                 r.session_kinds AS role_kinds, r.max_session_seconds AS role_max_session_seconds,
-                r.session_policy AS role_session_policy, r.verified_external_id AS external_id,
+                r.session_policy AS role_session_policy, r.tiers -> s.tier AS tier_spec,
+                r.verified_external_id AS external_id,
                 r.updated_at AS role_updated_at, now() AS now
          FROM session s
          JOIN customer c ON c.id = s.customer_id
@@ -218,6 +252,7 @@ pub async fn record_issue(
         "WITH live AS (
             UPDATE session SET credentials_valid_until = GREATEST(credentials_valid_until, $3)
             WHERE id = $1 AND revoked_at IS NULL AND expires_at > now()
+              AND (approval IS NULL OR approval = 'approved')
             RETURNING id
          )
          INSERT INTO credential_issue (session_id, access_key_id, expires_at, actor, request_id)
@@ -232,6 +267,92 @@ pub async fn record_issue(
     .fetch_optional(pool)
     .await?;
     Ok(recorded.is_some())
+}
+
+/// Approves or denies a pending request: an approval starts the session's clock. `None`
+/// when the session is not pending any more (decided, revoked or expired).
+#[tracing::instrument(skip_all, fields(session = %id))]
+pub async fn decide(
+    conn: &mut PgConnection,
+    id: Uuid,
+    decision: ApprovalStatus,
+    by: &str,
+    comment: Option<&str>,
+) -> Result<Option<SessionRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE session s SET approval = $2, decided_by = $3, decided_at = now(),
+                decision_comment = $4,
+                expires_at = CASE WHEN $2 = 'approved'
+                                  THEN now() + make_interval(secs => s.duration_seconds)
+                                  ELSE s.expires_at END
+         WHERE s.id = $1 AND s.approval = 'pending' AND s.revoked_at IS NULL
+           AND s.expires_at > now() AND s.requested_by <> $3
+         RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(decision)
+    .bind(by)
+    .bind(comment)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Requests waiting for approval, oldest first, within the token's customer limit.
+#[tracing::instrument(skip_all)]
+pub async fn pending(
+    pool: &PgPool,
+    customers: Option<&[String]>,
+    limit: i64,
+) -> Result<Vec<SessionRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM session s
+         WHERE s.approval = 'pending' AND s.revoked_at IS NULL AND s.expires_at > now()
+           AND ($1::text[] IS NULL OR s.customer_id = ANY($1))
+         ORDER BY s.created_at, s.id LIMIT $2"
+    )))
+    .bind(customers)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Revokes every live or pending session of a case (not denied ones: they never started).
+#[tracing::instrument(skip_all, fields(case = %case))]
+pub async fn revoke_case(
+    conn: &mut PgConnection,
+    case: &CaseId,
+    by: &str,
+) -> Result<Vec<SessionRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE session s SET revoked_at = now(), revoked_by = $2
+         WHERE s.case_id = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
+           AND s.approval IS DISTINCT FROM 'denied'
+         RETURNING {COLUMNS}"
+    )))
+    .bind(case)
+    .bind(by)
+    .fetch_all(conn)
+    .await
+}
+
+/// Marks up to `limit` sessions that ran out (or whose request expired unapproved) since the
+/// last sweep, so that their `session.ended` events are written once; rows another instance
+/// is marking are skipped.
+pub async fn claim_ended(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<SessionRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH due AS (
+             SELECT id FROM session
+             WHERE ended_event_at IS NULL AND revoked_at IS NULL AND expires_at <= now()
+             ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+         UPDATE session s SET ended_event_at = now() FROM due WHERE s.id = due.id
+         RETURNING {COLUMNS}"
+    )))
+    .bind(limit)
+    .fetch_all(conn)
+    .await
 }
 
 /// Sessions neither expired nor revoked (for the `lanyard_active_sessions` gauge; a periodic
@@ -250,8 +371,12 @@ impl SessionRow {
     pub fn status(&self, now: DateTime<Utc>) -> SessionStatus {
         if self.revoked_at.is_some() {
             SessionStatus::Revoked
+        } else if self.approval == Some(ApprovalStatus::Denied) {
+            SessionStatus::Denied
         } else if self.expires_at <= now {
             SessionStatus::Expired
+        } else if self.approval == Some(ApprovalStatus::Pending) {
+            SessionStatus::PendingApproval
         } else {
             SessionStatus::Active
         }
@@ -275,6 +400,17 @@ impl From<SessionRow> for Session {
             revoked_at: row.revoked_at,
             revoked_by: row.revoked_by,
             credentials_valid_until: row.credentials_valid_until,
+            tier: row.tier,
+            case_title: row.case_title,
+            case_url: row.case_url,
+            case_check: row.case_check,
+            approval: row.approval.map(|status| Approval {
+                status,
+                decided_by: row.decided_by,
+                decided_at: row.decided_at,
+                comment: row.decision_comment,
+            }),
+            duration_seconds: row.duration_seconds,
         }
     }
 }

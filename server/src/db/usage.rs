@@ -99,21 +99,22 @@ pub fn upsert_ctes() -> String {
     format!(
         "used AS (
              SELECT (occurred_at AT TIME ZONE 'UTC')::date AS day, customer_id, profile,
-                    coalesce(case_id, '') AS case_id, actor, outcome, cache_hit, duration_ms,
+                    coalesce(case_id, '') AS case_id, actor, coalesce(tier, '') AS tier,
+                    outcome, cache_hit, duration_ms,
                     width_bucket(duration_ms - 1, lanyard_duration_bounds()) AS b
              FROM ev
              WHERE action = '{CREDENTIAL_ACTION}' AND customer_id IS NOT NULL
                AND profile IS NOT NULL
          ), counts AS (
-             INSERT INTO usage_rollup AS t (day, customer_id, profile, case_id, actor, requests,
-                                            successes, cache_hits, cache_lookups,
+             INSERT INTO usage_rollup AS t (day, customer_id, profile, case_id, actor, tier,
+                                            requests, successes, cache_hits, cache_lookups,
                                             duration_count, duration_sum)
-             SELECT day, customer_id, profile, case_id, actor, count(*),
+             SELECT day, customer_id, profile, case_id, actor, tier, count(*),
                     count(*) FILTER (WHERE outcome = 'success'),
                     count(*) FILTER (WHERE cache_hit), count(cache_hit), count(duration_ms),
                     coalesce(sum(duration_ms), 0)
-             FROM used GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
-             ON CONFLICT (day, customer_id, profile, case_id, actor) DO UPDATE SET
+             FROM used GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
+             ON CONFLICT (day, customer_id, profile, case_id, actor, tier) DO UPDATE SET
                  requests = t.requests + EXCLUDED.requests,
                  successes = t.successes + EXCLUDED.successes,
                  cache_hits = t.cache_hits + EXCLUDED.cache_hits,
@@ -121,11 +122,12 @@ pub fn upsert_ctes() -> String {
                  duration_count = t.duration_count + EXCLUDED.duration_count,
                  duration_sum = t.duration_sum + EXCLUDED.duration_sum
          ), by_profile AS (
-             INSERT INTO usage_profile_duration AS t (day, customer_id, profile, case_id, {cols})
-             SELECT day, customer_id, profile, case_id, {counts}
+             INSERT INTO usage_profile_duration AS t (day, customer_id, profile, case_id, tier,
+                                                      {cols})
+             SELECT day, customer_id, profile, case_id, tier, {counts}
              FROM used WHERE duration_ms IS NOT NULL
-             GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-             ON CONFLICT (day, customer_id, profile, case_id) DO UPDATE SET {add_hist}
+             GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+             ON CONFLICT (day, customer_id, profile, case_id, tier) DO UPDATE SET {add_hist}
          ), by_actor AS (
              INSERT INTO usage_actor_duration AS t (day, customer_id, actor, {cols})
              SELECT day, customer_id, actor, {counts}
@@ -145,6 +147,7 @@ fn column(group_by: GroupBy) -> &'static str {
         GroupBy::Customer => "customer_id",
         GroupBy::Case => "case_id",
         GroupBy::Actor => "actor",
+        GroupBy::Tier => "tier",
     }
 }
 
@@ -271,7 +274,8 @@ impl UsageGroup {
             case_id: key
                 .clone()
                 .filter(|k| group_by == GroupBy::Case && !k.is_empty()),
-            actor: key.filter(|_| group_by == GroupBy::Actor),
+            actor: key.clone().filter(|_| group_by == GroupBy::Actor),
+            tier: key.filter(|k| group_by == GroupBy::Tier && !k.is_empty()),
             total_requests: self.requests,
             successful_requests: self.successes,
             success_rate: ratio(self.successes, self.requests).unwrap_or(0.0),

@@ -8,12 +8,16 @@ mod external_id;
 pub mod onboarding;
 pub mod policy;
 pub mod session;
+pub mod tier;
 pub mod verification;
 
 pub use arn::RoleArn;
 pub use binding::{Binding, BindingSpec, Grant, Provenance};
 pub use external_id::ExternalId;
-pub use lanyard_api::status::{CustomerStatus, Outcome, RoleStatus, SessionStatus, TrustCheck};
+pub use lanyard_api::status::{
+    ApprovalStatus, CaseCheck, CustomerStatus, DeliveryState, Outcome, RoleStatus, SessionStatus,
+    TrustCheck,
+};
 pub use lanyard_api::whoami::TokenRole;
 pub use lanyard_api::{
     CaseId, CustomerId, DisplayName, ParseError, Reason, RoleName, SessionKind, check_plain_text,

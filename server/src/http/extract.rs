@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, OptionalFromRequestParts};
 use axum::http::header::{AUTHORIZATION, USER_AGENT};
 use axum::http::request::Parts;
 
@@ -57,6 +57,25 @@ impl FromRequestParts<AppState> for Principal {
                 ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into())
             })?;
         Ok(auth::authenticate(&state.auth_cache, &state.keys, &state.db, raw).await?)
+    }
+}
+
+/// The caller when the request carries an `Authorization` header (checked as for
+/// `Principal`: a bad token is refused, never ignored); `None` without one, for routes that
+/// accept another proof (a case system's signature).
+impl OptionalFromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, ApiError> {
+        if !parts.headers.contains_key(AUTHORIZATION) {
+            return Ok(None);
+        }
+        <Principal as FromRequestParts<AppState>>::from_request_parts(parts, state)
+            .await
+            .map(Some)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use utoipa::Modify;
 use utoipa::OpenApi;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +21,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         (name = "audit", description = "The audit log: queries and exports"),
         (name = "reports", description = "Usage reports, from rollups kept with the audit log"),
         (name = "auth", description = "The caller's own token"),
+        (name = "events", description = "Cases, and the events delivered to webhooks"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]
@@ -39,6 +40,14 @@ impl Modify for BearerAuth {
                     .bearer_format("JWT")
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "case_signature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Lanyard-Signature",
+                "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"{t}.{body}\"> with the [cases] \
+                 secret; at most 5 minutes old, accepted once",
+            ))),
         );
     }
 }

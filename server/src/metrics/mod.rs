@@ -14,9 +14,11 @@ use prometheus::{
 };
 
 pub mod cloudwatch;
+mod events;
 mod oidc;
 mod serve;
 
+pub use events::{AttemptResult, EventMetrics};
 pub use oidc::{ExchangeOutcome, OidcMetrics};
 pub use serve::{ACTIVE_SESSIONS_EVERY, spawn_active_sessions};
 
@@ -36,6 +38,7 @@ pub struct Metrics {
     audit_commit_duration: Histogram,
     exports: ExportMetrics,
     oidc: OidcMetrics,
+    events: EventMetrics,
     /// Set when CloudWatch publishing is on.
     recorder: Option<Arc<Recorder>>,
 }
@@ -266,6 +269,7 @@ impl Metrics {
             cut_deadline: cut.with_label_values(&[ExportCut::Deadline.as_str()]),
         };
         let oidc = OidcMetrics::register(&registry)?;
+        let events = EventMetrics::register(&registry)?;
         Ok(Metrics {
             registry,
             http_requests,
@@ -278,6 +282,7 @@ impl Metrics {
             audit_commit_duration,
             exports,
             oidc,
+            events,
             recorder: None,
         })
     }
@@ -298,6 +303,10 @@ impl Metrics {
 
     pub fn oidc(&self) -> OidcMetrics {
         self.oidc.clone()
+    }
+
+    pub fn events(&self) -> &EventMetrics {
+        &self.events
     }
 
     pub fn cloudwatch(&self) -> CloudWatchMetrics {

@@ -20,6 +20,7 @@ pub struct RoleSpec {
     pub session_kinds: Vec<SessionKind>,
     pub max_session_seconds: i32,
     pub session_policy: Option<serde_json::Value>,
+    pub tiers: std::collections::BTreeMap<String, lanyard_api::roles::Tier>,
 }
 
 /// Registers or updates a role (it is `unverified` until checked), then verifies it.
@@ -44,13 +45,17 @@ pub async fn register(
             session_kinds: &spec.session_kinds,
             max_session_seconds: spec.max_session_seconds,
             session_policy: spec.session_policy.as_ref(),
+            tiers: &spec.tiers,
         },
     )
     .await?;
     let event = NewEvent {
         customer_id: Some(customer.to_string()),
         role_name: Some(name.to_string()),
-        detail: Some(serde_json::json!({ "role_arn": spec.role_arn.as_str() })),
+        detail: Some(serde_json::json!({
+            "role_arn": spec.role_arn.as_str(),
+            "tiers": spec.tiers.keys().collect::<Vec<_>>(),
+        })),
         ..ctx.event(principal, "role.register")
     };
     audit::record_in(&mut tx, &event).await?;

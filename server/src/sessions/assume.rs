@@ -14,7 +14,7 @@ use crate::domain::session::{
     credential_lifetime, role_session_name, session_policy, source_identity, tag_value,
 };
 use crate::domain::verification::AwsError;
-use crate::domain::{CustomerStatus, ExternalId, Outcome, RoleArn, RoleStatus};
+use crate::domain::{ApprovalStatus, CustomerStatus, ExternalId, Outcome, RoleArn, RoleStatus};
 use crate::error::Error;
 use crate::state::AppState;
 use crate::sts::AssumeRoleRequest;
@@ -85,6 +85,56 @@ pub(super) fn check(grant: &Grant) -> Result<(), Refused> {
                 "session {} was revoked at {}{still}",
                 s.id,
                 revoked_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+            )),
+        ));
+    }
+    match s.approval {
+        Some(ApprovalStatus::Denied) => {
+            return Err(Refused::denied(
+                "SessionDenied",
+                Error::Gone(format!(
+                    "session {} was denied by {}{}",
+                    s.id,
+                    s.decided_by.as_deref().unwrap_or("?"),
+                    s.decision_comment
+                        .as_deref()
+                        .map(|c| format!(": {c}"))
+                        .unwrap_or_default()
+                )),
+            ));
+        }
+        Some(ApprovalStatus::Pending) if s.expires_at > grant.now => {
+            return Err(Refused::denied(
+                "PendingApproval",
+                Error::Conflict(format!(
+                    "session {} is waiting for approval by a second person (tier '{}'); the \
+                     request expires at {} unless approved (`lanyard sessions approve {}`)",
+                    s.id,
+                    s.tier.as_deref().unwrap_or("base"),
+                    s.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    s.id
+                )),
+            ));
+        }
+        Some(ApprovalStatus::Pending) => {
+            return Err(Refused::denied(
+                "ApprovalExpired",
+                Error::Gone(format!(
+                    "the request for session {} expired unapproved at {}",
+                    s.id,
+                    s.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+                )),
+            ));
+        }
+        _ => {}
+    }
+    if s.tier.is_some() && grant.tier_spec.is_none() {
+        return Err(Refused::denied(
+            "TierRemoved",
+            Error::Conflict(format!(
+                "role '{}' no longer has the tier '{}' this session was opened in",
+                s.role_name,
+                s.tier.as_deref().unwrap_or_default()
             )),
         ));
     }
@@ -215,8 +265,14 @@ async fn assume(
         i64::try_from(state.config.credential_max.as_secs()).unwrap_or(i64::MAX),
         broker_on_role,
     );
+    // A tier's own session policy replaces the role's; its managed policies go beside it.
+    let tier = grant.tier_spec.as_ref().map(|t| &t.0);
+    let base_policy = match tier {
+        Some(t) => t.session_policy.as_ref(),
+        None => grant.role_session_policy.as_ref(),
+    };
     let policy = session_policy(
-        grant.role_session_policy.as_ref(),
+        base_policy,
         lifetime.cut_at_session_end.then_some(s.expires_at),
     );
     if policy.as_ref().is_some_and(|p| p.len() > MAX_POLICY_CHARS) {
@@ -245,6 +301,14 @@ async fn assume(
             tag_value(&s.requested_by),
         ));
     }
+    if let Some(tier) = &s.tier {
+        tags.push(("lanyard:tier".to_owned(), tag_value(tier)));
+    }
+    if s.approval == Some(ApprovalStatus::Approved)
+        && let Some(approver) = &s.decided_by
+    {
+        tags.push(("lanyard:approver".to_owned(), tag_value(approver)));
+    }
     let session_name = role_session_name(s.kind, &s.customer_id, s.case_id.as_ref(), actor);
     let identity = source_identity(actor);
     let request = AssumeRoleRequest {
@@ -255,6 +319,7 @@ async fn assume(
         tags,
         duration_seconds: lifetime.duration_seconds,
         policy,
+        policy_arns: tier.map(|t| t.policy_arns.clone()).unwrap_or_default(),
     };
     let started = Instant::now();
     let credentials = state.sts.assume_role(&request).await?;

@@ -10,12 +10,14 @@
 //! or one shared AssumeRole (`assume::issue`), writes the audit row through the group-commit
 //! writer and counts the request; only then does the handler answer.
 
+mod approve;
 mod assume;
 mod grant;
 mod open;
 mod revoke;
 mod vend;
 
+pub use approve::{decide, pending};
 pub use open::{OpenRequest, open};
 pub use revoke::{ListFilter, list, revoke, visible};
 pub use vend::{customer_credentials, may_ask_customer_credentials, session_credentials};

@@ -3,6 +3,8 @@
 //! session to reuse.
 
 use crate::audit::{self, Context};
+use crate::cases::{self, CaseInfo};
+use crate::events::{self, NewEvent as OutboxEvent};
 use crate::auth::{Action, Principal, customer_not_found};
 use crate::db::{self, sessions::SessionRow};
 use crate::domain::session::profile_name;
@@ -20,6 +22,8 @@ pub struct OpenRequest {
     pub case: Option<CaseId>,
     pub reason: Option<Reason>,
     pub duration_seconds: Option<i32>,
+    /// One of the role's tiers; `None`: the base grant.
+    pub tier: Option<String>,
 }
 
 /// Opens a session after checking the customer, the role and the duration; the session and
@@ -56,6 +60,13 @@ pub(super) async fn open_checked(
         SessionKind::Customer => Action::OpenCustomerSession,
     };
     principal.authorize(action, Some(&req.customer))?;
+    // The case system is asked before anything is locked (it may take seconds to answer).
+    let case_info = match (&req.case, req.kind) {
+        (Some(case), SessionKind::Support) => {
+            cases::check(state, principal, ctx, case, &req.customer, req.reason.as_ref()).await?
+        }
+        _ => CaseInfo::default(),
+    };
     let mut tx = state.db.begin().await?;
     let customer = db::customers::lock(&mut tx, req.customer.as_str())
         .await?
@@ -86,7 +97,29 @@ pub(super) async fn open_checked(
             req.role, req.kind
         )));
     }
-    let duration = duration_secs(state, req, role.max_session_seconds)?;
+    let tier = match &req.tier {
+        None => None,
+        Some(name) => Some(role.tiers.get(name).ok_or_else(|| {
+            let known: Vec<&str> = role.tiers.keys().map(String::as_str).collect();
+            Error::invalid(
+                "tier",
+                if known.is_empty() {
+                    format!("role '{}' has no tiers", req.role)
+                } else {
+                    format!(
+                        "role '{}' has no tier '{name}' (it has: {})",
+                        req.role,
+                        known.join(", ")
+                    )
+                },
+            )
+        })?),
+    };
+    let tier_max = tier
+        .and_then(|t| t.max_duration_seconds)
+        .unwrap_or(role.max_session_seconds);
+    let duration = duration_secs(state, req, role.max_session_seconds.min(tier_max))?;
+    let needs_approval = tier.is_some_and(|t| t.requires_approval);
     if reuse
         && let Some(row) = db::sessions::find_open_customer_session(
             &mut tx,
@@ -114,6 +147,12 @@ pub(super) async fn open_checked(
             requested_by: principal.actor(),
             requested_by_role: principal.role.as_str(),
             duration_seconds: duration,
+            tier: req.tier.as_deref(),
+            case_title: case_info.title.as_deref(),
+            case_url: case_info.url.as_deref(),
+            case_check: case_info.check,
+            approval_window: needs_approval
+                .then(|| state.config.approval_window.as_secs() as i64),
         },
     )
     .await?;
@@ -127,11 +166,26 @@ pub(super) async fn open_checked(
             "kind": req.kind.as_str(),
             "duration_seconds": duration,
             "reason": req.reason.as_ref().map(Reason::as_str),
+            "tier": req.tier,
+            "requires_approval": needs_approval,
+            "case_title": case_info.title,
+            "case_url": case_info.url,
+            "case_check": case_info.check,
         })),
         ..ctx.event(principal, "session.open")
     };
     audit::record_in(&mut tx, &event).await?;
+    let kind = if needs_approval {
+        events::REQUESTED
+    } else {
+        events::OPENED
+    };
+    state
+        .outbox
+        .write(&mut tx, OutboxEvent::session(kind, principal.actor(), &row))
+        .await?;
     tx.commit().await?;
+    state.outbox.committed();
     Ok(row)
 }
 
@@ -153,8 +207,10 @@ fn duration_secs(state: &AppState, req: &OpenRequest, role_max: i32) -> Result<i
         Some(d) if !(60..=max).contains(&i64::from(d)) => Err(Error::invalid(
             "duration_seconds",
             format!(
-                "must be between 60 and {max} (the configured maximum and role '{}''s max_session_seconds)",
-                req.role
+                "must be between 60 and {max} (the configured maximum and role '{}''s \
+                 max_session_seconds{})",
+                req.role,
+                if req.tier.is_some() { " and the tier's max_duration_seconds" } else { "" }
             ),
         )),
         Some(d) => Ok(i64::from(d)),

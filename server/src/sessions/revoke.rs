@@ -7,6 +7,7 @@ use crate::auth::{Action, Principal};
 use crate::db::{self, sessions::SessionRow};
 use crate::domain::{CaseId, CustomerId, SessionKind};
 use crate::error::Error;
+use crate::events::{self, NewEvent as OutboxEvent};
 use crate::state::AppState;
 
 /// Which sessions to list; `None` means "any".
@@ -53,7 +54,14 @@ pub async fn visible(
     principal.authorize(Action::ReadSessions, None)?;
     db::sessions::get(&state.db, id)
         .await?
-        .filter(|row| principal.may_see_session(&row.customer_id, &row.requested_by))
+        .filter(|row| {
+            principal.may_see_session(&row.customer_id, &row.requested_by)
+                // Whoever may approve sees the requests that need (or needed) an approval.
+                || (row.approval.is_some()
+                    && principal
+                        .authorize(Action::ApproveSessions, Some(&row.customer_id))
+                        .is_ok())
+        })
         .ok_or_else(|| Error::NotFound(format!("session {id} does not exist")))
 }
 
@@ -93,7 +101,15 @@ pub async fn revoke(
         ..ctx.event(principal, "session.revoke")
     };
     audit::record_in(&mut tx, &event).await?;
+    state
+        .outbox
+        .write(
+            &mut tx,
+            OutboxEvent::session(events::REVOKED, principal.actor(), &revoked),
+        )
+        .await?;
     tx.commit().await?;
+    state.outbox.committed();
     state.auth_cache.forget_session(id);
     state.assumed_roles.forget(id);
     Ok(revoked)

@@ -96,6 +96,7 @@ pub async fn customer_credentials(
                 case: None,
                 reason: None,
                 duration_seconds: None,
+                tier: None,
             };
             let opened = open_checked(state, principal, ctx, &request, true).await;
             super::audit_denial(state, principal, ctx, ACTION, Some(customer), opened).await?
@@ -157,6 +158,10 @@ async fn vend(
             if principal.actor() != s.requested_by {
                 detail["session_owner"] = serde_json::json!(s.requested_by);
             }
+            if let Some(tier) = &s.tier {
+                // The usage rollups read it from here (`group_by=tier`).
+                detail["tier"] = serde_json::json!(tier);
+            }
             event.detail = Some(detail);
             audit_and_count(state, grant, event, started).await?;
             Ok(issued.document)
@@ -165,6 +170,7 @@ async fn vend(
             event.outcome = refused.outcome;
             event.error_code = Some(refused.code);
             event.cache_hit = refused.cache_hit;
+            event.detail = s.tier.as_ref().map(|tier| serde_json::json!({ "tier": tier }));
             audit_and_count(state, grant, event, started).await?;
             Err(refused.error)
         }

@@ -12,7 +12,7 @@ use std::time::Instant;
 use aws_config::SdkConfig;
 use aws_sdk_sts::config::http::HttpResponse;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_sts::types::Tag;
+use aws_sdk_sts::types::{PolicyDescriptorType, Tag};
 use tokio::sync::OnceCell;
 
 use crate::config::Config;
@@ -103,6 +103,8 @@ pub struct AssumeRoleRequest<'a> {
     pub tags: Vec<(String, String)>,
     pub duration_seconds: i32,
     pub policy: Option<String>,
+    /// Managed policies that scope the session down (an access tier's).
+    pub policy_arns: Vec<String>,
 }
 
 /// Temporary credentials. `Debug` hides the secret parts.
@@ -224,6 +226,12 @@ impl Sts {
             .set_tags((!tags.is_empty()).then_some(tags))
             .duration_seconds(req.duration_seconds)
             .set_policy(req.policy.clone())
+            .set_policy_arns((!req.policy_arns.is_empty()).then(|| {
+                req.policy_arns
+                    .iter()
+                    .map(|arn| PolicyDescriptorType::builder().arn(arn).build())
+                    .collect()
+            }))
             .send()
             .await
             .map_err(aws_error);
@@ -263,6 +271,7 @@ impl Sts {
             tags: vec![("lanyard-purpose".into(), "verify".into())],
             duration_seconds: 900,
             policy: None,
+            policy_arns: Vec::new(),
         };
         let mut last_error = None;
         let mut verified_with = None;

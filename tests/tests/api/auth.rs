@@ -399,6 +399,50 @@ fn matrix(sid: &str) -> Vec<Check> {
             None,
             [403, 403, OK, OK],
         ),
+        // Approvals: alice's session needs none (409 for whoever may decide).
+        check(
+            Method::POST,
+            "/v1/sessions/{id}/approve",
+            "/v1/sessions/{sid}/approve",
+            None,
+            [409, 403, 403, 409],
+        ),
+        check(
+            Method::POST,
+            "/v1/sessions/{id}/deny",
+            "/v1/sessions/{sid}/deny",
+            Some(json!({ "comment": "matrix" })),
+            [409, 403, 403, 409],
+        ),
+        check(
+            Method::GET,
+            "/v1/approvals",
+            "/v1/approvals",
+            None,
+            [OK, 403, 403, OK],
+        ),
+        // Another case than the session's: the close ends nothing the rows below use.
+        check(
+            Method::POST,
+            "/v1/cases/{case_id}/close",
+            "/v1/cases/CS-other/close",
+            None,
+            [403, 403, 403, OK],
+        ),
+        check(
+            Method::GET,
+            "/v1/webhooks",
+            "/v1/webhooks",
+            None,
+            [403, 403, OK, OK],
+        ),
+        check(
+            Method::GET,
+            "/v1/webhooks/deliveries",
+            "/v1/webhooks/deliveries",
+            None,
+            [403, 403, OK, OK],
+        ),
         // Last: it ends the session the rows above use.
         check(
             Method::DELETE,

@@ -455,14 +455,9 @@ const LONG_AUTH_CACHE_MS: u64 = 60_000;
 /// minute unless told otherwise.
 async fn two_instances() -> (TestApp, TestApp) {
     let a = TestApp::spawn_with(|s| s.auth_cache_ms = Some(LONG_AUTH_CACHE_MS)).await;
-    let key = a.data_dir.path().join("signing-key.pem");
-    let db_url = a.database_url.clone();
-    let b = TestApp::spawn_with(|s| {
-        s.database_url = Some(db_url.as_str().into());
-        s.signing_key_file = Some(key.clone());
-        s.auth_cache_ms = Some(LONG_AUTH_CACHE_MS);
-    })
-    .await;
+    let b = a
+        .spawn_beside(|s| s.auth_cache_ms = Some(LONG_AUTH_CACHE_MS))
+        .await;
     (a, b)
 }
 

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auth;
 pub mod customers;
+pub mod events;
 pub mod health;
 pub mod reports;
 pub mod roles;
@@ -24,6 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(sessions::routes())
         .merge(audit::routes())
         .merge(reports::routes())
+        .merge(events::routes())
 }
 
 /// `{id}` in customer paths, as the OpenAPI document describes it (`domain::CustomerId`

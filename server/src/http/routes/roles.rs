@@ -10,6 +10,7 @@ use super::{CustomerPath, RolePath};
 use crate::audit::Context;
 use crate::auth::{Action, Principal};
 use crate::domain::policy::check_session_policy;
+use crate::domain::tier::check_tiers;
 use crate::domain::{CustomerId, RoleArn, RoleName, SessionKind};
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiPath};
@@ -55,11 +56,14 @@ fn spec(body: PutRole) -> Result<RoleSpec, ApiError> {
     if let Some(policy) = &body.session_policy {
         check_session_policy(policy).map_err(|e| ApiError::invalid("session_policy", e))?;
     }
+    let tiers = body.tiers.unwrap_or_default();
+    check_tiers(&tiers, max_session_seconds).map_err(|e| ApiError::invalid("tiers", e))?;
     Ok(RoleSpec {
         role_arn,
         session_kinds,
         max_session_seconds,
         session_policy: body.session_policy,
+        tiers,
     })
 }
 

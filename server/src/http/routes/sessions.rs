@@ -9,7 +9,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use lanyard_api::problem::Problem;
 use lanyard_api::sessions::{
-    CredentialProcess, CustomerCredentialsRequest, OpenSession, Session, SessionList,
+    CredentialProcess, CustomerCredentialsRequest, Decision, OpenSession, Session, SessionList,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -19,7 +19,8 @@ use uuid::Uuid;
 use super::CustomerPath;
 use crate::audit::Context;
 use crate::auth::Principal;
-use crate::domain::{CaseId, CustomerId, Reason, RoleName, SessionKind};
+use crate::domain::tier::check_tier_name;
+use crate::domain::{ApprovalStatus, CaseId, CustomerId, Reason, RoleName, SessionKind};
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::sessions::{self, ListFilter, OpenRequest};
@@ -31,6 +32,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_session, revoke_session))
         .routes(routes!(issue_session_credentials))
         .routes(routes!(issue_customer_credentials))
+        .routes(routes!(approve_session))
+        .routes(routes!(deny_session))
+        .routes(routes!(list_approvals))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -90,6 +94,9 @@ fn open_request(body: OpenSession) -> Result<OpenRequest, ApiError> {
             (None, body.reason.as_deref().map(reason).transpose()?)
         }
     };
+    if let Some(tier) = &body.tier {
+        check_tier_name(tier).map_err(|e| ApiError::invalid("tier", e))?;
+    }
     Ok(OpenRequest {
         kind: body.kind,
         customer,
@@ -97,6 +104,7 @@ fn open_request(body: OpenSession) -> Result<OpenRequest, ApiError> {
         case,
         reason,
         duration_seconds: body.duration_seconds,
+        tier: body.tier,
     })
 }
 
@@ -107,7 +115,8 @@ fn open_request(body: OpenSession) -> Result<OpenRequest, ApiError> {
                (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
                (status = 404, body = Problem),
                (status = 409, description = "Customer disabled, role not verified, or the role does not allow this kind", body = Problem),
-               (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
+               (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem),
+               (status = 503, description = "The case system could not be asked and `when_unavailable` is `refuse`", body = Problem)))]
 #[tracing::instrument(skip_all)]
 async fn open_session(
     State(state): State<AppState>,
@@ -195,8 +204,8 @@ async fn revoke_session(
     responses((status = 200, body = CredentialProcess),
                (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
                (status = 404, body = Problem),
-               (status = 409, description = "Customer disabled, role not verified, or kind not allowed", body = Problem),
-               (status = 410, description = "The session expired or was revoked", body = Problem),
+               (status = 409, description = "Customer disabled, role not verified, kind not allowed, or waiting for approval", body = Problem),
+               (status = 410, description = "The session expired, was revoked or denied", body = Problem),
                (status = 502, description = "AWS refused AssumeRole; `aws_error_code` names why", body = Problem),
                (status = 503, description = "Database or AWS unavailable; no credentials were issued", body = Problem)))]
 #[tracing::instrument(skip_all, fields(session = %id))]
@@ -209,6 +218,111 @@ async fn issue_session_credentials(
     let started = Instant::now();
     let document = sessions::session_credentials(&state, &principal, &ctx, id, started).await?;
     Ok(Json(document))
+}
+
+/// Checks a decision's comment: 1-500 characters of plain text.
+fn comment(body: Option<Decision>) -> Result<Option<String>, ApiError> {
+    let Some(text) = body.and_then(|b| b.comment) else {
+        return Ok(None);
+    };
+    Reason::parse(&text).map_err(|e| ApiError::invalid("comment", e))?;
+    Ok(Some(text))
+}
+
+/// Approve a session request that waits for a second person (admin or support; never your
+/// own). The session's clock starts now.
+#[utoipa::path(post, path = "/v1/sessions/{id}/approve", tag = "sessions", security(("bearer" = [])),
+    params(SessionPath),
+    request_body(content = Option<Decision>, description = "Optional comment"),
+    responses((status = 200, body = Session),
+               (status = 400, body = Problem), (status = 401, body = Problem),
+               (status = 403, description = "Not an approving role, or your own request", body = Problem),
+               (status = 404, body = Problem),
+               (status = 409, description = "Already decided, or no approval needed", body = Problem),
+               (status = 410, description = "The request expired or was withdrawn", body = Problem),
+               (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
+#[tracing::instrument(skip_all, fields(session = %id))]
+async fn approve_session(
+    State(state): State<AppState>,
+    principal: Principal,
+    ctx: Context,
+    ApiPath(id): ApiPath<Uuid>,
+    body: Result<Option<Json<Decision>>, JsonRejection>,
+) -> Result<Json<Session>, ApiError> {
+    let comment = comment(body?.map(|Json(b)| b))?;
+    let row = sessions::decide(
+        &state,
+        &principal,
+        &ctx,
+        id,
+        ApprovalStatus::Approved,
+        comment.as_deref(),
+    )
+    .await?;
+    Ok(Json(row.into()))
+}
+
+/// Deny a session request that waits for a second person (admin or support; never your own).
+#[utoipa::path(post, path = "/v1/sessions/{id}/deny", tag = "sessions", security(("bearer" = [])),
+    params(SessionPath),
+    request_body(content = Option<Decision>, description = "Optional comment"),
+    responses((status = 200, body = Session),
+               (status = 400, body = Problem), (status = 401, body = Problem),
+               (status = 403, description = "Not an approving role, or your own request", body = Problem),
+               (status = 404, body = Problem),
+               (status = 409, description = "Already decided, or no approval needed", body = Problem),
+               (status = 410, description = "The request expired or was withdrawn", body = Problem),
+               (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
+#[tracing::instrument(skip_all, fields(session = %id))]
+async fn deny_session(
+    State(state): State<AppState>,
+    principal: Principal,
+    ctx: Context,
+    ApiPath(id): ApiPath<Uuid>,
+    body: Result<Option<Json<Decision>>, JsonRejection>,
+) -> Result<Json<Session>, ApiError> {
+    let comment = comment(body?.map(|Json(b)| b))?;
+    let row = sessions::decide(
+        &state,
+        &principal,
+        &ctx,
+        id,
+        ApprovalStatus::Denied,
+        comment.as_deref(),
+    )
+    .await?;
+    Ok(Json(row.into()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsQuery {
+    /// At most this many, oldest first (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+}
+
+/// Session requests waiting for approval (admin, support), oldest first; the caller's own are
+/// listed too, but only someone else may decide them.
+#[utoipa::path(get, path = "/v1/approvals", tag = "sessions", security(("bearer" = [])),
+    params(ApprovalsQuery),
+    responses((status = 200, body = SessionList), (status = 400, body = Problem),
+               (status = 401, body = Problem), (status = 403, body = Problem)))]
+#[tracing::instrument(skip_all)]
+async fn list_approvals(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<ApprovalsQuery>,
+) -> Result<Json<SessionList>, ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
+    }
+    let rows = sessions::pending(&state, &principal, limit).await?;
+    Ok(Json(SessionList {
+        sessions: rows.into_iter().map(Session::from).collect(),
+    }))
 }
 
 /// Credentials for the caller's customer session with this customer, opened if there is no
