@@ -282,6 +282,8 @@ pub async fn decide(
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE session s SET approval = $2, decided_by = $3, decided_at = now(),
                 decision_comment = $4,
+                -- A denied request never started: there is no end to announce.
+                ended_event_at = CASE WHEN $2 = 'denied' THEN now() ELSE s.ended_event_at END,
                 expires_at = CASE WHEN $2 = 'approved'
                                   THEN now() + make_interval(secs => s.duration_seconds)
                                   ELSE s.expires_at END

@@ -8,6 +8,7 @@ mod audit_api;
 mod audit_integrity;
 mod auth;
 mod binaries;
+mod cases;
 mod cli;
 mod cloudwatch;
 mod customers;
