@@ -1,6 +1,9 @@
 -- Case-bound access: access tiers on roles, the case system's answer and a second person's
 -- approval on sessions, and the durable outbox of events delivered to webhooks.
 
+-- Customers whose support sessions all wait for a second person's approval.
+ALTER TABLE customer ADD COLUMN requires_approval boolean NOT NULL DEFAULT false;
+
 -- A role's named tiers: {"write": {"session_policy": {...}, "policy_arns": [...],
 -- "max_duration_seconds": 3600, "requires_approval": true}}, checked by the server
 -- (server/src/domain/tier.rs) before it is stored.

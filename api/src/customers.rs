@@ -23,6 +23,10 @@ pub struct Customer {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub disabled_at: Option<DateTime<Utc>>,
+    /// Every support session of this customer waits for a second person's approval,
+    /// whatever its tier.
+    #[serde(default)]
+    pub requires_approval: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,6 +55,19 @@ pub struct CreateCustomer {
         )
     )]
     pub display_name: Option<String>,
+    /// Every support session of this customer waits for a second person's approval.
+    /// Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requires_approval: Option<bool>,
+}
+
+/// The body of `PUT /v1/customers/{id}/approval`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct CustomerApproval {
+    /// Every support session of this customer waits for a second person's approval.
+    pub requires_approval: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -18,11 +18,12 @@ pub struct CustomerRow {
     pub external_id: String,
     /// A rotated external ID that becomes current once a role verifies with it.
     pub pending_external_id: Option<String>,
+    pub requires_approval: bool,
 }
 
 const SELECT: &str = "
     SELECT c.id, c.display_name, c.status, c.created_at, c.updated_at, c.disabled_at,
-           cur.value AS external_id, pen.value AS pending_external_id
+           cur.value AS external_id, pen.value AS pending_external_id, c.requires_approval
       FROM customer c
       JOIN external_id cur ON cur.customer_id = c.id AND cur.state = 'current'
       LEFT JOIN external_id pen ON pen.customer_id = c.id AND pen.state = 'pending'";
@@ -34,10 +35,12 @@ pub async fn insert(
     id: &str,
     display_name: &str,
     external_id: &str,
+    requires_approval: bool,
 ) -> Result<CustomerRow, sqlx::Error> {
-    sqlx::query("INSERT INTO customer (id, display_name) VALUES ($1, $2)")
+    sqlx::query("INSERT INTO customer (id, display_name, requires_approval) VALUES ($1, $2, $3)")
         .bind(id)
         .bind(display_name)
+        .bind(requires_approval)
         .execute(&mut *conn)
         .await?;
     sqlx::query("INSERT INTO external_id (value, customer_id, state) VALUES ($1, $2, 'current')")
@@ -57,6 +60,23 @@ pub async fn get<'e>(
         .bind(id)
         .fetch_optional(exec)
         .await
+}
+
+/// Sets whether every support session of the customer needs approval. `false` when there is
+/// no such customer.
+pub async fn set_requires_approval(
+    conn: &mut PgConnection,
+    id: &str,
+    required: bool,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE customer SET requires_approval = $2, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(required)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Locks the customer row for the rest of the transaction (serialises rotation and
@@ -162,6 +182,7 @@ impl From<CustomerRow> for Customer {
             created_at: row.created_at,
             updated_at: row.updated_at,
             disabled_at: row.disabled_at,
+            requires_approval: row.requires_approval,
         }
     }
 }

@@ -357,12 +357,13 @@ pub async fn claim_ended(
     .await
 }
 
-/// Sessions neither expired nor revoked (for the `lanyard_active_sessions` gauge; a periodic
+/// Sessions neither expired nor revoked, nor waiting for (or refused) approval (for the `lanyard_active_sessions` gauge; a periodic
 /// count, not a per-request one).
 #[tracing::instrument(skip_all)]
 pub async fn count_active(db: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT count(*) FROM session WHERE revoked_at IS NULL AND expires_at > now()",
+        "SELECT count(*) FROM session WHERE revoked_at IS NULL AND expires_at > now()
+         AND (approval IS NULL OR approval = 'approved')",
     )
     .fetch_one(db)
     .await

@@ -18,6 +18,7 @@ pub async fn create(
     ctx: &Context,
     id: &CustomerId,
     display_name: &DisplayName,
+    requires_approval: bool,
 ) -> Result<CustomerRow, Error> {
     let external_id = new_external_id(state, id)?;
     let mut tx = state.db.begin().await?;
@@ -26,14 +27,42 @@ pub async fn create(
         id.as_str(),
         display_name.as_str(),
         external_id.as_str(),
+        requires_approval,
     )
     .await
     .map_err(|e| Error::on_unique_violation(e, format!("customer '{id}' already exists")))?;
     let event = NewEvent {
         customer_id: Some(id.to_string()),
+        detail: requires_approval.then(|| serde_json::json!({ "requires_approval": true })),
         ..ctx.event(principal, "customer.create")
     };
     audit::record_in(&mut tx, &event).await?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// Sets whether every support session of the customer waits for a second person's
+/// approval; sessions already open or pending are not changed.
+pub async fn set_requires_approval(
+    state: &AppState,
+    principal: &Principal,
+    ctx: &Context,
+    id: &CustomerId,
+    required: bool,
+) -> Result<CustomerRow, Error> {
+    let mut tx = state.db.begin().await?;
+    if !db::customers::set_requires_approval(&mut tx, id.as_str(), required).await? {
+        return Err(customer_not_found(id).into());
+    }
+    let event = NewEvent {
+        customer_id: Some(id.to_string()),
+        detail: Some(serde_json::json!({ "requires_approval": required })),
+        ..ctx.event(principal, "customer.approval")
+    };
+    audit::record_in(&mut tx, &event).await?;
+    let row = db::customers::get(&mut *tx, id.as_str())
+        .await?
+        .ok_or_else(|| customer_not_found(id))?;
     tx.commit().await?;
     Ok(row)
 }

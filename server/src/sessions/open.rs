@@ -119,7 +119,8 @@ pub(super) async fn open_checked(
         .and_then(|t| t.max_duration_seconds)
         .unwrap_or(role.max_session_seconds);
     let duration = duration_secs(state, req, role.max_session_seconds.min(tier_max))?;
-    let needs_approval = tier.is_some_and(|t| t.requires_approval);
+    let needs_approval = tier.is_some_and(|t| t.requires_approval)
+        || (req.kind == SessionKind::Support && customer.requires_approval);
     if reuse
         && let Some(row) = db::sessions::find_open_customer_session(
             &mut tx,

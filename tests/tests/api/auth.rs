@@ -302,6 +302,13 @@ fn matrix(sid: &str) -> Vec<Check> {
             [403, 403, 403, OK],
         ),
         check(
+            Method::PUT,
+            "/v1/customers/{id}/approval",
+            "/v1/customers/acme-corp/approval",
+            Some(json!({ "requires_approval": false })),
+            [403, 403, 403, OK],
+        ),
+        check(
             Method::POST,
             "/v1/customers/{id}/external-id/rotate",
             "/v1/customers/acme-corp/external-id/rotate",

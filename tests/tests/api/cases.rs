@@ -348,6 +348,60 @@ async fn a_denied_or_expired_request_never_gets_credentials() {
 }
 
 #[tokio::test]
+async fn a_customer_can_require_approval_for_every_support_session() {
+    let app = TestApp::spawn().await;
+    let customer = customer_with_tiers(&app).await;
+    let support = person(&app, "alice", Role::Support).await;
+    let (status, problem) = app
+        .call(
+            Method::PUT,
+            &format!("/v1/customers/{customer}/approval"),
+            Some(&support),
+            Some(json!({ "requires_approval": true })),
+        )
+        .await;
+    assert_eq!(status, 403, "{problem}");
+    let (status, shown) = app
+        .admin(
+            Method::PUT,
+            &format!("/v1/customers/{customer}/approval"),
+            Some(json!({ "requires_approval": true })),
+        )
+        .await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["requires_approval"], true);
+    // The base grant and a tier that needs nobody both wait now.
+    for tier in [None, Some("read")] {
+        let (status, session) = request(&app, &support, &customer, &unique("CS"), tier).await;
+        assert_eq!(status, 201, "{session}");
+        assert_eq!(session["status"], "pending_approval", "{tier:?}: {session}");
+        let (status, _) = act(&app, &support, &session, "credentials").await;
+        assert_eq!(status, 409);
+    }
+    // Services are not held: a batch job cannot wait for a person.
+    let (status, session) = app
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(&person(&app, "batch", Role::Service).await),
+            Some(json!({ "kind": "customer", "customer": customer, "role": "ops" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{session}");
+    assert_eq!(session["status"], "active");
+    let (_, off) = app
+        .admin(
+            Method::PUT,
+            &format!("/v1/customers/{customer}/approval"),
+            Some(json!({ "requires_approval": false })),
+        )
+        .await;
+    assert_eq!(off["requires_approval"], false);
+    let (_, session) = request(&app, &support, &customer, &unique("CS"), None).await;
+    assert_eq!(session["status"], "active");
+}
+
+#[tokio::test]
 async fn bad_tiers_and_unknown_tiers_are_refused_and_change_nothing() {
     let app = TestApp::spawn().await;
     let customer = customer_with_tiers(&app).await;

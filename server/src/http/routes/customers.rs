@@ -4,7 +4,9 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use lanyard_api::customers::{CreateCustomer, Customer, CustomerList, Onboarding};
+use lanyard_api::customers::{
+    CreateCustomer, Customer, CustomerApproval, CustomerList, Onboarding,
+};
 use lanyard_api::problem::Problem;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -27,6 +29,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(enable_customer))
         .routes(routes!(get_onboarding))
         .routes(routes!(rotate_external_id))
+        .routes(routes!(set_approval))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -62,7 +65,16 @@ async fn create_customer(
     principal.authorize(Action::ManageCustomers, Some(&id))?;
     let display_name = DisplayName::parse(body.display_name.as_deref().unwrap_or(id.as_str()))
         .map_err(|e| ApiError::invalid("display_name", e))?;
-    let row = customers::create(&state, &principal, &ctx, &id, &display_name).await?;
+    let requires_approval = body.requires_approval.unwrap_or(false);
+    let row = customers::create(
+        &state,
+        &principal,
+        &ctx,
+        &id,
+        &display_name,
+        requires_approval,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(row.into())))
 }
 
@@ -102,6 +114,30 @@ async fn get_customer(
     let id = customer_id(&id)?;
     principal.authorize(Action::ReadCustomers, Some(&id))?;
     Ok(Json(customers::get(&state, &id).await?.into()))
+}
+
+/// Require (or stop requiring) a second person's approval for every support session of this
+/// customer, whatever its tier. Sessions already open or pending are not changed.
+#[utoipa::path(put, path = "/v1/customers/{id}/approval", tag = "customers", security(("bearer" = [])),
+    params(CustomerPath),
+    request_body = CustomerApproval,
+    responses((status = 200, body = Customer), (status = 400, body = Problem), (status = 401, body = Problem),
+               (status = 403, body = Problem), (status = 404, body = Problem),
+               (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
+#[tracing::instrument(skip_all, fields(customer = %id))]
+async fn set_approval(
+    State(state): State<AppState>,
+    principal: Principal,
+    ctx: Context,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<CustomerApproval>,
+) -> Result<Json<Customer>, ApiError> {
+    let id = customer_id(&id)?;
+    principal.authorize(Action::ManageCustomers, Some(&id))?;
+    let row =
+        customers::set_requires_approval(&state, &principal, &ctx, &id, body.requires_approval)
+            .await?;
+    Ok(Json(row.into()))
 }
 
 /// Disable a customer: no new sessions or credentials until it is enabled again.
