@@ -121,14 +121,20 @@ pub async fn failed(
     Ok(())
 }
 
-/// Deliveries per webhook and state, and each webhook's oldest pending one.
+/// Deliveries per webhook and state, and each webhook's oldest pending one; with
+/// `undelivered_only`, only the pending and dead ones (what the metrics poll: delivered rows
+/// grow without bound, the others stay few).
 pub async fn status_counts(
     pool: &PgPool,
+    undelivered_only: bool,
 ) -> Result<Vec<(String, DeliveryState, i64, Option<DateTime<Utc>>)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT webhook, state, count(*), min(created_at) FILTER (WHERE state = 'pending')
-         FROM webhook_delivery GROUP BY webhook, state",
+         FROM webhook_delivery
+         WHERE NOT $1 OR state IN ('pending', 'dead')
+         GROUP BY webhook, state",
     )
+    .bind(undelivered_only)
     .fetch_all(pool)
     .await
 }

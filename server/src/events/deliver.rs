@@ -252,11 +252,11 @@ async fn sweep_ended(db: &PgPool, outbox: &Outbox) -> Result<(), sqlx::Error> {
 }
 
 async fn refresh_backlog(db: &PgPool, names: &[String], metrics: &EventMetrics) {
-    let Ok(rows) = db::events::status_counts(db).await else {
+    let Ok(rows) = db::events::status_counts(db, true).await else {
         return;
     };
     for name in names {
-        for state in ["pending", "delivered", "dead"] {
+        for state in ["pending", "dead"] {
             let count = rows
                 .iter()
                 .find(|r| &r.0 == name && r.1.as_str() == state)

@@ -43,8 +43,8 @@ impl EventMetrics {
         let backlog = IntGaugeVec::new(
             Opts::new(
                 "lanyard_webhook_deliveries",
-                "Webhook deliveries in the database, by webhook and state: pending, delivered \
-                 or dead (counted every few seconds)",
+                "Webhook deliveries in the database not delivered, by webhook and state: \
+                 pending or dead (counted every 2 s)",
             ),
             &["webhook", "state"],
         )?;

@@ -129,7 +129,7 @@ async fn list_webhooks(
     principal: Principal,
 ) -> Result<Json<WebhookList>, ApiError> {
     authorize_events(&principal)?;
-    let counts = db::events::status_counts(&state.db).await?;
+    let counts = db::events::status_counts(&state.db, false).await?;
     let webhooks = state
         .outbox
         .webhooks()
