@@ -65,7 +65,13 @@ pub struct UsageRow {
 impl UsageRow {
     /// The group this row is about, as the report's tree names it.
     pub fn label(&self, group_by: GroupBy) -> String {
-        match (&self.profile, &self.customer, &self.case_id, &self.actor, &self.tier) {
+        match (
+            &self.profile,
+            &self.customer,
+            &self.case_id,
+            &self.actor,
+            &self.tier,
+        ) {
             (Some(p), ..) => format!("Profile: {p}"),
             (_, Some(c), ..) => format!("Customer: {c}"),
             (_, _, Some(c), ..) => format!("Case: {c}"),

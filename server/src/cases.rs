@@ -218,7 +218,10 @@ pub async fn close(
         audit::record_in(&mut tx, &event).await?;
         state
             .outbox
-            .write(&mut tx, NewOutboxEvent::session(events::REVOKED, &actor, session))
+            .write(
+                &mut tx,
+                NewOutboxEvent::session(events::REVOKED, &actor, session),
+            )
             .await?;
     }
     let event = NewEvent {

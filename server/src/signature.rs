@@ -84,7 +84,12 @@ mod tests {
             Err(Refused::Mismatch)
         );
         assert_eq!(
-            verify(b"another secret!!", &header, b"{\"case_id\":\"CS-1\"}", 1_800_000_000),
+            verify(
+                b"another secret!!",
+                &header,
+                b"{\"case_id\":\"CS-1\"}",
+                1_800_000_000
+            ),
             Err(Refused::Mismatch)
         );
         assert_eq!(

@@ -69,13 +69,12 @@ pub async fn set_requires_approval(
     id: &str,
     required: bool,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE customer SET requires_approval = $2, updated_at = now() WHERE id = $1",
-    )
-    .bind(id)
-    .bind(required)
-    .execute(conn)
-    .await?;
+    let done =
+        sqlx::query("UPDATE customer SET requires_approval = $2, updated_at = now() WHERE id = $1")
+            .bind(id)
+            .bind(required)
+            .execute(conn)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 

@@ -91,11 +91,14 @@ pub fn check_tiers(
             ))));
         }
         for arn in &tier.policy_arns {
-            check_policy_arn(arn).map_err(|e| within(ParseError::new(format!("policy_arns: {e}"))))?;
+            check_policy_arn(arn)
+                .map_err(|e| within(ParseError::new(format!("policy_arns: {e}"))))?;
         }
         let mut seen = std::collections::HashSet::new();
         if !tier.policy_arns.iter().all(|a| seen.insert(a)) {
-            return Err(within(ParseError::new("policy_arns: an ARN is listed twice")));
+            return Err(within(ParseError::new(
+                "policy_arns: an ARN is listed twice",
+            )));
         }
         if let Some(max) = tier.max_duration_seconds
             && !(60..=role_max_session_seconds).contains(&max)
@@ -142,22 +145,55 @@ mod tests {
         let big = json!({ "Statement": { "Action": "s".repeat(1600) } });
         for (name, value, why) in [
             ("Write", json!({}), "must be 1-32"),
-            ("w", json!({ "session_policy": big }), "tier 'w': session_policy"),
-            ("w", json!({ "policy_arns": ["arn:aws:iam::aws:role/X"] }), "managed policy ARN"),
-            ("w", json!({ "policy_arns": ["arn:aws:s3:::bucket"] }), "managed policy ARN"),
-            ("w", json!({ "policy_arns": ["arn:aws:iam::aws:policy/A", "arn:aws:iam::aws:policy/A"] }), "twice"),
-            ("w", json!({ "max_duration_seconds": 7200 }), "max_session_seconds (3600)"),
+            (
+                "w",
+                json!({ "session_policy": big }),
+                "tier 'w': session_policy",
+            ),
+            (
+                "w",
+                json!({ "policy_arns": ["arn:aws:iam::aws:role/X"] }),
+                "managed policy ARN",
+            ),
+            (
+                "w",
+                json!({ "policy_arns": ["arn:aws:s3:::bucket"] }),
+                "managed policy ARN",
+            ),
+            (
+                "w",
+                json!({ "policy_arns": ["arn:aws:iam::aws:policy/A", "arn:aws:iam::aws:policy/A"] }),
+                "twice",
+            ),
+            (
+                "w",
+                json!({ "max_duration_seconds": 7200 }),
+                "max_session_seconds (3600)",
+            ),
             ("w", json!({ "max_duration_seconds": 10 }), "between 60"),
         ] {
             let tiers = BTreeMap::from([(name.to_owned(), tier(value))]);
             let err = check_tiers(&tiers, 3600).unwrap_err().to_string();
             assert!(err.contains(why), "{name}: {err}");
         }
-        let many: BTreeMap<String, Tier> =
-            (0..11).map(|i| (format!("t{i}"), tier(json!({})))).collect();
-        assert!(check_tiers(&many, 3600).unwrap_err().to_string().contains("at most 10"));
-        let arns: Vec<String> = (0..11).map(|i| format!("arn:aws:iam::aws:policy/P{i}")).collect();
+        let many: BTreeMap<String, Tier> = (0..11)
+            .map(|i| (format!("t{i}"), tier(json!({}))))
+            .collect();
+        assert!(
+            check_tiers(&many, 3600)
+                .unwrap_err()
+                .to_string()
+                .contains("at most 10")
+        );
+        let arns: Vec<String> = (0..11)
+            .map(|i| format!("arn:aws:iam::aws:policy/P{i}"))
+            .collect();
         let tiers = BTreeMap::from([("w".to_owned(), tier(json!({ "policy_arns": arns })))]);
-        assert!(check_tiers(&tiers, 3600).unwrap_err().to_string().contains("at most 10"));
+        assert!(
+            check_tiers(&tiers, 3600)
+                .unwrap_err()
+                .to_string()
+                .contains("at most 10")
+        );
     }
 }

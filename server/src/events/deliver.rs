@@ -108,7 +108,9 @@ async fn deliver(
 ) {
     let body = match webhook.format {
         WebhookFormat::Lanyard => delivery.payload.to_string(),
-        WebhookFormat::Slack => serde_json::json!({ "text": slack_text(&delivery.payload) }).to_string(),
+        WebhookFormat::Slack => {
+            serde_json::json!({ "text": slack_text(&delivery.payload) }).to_string()
+        }
     };
     let mut request = client
         .post(webhook.url.expose_secret())
@@ -222,12 +224,21 @@ fn slack_text(payload: &serde_json::Value) -> String {
              (`lanyard sessions approve {}`)",
             s["id"].as_str().unwrap_or("?")
         ),
-        "session.approved" => format!("Lanyard: {actor} approved {owner}'s {what} on {customer}{case}{comment}"),
-        "session.denied" => format!("Lanyard: {actor} denied {owner}'s {what} on {customer}{case}{comment}"),
+        "session.approved" => {
+            format!("Lanyard: {actor} approved {owner}'s {what} on {customer}{case}{comment}")
+        }
+        "session.denied" => {
+            format!("Lanyard: {actor} denied {owner}'s {what} on {customer}{case}{comment}")
+        }
         "session.opened" => format!("Lanyard: {owner} opened a {what} on {customer}{case}"),
-        "session.revoked" => format!("Lanyard: {actor} revoked {owner}'s {what} on {customer}{case}"),
+        "session.revoked" => {
+            format!("Lanyard: {actor} revoked {owner}'s {what} on {customer}{case}")
+        }
         "session.ended" => format!("Lanyard: {owner}'s {what} on {customer}{case} ended"),
-        "case.closed" => format!("Lanyard: case {} closed by {actor}", payload["case_id"].as_str().unwrap_or("?")),
+        "case.closed" => format!(
+            "Lanyard: case {} closed by {actor}",
+            payload["case_id"].as_str().unwrap_or("?")
+        ),
         other => format!("Lanyard: {other} by {actor}"),
     }
 }

@@ -66,7 +66,8 @@ async fn check(state: &AppState, principal: &Principal, id: Uuid) -> Result<Sess
 /// A request that is not pending any more, and why.
 fn why_not_pending(row: &SessionRow) -> Result<(), Error> {
     let id = row.id;
-    let at = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let at =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     match row.status(chrono::Utc::now()) {
         SessionStatus::PendingApproval => Ok(()),
         _ if row.approval.is_none() => Err(Error::Conflict(format!(
@@ -86,7 +87,9 @@ fn why_not_pending(row: &SessionRow) -> Result<(), Error> {
             "session {id} was already {} by {}{}",
             row.approval.map_or("decided", |a| a.as_str()),
             row.decided_by.as_deref().unwrap_or("?"),
-            row.decided_at.map(|t| format!(" at {}", at(t))).unwrap_or_default()
+            row.decided_at
+                .map(|t| format!(" at {}", at(t)))
+                .unwrap_or_default()
         ))),
     }
 }
@@ -101,8 +104,7 @@ async fn record(
     action: &'static str,
 ) -> Result<SessionRow, Error> {
     let mut tx = state.db.begin().await?;
-    let Some(row) =
-        db::sessions::decide(&mut tx, id, decision, principal.actor(), comment).await?
+    let Some(row) = db::sessions::decide(&mut tx, id, decision, principal.actor(), comment).await?
     else {
         // Decided, withdrawn or expired since it was checked: say which.
         drop(tx);
@@ -110,7 +112,9 @@ async fn record(
             .await?
             .ok_or_else(|| Error::NotFound(format!("session {id} does not exist")))?;
         why_not_pending(&now)?;
-        return Err(Error::Conflict(format!("session {id} is not pending approval")));
+        return Err(Error::Conflict(format!(
+            "session {id} is not pending approval"
+        )));
     };
     let event = db::audit::NewEvent {
         customer_id: Some(row.customer_id.to_string()),
@@ -137,7 +141,10 @@ async fn record(
     if decision == ApprovalStatus::Approved {
         state
             .outbox
-            .write(&mut tx, OutboxEvent::session(events::OPENED, principal.actor(), &row))
+            .write(
+                &mut tx,
+                OutboxEvent::session(events::OPENED, principal.actor(), &row),
+            )
             .await?;
     }
     tx.commit().await?;

@@ -3,15 +3,15 @@
 //! session to reuse.
 
 use crate::audit::{self, Context};
-use crate::cases::{self, CaseInfo};
-use crate::events::{self, NewEvent as OutboxEvent};
 use crate::auth::{Action, Principal, customer_not_found};
+use crate::cases::{self, CaseInfo};
 use crate::db::{self, sessions::SessionRow};
 use crate::domain::session::profile_name;
 use crate::domain::{
     CaseId, CustomerId, CustomerStatus, Reason, RoleName, RoleStatus, SessionKind,
 };
 use crate::error::Error;
+use crate::events::{self, NewEvent as OutboxEvent};
 use crate::state::AppState;
 
 /// A session to open, its fields already parsed.
@@ -63,7 +63,15 @@ pub(super) async fn open_checked(
     // The case system is asked before anything is locked (it may take seconds to answer).
     let case_info = match (&req.case, req.kind) {
         (Some(case), SessionKind::Support) => {
-            cases::check(state, principal, ctx, case, &req.customer, req.reason.as_ref()).await?
+            cases::check(
+                state,
+                principal,
+                ctx,
+                case,
+                &req.customer,
+                req.reason.as_ref(),
+            )
+            .await?
         }
         _ => CaseInfo::default(),
     };
@@ -152,8 +160,7 @@ pub(super) async fn open_checked(
             case_title: case_info.title.as_deref(),
             case_url: case_info.url.as_deref(),
             case_check: case_info.check,
-            approval_window: needs_approval
-                .then(|| state.config.approval_window.as_secs() as i64),
+            approval_window: needs_approval.then(|| state.config.approval_window.as_secs() as i64),
         },
     )
     .await?;
@@ -211,7 +218,11 @@ fn duration_secs(state: &AppState, req: &OpenRequest, role_max: i32) -> Result<i
                 "must be between 60 and {max} (the configured maximum and role '{}''s \
                  max_session_seconds{})",
                 req.role,
-                if req.tier.is_some() { " and the tier's max_duration_seconds" } else { "" }
+                if req.tier.is_some() {
+                    " and the tier's max_duration_seconds"
+                } else {
+                    ""
+                }
             ),
         )),
         Some(d) => Ok(i64::from(d)),

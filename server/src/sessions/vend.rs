@@ -170,7 +170,10 @@ async fn vend(
             event.outcome = refused.outcome;
             event.error_code = Some(refused.code);
             event.cache_hit = refused.cache_hit;
-            event.detail = s.tier.as_ref().map(|tier| serde_json::json!({ "tier": tier }));
+            event.detail = s
+                .tier
+                .as_ref()
+                .map(|tier| serde_json::json!({ "tier": tier }));
             audit_and_count(state, grant, event, started).await?;
             Err(refused.error)
         }

@@ -5,9 +5,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use lanyard_api::events::{
-    CaseClosed, CloseCase, DeliveryList, WebhookList, WebhookStatus,
-};
+use lanyard_api::events::{CaseClosed, CloseCase, DeliveryList, WebhookList, WebhookStatus};
 use lanyard_api::problem::Problem;
 use lanyard_api::sessions::Session;
 use serde::Deserialize;
@@ -68,8 +66,9 @@ async fn close_case(
         if body.is_empty() {
             return Ok(None);
         }
-        let parsed: CloseCase = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid("body", format!("must be {{\"case_id\": \"…\"}}: {e}")))?;
+        let parsed: CloseCase = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::invalid("body", format!("must be {{\"case_id\": \"…\"}}: {e}"))
+        })?;
         Ok(Some(parsed.case_id))
     };
     let closer = match &principal {
