@@ -28,7 +28,8 @@ use token::TokenKeys;
 pub enum Action {
     /// Create, disable and enable customers; onboarding; external-ID rotation; roles.
     ManageCustomers,
-    /// List and show customers and their roles.
+    /// List and show customers and their roles (services: the ones they may reach, so that a
+    /// batch job can loop over them).
     ReadCustomers,
     /// Open a support session (case-scoped access for a person).
     OpenSupportSession,
@@ -56,7 +57,7 @@ impl Action {
         use Role::*;
         match self {
             Action::ManageCustomers => matches!(role, Admin),
-            Action::ReadCustomers => matches!(role, Admin | Support | Auditor),
+            Action::ReadCustomers => matches!(role, Admin | Support | Service | Auditor),
             Action::OpenSupportSession => matches!(role, Admin | Support),
             Action::OpenCustomerSession => matches!(role, Admin | Service),
             Action::ReadSessions => matches!(role, Admin | Support | Service | Auditor),
@@ -263,13 +264,19 @@ mod tests {
     }
 
     #[test]
-    fn services_cannot_read_the_customer_list() {
+    fn every_role_reads_the_customers_it_may_reach() {
+        let acme = CustomerId::parse("acme-corp").unwrap();
+        let limited = principal(Role::Service, Some(vec!["acme-corp"]));
+        assert!(limited.authorize(Action::ReadCustomers, Some(&acme)).is_ok());
         assert!(
-            principal(Role::Service, None)
-                .authorize(Action::ReadCustomers, None)
+            limited
+                .authorize(
+                    Action::ReadCustomers,
+                    Some(&CustomerId::parse("globex").unwrap())
+                )
                 .is_err()
         );
-        for role in [Role::Admin, Role::Support, Role::Auditor] {
+        for role in [Role::Admin, Role::Support, Role::Service, Role::Auditor] {
             assert!(
                 principal(role, None)
                     .authorize(Action::ReadCustomers, None)
