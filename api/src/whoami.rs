@@ -63,4 +63,9 @@ pub struct WhoAmI {
     /// The token's id (`jti`), as `lanyard-server token list` shows it.
     pub token_id: Uuid,
     pub expires_at: DateTime<Utc>,
+    /// When a session this subject opened was last revoked (Unix milliseconds; 0: never).
+    /// A client holding credentials it cached before this time asks the broker again
+    /// before using them (`lanyard credential-process` checks it at most every 60 s).
+    #[serde(default)]
+    pub revocation_epoch: i64,
 }

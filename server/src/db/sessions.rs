@@ -357,6 +357,17 @@ pub async fn claim_ended(
     .await
 }
 
+/// When a session `subject` opened was last revoked, in Unix milliseconds (0: never).
+pub async fn revocation_epoch(pool: &PgPool, subject: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce((extract(epoch FROM max(revoked_at)) * 1000)::int8, 0)
+         FROM session WHERE requested_by = $1 AND revoked_at IS NOT NULL",
+    )
+    .bind(subject)
+    .fetch_one(pool)
+    .await
+}
+
 /// Sessions neither expired nor revoked, nor waiting for (or refused) approval (for the `lanyard_active_sessions` gauge; a periodic
 /// count, not a per-request one).
 #[tracing::instrument(skip_all)]

@@ -1359,3 +1359,56 @@ async fn customer_credentials_without_a_role_need_exactly_one_eligible_role() {
         .await;
     assert_eq!(status, 200, "{creds}");
 }
+
+/// The revocation epoch clients check before serving cached credentials: it moves when a
+/// session of the caller's is revoked (by anyone), and only then.
+#[tokio::test]
+async fn whoami_tells_when_a_session_of_the_caller_was_last_revoked() {
+    let app = TestApp::spawn().await;
+    let customer = customer_with_role(&app).await;
+    let id = customer["id"].as_str().unwrap();
+    let alice = token(&app, "alice", Role::Support).await;
+    let epoch = |token: String| {
+        let app = &app;
+        async move {
+            let (status, me) = app
+                .call(Method::GET, "/v1/auth/whoami", Some(&token), None)
+                .await;
+            assert_eq!(status, 200, "{me}");
+            me["revocation_epoch"].as_i64().unwrap()
+        }
+    };
+    assert_eq!(epoch(alice.clone()).await, 0);
+    let first = open_support(&app, &alice, id, &unique("CS"), 1800).await;
+    let second = open_support(&app, &alice, id, &unique("CS"), 1800).await;
+    assert_eq!(epoch(alice.clone()).await, 0, "opening revokes nothing");
+    let before = chrono::Utc::now().timestamp_millis();
+    let (status, _) = app
+        .admin(
+            Method::DELETE,
+            &format!("/v1/sessions/{}", first["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let after_first = epoch(alice.clone()).await;
+    assert!(after_first >= before - 1000, "{after_first} vs {before}");
+    // Another person's revocation does not move alice's epoch.
+    let bob = token(&app, "bob", Role::Support).await;
+    let bobs = open_support(&app, &bob, id, &unique("CS"), 1800).await;
+    app.admin(
+        Method::DELETE,
+        &format!("/v1/sessions/{}", bobs["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(epoch(alice.clone()).await, after_first);
+    app.call(
+        Method::DELETE,
+        &format!("/v1/sessions/{}", second["id"].as_str().unwrap()),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert!(epoch(alice).await >= after_first);
+}

@@ -46,13 +46,21 @@ async fn sso(state: axum::extract::State<AppState>) -> Result<Json<SsoSettings>,
     }))
 }
 
-/// Who the broker takes the caller's token for (any valid token). `lanyard login` and
-/// `lanyard doctor` use it to check a token against the broker.
+/// Who the broker takes the caller's token for (any valid token), and when a session of the
+/// caller's was last revoked. `lanyard login` and `lanyard doctor` use it to check a token
+/// against the broker; `lanyard credential-process` to check that what it cached was not
+/// revoked since.
 #[utoipa::path(get, path = "/v1/auth/whoami", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = WhoAmI), (status = 401, body = Problem)))]
 #[tracing::instrument(skip_all)]
-async fn whoami(principal: Principal) -> Result<Json<WhoAmI>, ApiError> {
+async fn whoami(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    principal: Principal,
+) -> Result<Json<WhoAmI>, ApiError> {
+    let revocation_epoch =
+        crate::db::sessions::revocation_epoch(&state.db, principal.actor()).await?;
     Ok(Json(WhoAmI {
+        revocation_epoch,
         customers: principal.customer_scope(),
         subject: principal.subject,
         role: principal.role,
