@@ -32,6 +32,13 @@ pub struct Role {
     /// Named access tiers a session may ask for instead of the base grant.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tiers: BTreeMap<String, Tier>,
+    /// IAM actions the role must allow for the job (`s3:GetObject`, …), checked with
+    /// iam:SimulatePrincipalPolicy when the role is verified.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_actions: Vec<String>,
+    /// What the last check of `required_actions` found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<Validation>,
     /// `verified`, `failed` or `unverified`.
     pub status: RoleStatus,
     pub verified_at: Option<DateTime<Utc>>,
@@ -74,6 +81,69 @@ pub struct PutRole {
     /// base grant (`session_policy`).
     #[serde(default)]
     pub tiers: Option<BTreeMap<String, Tier>>,
+    /// IAM actions the role must allow (at most 100, `service:Action`, wildcards allowed),
+    /// checked with iam:SimulatePrincipalPolicy on the role when it is verified.
+    #[cfg_attr(feature = "utoipa", schema(example = json!(["s3:GetObject", "s3:ListBucket"])))]
+    #[serde(default)]
+    pub required_actions: Option<Vec<String>>,
+}
+
+/// Most required actions one role may list.
+pub const MAX_REQUIRED_ACTIONS: usize = 100;
+
+/// What iam:SimulatePrincipalPolicy said about one action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub enum ActionDecision {
+    Allowed,
+    /// No statement allows it.
+    ImplicitDeny,
+    /// A statement denies it.
+    ExplicitDeny,
+}
+
+impl ActionDecision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionDecision::Allowed => "allowed",
+            ActionDecision::ImplicitDeny => "implicit_deny",
+            ActionDecision::ExplicitDeny => "explicit_deny",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct ActionResult {
+    #[cfg_attr(feature = "utoipa", schema(example = "s3:GetObject"))]
+    pub action: String,
+    pub decision: ActionDecision,
+}
+
+/// A check of actions against the role's own policies (iam:SimulatePrincipalPolicy, called
+/// with the role's credentials: the customer's template grants it on the role itself).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct Validation {
+    pub checked_at: DateTime<Utc>,
+    /// One per action, in the order asked; empty when the check failed.
+    pub results: Vec<ActionResult>,
+    /// Why the check could not run (the role may not call SimulatePrincipalPolicy, AWS
+    /// unreachable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The body of `POST /v1/customers/{id}/roles/{name}/validate`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct ValidateRole {
+    /// Check these actions instead of the role's `required_actions` (the result is then not
+    /// stored on the role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions: Option<Vec<String>>,
 }
 
 /// Most tiers one role may declare.

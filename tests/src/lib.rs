@@ -15,6 +15,7 @@ pub mod database;
 pub mod emulator;
 pub mod fault;
 pub mod faults;
+pub mod iam;
 #[cfg(target_os = "linux")]
 pub mod keyring;
 pub mod oidc;
@@ -26,5 +27,6 @@ pub use cli_home::{CliHome, FakeBroker, FakeReply, Keyring, Run, logged_in_suppo
 pub use database::{TestDatabase, database_server_url, fresh_database_url};
 pub use emulator::{PrivateMoto, moto_url, recorded_assume_roles, recorded_form_requests};
 pub use fault::FaultProxy;
+pub use iam::IamStandIn;
 pub use processes::{ServerProcess, binary};
 pub use wait::eventually;

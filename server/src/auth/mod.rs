@@ -47,6 +47,8 @@ pub enum Action {
     /// See the configured webhooks and their deliveries (not limited to customers: events
     /// of every customer pass through them, so customer-limited tokens may not).
     ReadEvents,
+    /// Check a role's permissions with iam:SimulatePrincipalPolicy (`lanyard validate`).
+    ValidateRoles,
     /// Read the audit log (`GET /v1/audit`) and the usage report; customer-limited tokens
     /// see only rows of their customers (see [`Principal::customers`]).
     ReadAudit,
@@ -64,6 +66,7 @@ impl Action {
             Action::UseSession => matches!(role, Admin | Support | Service),
             Action::ReadAudit => matches!(role, Admin | Auditor),
             Action::ApproveSessions => matches!(role, Admin | Support),
+            Action::ValidateRoles => matches!(role, Admin | Support | Service),
             Action::ReadEvents => matches!(role, Admin | Auditor),
         }
     }
@@ -267,7 +270,11 @@ mod tests {
     fn every_role_reads_the_customers_it_may_reach() {
         let acme = CustomerId::parse("acme-corp").unwrap();
         let limited = principal(Role::Service, Some(vec!["acme-corp"]));
-        assert!(limited.authorize(Action::ReadCustomers, Some(&acme)).is_ok());
+        assert!(
+            limited
+                .authorize(Action::ReadCustomers, Some(&acme))
+                .is_ok()
+        );
         assert!(
             limited
                 .authorize(

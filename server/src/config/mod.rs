@@ -70,6 +70,8 @@ pub struct Config {
     pub broker_principal_arn: Option<String>,
     pub cloudwatch_namespace: Option<String>,
     pub cloudwatch_endpoint_url: Option<String>,
+    /// Where iam:SimulatePrincipalPolicy goes; `None`: `aws_endpoint_url`, else real AWS.
+    pub iam_endpoint_url: Option<String>,
     pub cloudwatch_flush: Duration,
     pub external_id_prefix: String,
     pub trust_check: TrustCheckMode,
@@ -225,6 +227,7 @@ impl Settings {
             broker_principal_arn: s.broker_principal_arn.filter(|a| !a.is_empty()),
             cloudwatch_namespace: s.cloudwatch_namespace.filter(|n| !n.is_empty()),
             cloudwatch_endpoint_url: s.cloudwatch_endpoint_url.filter(|u| !u.is_empty()),
+            iam_endpoint_url: s.iam_endpoint_url.filter(|u| !u.is_empty()),
             cloudwatch_flush: Duration::from_secs(cloudwatch_flush_secs),
             external_id_prefix: prefix,
             trust_check: s.trust_check.unwrap_or_default(),
@@ -267,6 +270,7 @@ impl Settings {
                 .cloudwatch_endpoint_url
                 .or(lower.cloudwatch_endpoint_url),
             cloudwatch_flush_secs: self.cloudwatch_flush_secs.or(lower.cloudwatch_flush_secs),
+            iam_endpoint_url: self.iam_endpoint_url.or(lower.iam_endpoint_url),
             external_id_prefix: self.external_id_prefix.or(lower.external_id_prefix),
             trust_check: self.trust_check.or(lower.trust_check),
             tls_cert: self.tls_cert.or(lower.tls_cert),

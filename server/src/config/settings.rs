@@ -80,6 +80,11 @@ pub struct Settings {
     #[arg(long, env = "LANYARD_CLOUDWATCH_FLUSH_SECS", global = true)]
     pub cloudwatch_flush_secs: Option<u64>,
 
+    /// IAM endpoint for iam:SimulatePrincipalPolicy (a role's required_actions), when it
+    /// differs from --aws-endpoint-url. [default: --aws-endpoint-url, else real AWS]
+    #[arg(long, env = "LANYARD_IAM_ENDPOINT_URL", global = true)]
+    pub iam_endpoint_url: Option<String>,
+
     /// Prefix of generated external IDs. [default: Lanyard]
     #[arg(long, env = "LANYARD_EXTERNAL_ID_PREFIX", global = true)]
     pub external_id_prefix: Option<String>,

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use lanyard_api::roles::{Role, Tier};
+use lanyard_api::roles::{Role, Tier, Validation};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 
@@ -18,6 +18,10 @@ pub struct RoleRow {
     pub max_session_seconds: i32,
     pub session_policy: Option<serde_json::Value>,
     pub tiers: Json<BTreeMap<String, Tier>>,
+    pub required_actions: Vec<String>,
+    pub validation: Option<Json<Validation>>,
+    /// The external ID the role last verified with.
+    pub verified_external_id: Option<String>,
     pub status: RoleStatus,
     pub trust_check: TrustCheck,
     pub verified_at: Option<DateTime<Utc>>,
@@ -29,7 +33,7 @@ pub struct RoleRow {
 
 const COLUMNS: &str =
     "customer_id, name, role_arn, session_kinds, max_session_seconds, session_policy, tiers,
-    status, trust_check, verified_at, last_checked_at, last_error, created_at, updated_at";
+    required_actions, validation, verified_external_id, status, trust_check, verified_at, last_checked_at, last_error, created_at, updated_at";
 
 pub struct RoleSpec<'a> {
     pub role_arn: &'a str,
@@ -37,6 +41,7 @@ pub struct RoleSpec<'a> {
     pub max_session_seconds: i32,
     pub session_policy: Option<&'a serde_json::Value>,
     pub tiers: &'a BTreeMap<String, Tier>,
+    pub required_actions: &'a [String],
 }
 
 /// Registers or updates a role. Any change resets it to `unverified` until checked again.
@@ -48,12 +53,14 @@ pub async fn upsert(
     spec: &RoleSpec<'_>,
 ) -> Result<RoleRow, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO role (customer_id, name, role_arn, session_kinds, max_session_seconds, session_policy, tiers)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO role (customer_id, name, role_arn, session_kinds, max_session_seconds, session_policy, tiers,
+                          required_actions)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (customer_id, name) DO UPDATE
             SET role_arn = EXCLUDED.role_arn, session_kinds = EXCLUDED.session_kinds,
                 max_session_seconds = EXCLUDED.max_session_seconds,
                 session_policy = EXCLUDED.session_policy, tiers = EXCLUDED.tiers,
+                required_actions = EXCLUDED.required_actions, validation = NULL,
                 status = 'unverified', trust_check = 'not_run', verified_at = NULL,
                 verified_external_id = NULL, last_error = NULL, updated_at = now()
          RETURNING {COLUMNS}"
@@ -65,6 +72,7 @@ pub async fn upsert(
     .bind(spec.max_session_seconds)
     .bind(spec.session_policy)
     .bind(Json(spec.tiers))
+    .bind(spec.required_actions)
     .fetch_one(conn)
     .await
 }
@@ -95,6 +103,22 @@ pub async fn list<'e>(
     .bind(customer)
     .fetch_all(exec)
     .await
+}
+
+/// Stores what the last check of the role's required actions found.
+pub async fn record_validation<'e>(
+    exec: impl PgExecutor<'e>,
+    customer: &str,
+    name: &str,
+    validation: &Validation,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE role SET validation = $3 WHERE customer_id = $1 AND name = $2")
+        .bind(customer)
+        .bind(name)
+        .bind(Json(validation))
+        .execute(exec)
+        .await?;
+    Ok(())
 }
 
 /// Whether any role of the customer is verified.
@@ -153,6 +177,8 @@ impl From<RoleRow> for Role {
             max_session_seconds: row.max_session_seconds,
             session_policy: row.session_policy,
             tiers: row.tiers.0,
+            required_actions: row.required_actions,
+            validation: row.validation.map(|v| v.0),
             status: row.status,
             verified_at: row.verified_at,
             last_checked_at: row.last_checked_at,

@@ -1,7 +1,7 @@
 //! A role's scoped-down session policy, checked when the role is registered: an IAM policy
 //! document that fits STS's limit with room for the broker's own statements.
 
-use lanyard_api::roles::MAX_SESSION_POLICY_CHARS;
+use lanyard_api::roles::{MAX_REQUIRED_ACTIONS, MAX_SESSION_POLICY_CHARS};
 use serde_json::Value;
 
 use super::ParseError;
@@ -54,6 +54,41 @@ pub fn check_session_policy(policy: &Value) -> Result<(), ParseError> {
     Ok(())
 }
 
+/// Checks a list of IAM actions (`service:Action`, `*` and `?` allowed in the action part):
+/// at most [`MAX_REQUIRED_ACTIONS`], each at most 128 characters, none twice.
+pub fn check_actions(actions: &[String]) -> Result<(), ParseError> {
+    if actions.len() > MAX_REQUIRED_ACTIONS {
+        return Err(ParseError::new(format!(
+            "at most {MAX_REQUIRED_ACTIONS} actions (got {})",
+            actions.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for action in actions {
+        let valid = action.len() <= 128
+            && action.split_once(':').is_some_and(|(service, name)| {
+                !service.is_empty()
+                    && service
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '*' || c == '?')
+            });
+        if !valid {
+            return Err(ParseError::new(format!(
+                "{:?} is not an IAM action (service:Action, e.g. s3:GetObject)",
+                action.chars().take(60).collect::<String>()
+            )));
+        }
+        if !seen.insert(action.to_ascii_lowercase()) {
+            return Err(ParseError::new(format!("{action} is listed twice")));
+        }
+    }
+    Ok(())
+}
+
 fn has_nul(value: &Value) -> bool {
     match value {
         Value::String(text) => text.contains('\0'),
@@ -76,6 +111,26 @@ mod tests {
         assert!(check_session_policy(&one).is_ok());
         let list = json!({ "Statement": [{ "Effect": "Allow", "Action": "*", "Resource": "*" }] });
         assert!(check_session_policy(&list).is_ok());
+    }
+
+    #[test]
+    fn actions_are_service_colon_name() {
+        let ok: Vec<String> = ["s3:GetObject", "ec2:Describe*", "kms:Decrypt"]
+            .map(String::from)
+            .to_vec();
+        assert!(check_actions(&ok).is_ok());
+        for (bad, why) in [
+            (vec!["s3"], "not an IAM action"),
+            (vec!["s3:Get Object"], "not an IAM action"),
+            (vec![":GetObject"], "not an IAM action"),
+            (vec!["s3:GetObject", "S3:getobject"], "twice"),
+        ] {
+            let bad: Vec<String> = bad.into_iter().map(String::from).collect();
+            let err = check_actions(&bad).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+        let many: Vec<String> = (0..101).map(|i| format!("s3:A{i}")).collect();
+        assert!(check_actions(&many).is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::domain::{
 };
 use crate::error::Error;
 use crate::state::AppState;
+use lanyard_api::roles::{ActionDecision, Validation};
 
 /// A role registration, its fields already checked.
 pub struct RoleSpec {
@@ -21,6 +22,7 @@ pub struct RoleSpec {
     pub max_session_seconds: i32,
     pub session_policy: Option<serde_json::Value>,
     pub tiers: std::collections::BTreeMap<String, lanyard_api::roles::Tier>,
+    pub required_actions: Vec<String>,
 }
 
 /// Registers or updates a role (it is `unverified` until checked), then verifies it.
@@ -46,6 +48,7 @@ pub async fn register(
             max_session_seconds: spec.max_session_seconds,
             session_policy: spec.session_policy.as_ref(),
             tiers: &spec.tiers,
+            required_actions: &spec.required_actions,
         },
     )
     .await?;
@@ -168,5 +171,111 @@ pub async fn verify(
     audit::record_in(&mut tx, &event).await?;
     tx.commit().await?;
     state.auth_cache.forget_customer(customer.as_str());
-    Ok(row)
+    if row.status != RoleStatus::Verified || row.required_actions.is_empty() {
+        return Ok(row);
+    }
+    // A failed check is recorded on the role (`validation.error`); it does not undo the
+    // verification: the role works, it may just not allow everything the job needs.
+    validate(state, principal, ctx, customer, name, None).await?;
+    get(state, customer, name).await
+}
+
+/// Checks actions against the role's own policies with iam:SimulatePrincipalPolicy, called
+/// as the role (one AssumeRole with the verified external ID): `actions`, or the role's
+/// `required_actions`, whose result is then stored on the role. Audited.
+pub async fn validate(
+    state: &AppState,
+    principal: &Principal,
+    ctx: &Context,
+    customer: &CustomerId,
+    name: &RoleName,
+    actions: Option<Vec<String>>,
+) -> Result<Validation, Error> {
+    let role = get(state, customer, name).await?;
+    let store = actions.is_none();
+    let actions = match actions {
+        Some(actions) => actions,
+        None if role.required_actions.is_empty() => {
+            return Err(Error::invalid(
+                "actions",
+                format!("role '{name}' lists no required_actions; name the actions to check"),
+            ));
+        }
+        None => role.required_actions.clone(),
+    };
+    let external_id = match (&role.status, &role.verified_external_id) {
+        (RoleStatus::Verified, Some(id)) => ExternalId::parse(id)
+            .map_err(|e| Error::Internal(anyhow::anyhow!("stored external ID: {e}")))?,
+        _ => {
+            return Err(Error::Conflict(format!(
+                "role '{name}' is {}; verify it before checking its permissions",
+                role.status
+            )));
+        }
+    };
+    let arn = RoleArn::parse(&role.role_arn)
+        .map_err(|e| Error::Internal(anyhow::anyhow!("stored ARN: {e}")))?;
+    let started = std::time::Instant::now();
+    let checked = async {
+        let credentials = state
+            .sts
+            .assume_role(&crate::sts::AssumeRoleRequest {
+                role_arn: &arn,
+                external_id: Some(&external_id),
+                session_name: crate::domain::session::aws_name(&format!(
+                    "lanyard-validate-{customer}"
+                )),
+                source_identity: Some("lanyard-validate".into()),
+                tags: vec![("lanyard-purpose".into(), "validate".into())],
+                duration_seconds: 900,
+                policy: None,
+                policy_arns: Vec::new(),
+            })
+            .await?;
+        state.sts.simulate(&credentials, &arn, &actions).await
+    }
+    .await;
+    let validation = match checked {
+        Ok(results) => Validation {
+            checked_at: chrono::Utc::now(),
+            results,
+            error: None,
+        },
+        Err(e) => Validation {
+            checked_at: chrono::Utc::now(),
+            results: Vec::new(),
+            error: Some(format!("{}: {}", e.code, e.message)),
+        },
+    };
+    let mut tx = state.db.begin().await?;
+    if store {
+        db::roles::record_validation(&mut *tx, customer.as_str(), name.as_str(), &validation)
+            .await?;
+    }
+    let denied: Vec<&str> = validation
+        .results
+        .iter()
+        .filter(|r| r.decision != ActionDecision::Allowed)
+        .map(|r| r.action.as_str())
+        .collect();
+    let event = NewEvent {
+        customer_id: Some(customer.to_string()),
+        role_name: Some(name.to_string()),
+        outcome: if validation.error.is_some() {
+            Outcome::Error
+        } else {
+            Outcome::Success
+        },
+        duration_ms: i32::try_from(started.elapsed().as_millis()).ok(),
+        detail: Some(serde_json::json!({
+            "actions": actions.len(),
+            "not_allowed": denied,
+            "stored": store,
+            "error": validation.error,
+        })),
+        ..ctx.event(principal, "role.validate")
+    };
+    audit::record_in(&mut tx, &event).await?;
+    tx.commit().await?;
+    Ok(validation)
 }

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::domain::verification::{AwsError, Probe};
 use crate::domain::{ExternalId, RoleArn};
 use crate::metrics::StsMetrics;
+use lanyard_api::roles::{ActionDecision, ActionResult};
 
 /// An SDK failure as an [`AwsError`]: the AWS error code and message, or a code of the
 /// broker's own for what never reached AWS (`Timeout`, `Unreachable`, `ClientError`).
@@ -138,6 +139,9 @@ pub struct Sts {
     caller_failed: std::sync::Mutex<Option<(Instant, AwsError)>>,
     budget: governor::DefaultDirectRateLimiter,
     metrics: StsMetrics,
+    /// The SDK settings (region, timeouts, retries) IAM clients are built from.
+    sdk: SdkConfig,
+    iam_endpoint: Option<String>,
 }
 
 impl Sts {
@@ -150,6 +154,11 @@ impl Sts {
             caller_failed: std::sync::Mutex::new(None),
             budget: governor::RateLimiter::direct(governor::Quota::per_second(per_second)),
             metrics,
+            sdk: sdk.clone(),
+            iam_endpoint: config
+                .iam_endpoint_url
+                .clone()
+                .or_else(|| config.aws_endpoint_url.clone()),
         }
     }
 
@@ -293,6 +302,60 @@ impl Sts {
             verified_with,
             without_external_id: self.assume_role(&request(None)).await.map(|_| ()),
         }
+    }
+}
+
+impl Sts {
+    /// iam:SimulatePrincipalPolicy for `actions` on `role_arn`, called with credentials of
+    /// that role (the customer's template lets the role simulate its own policies, so the
+    /// broker needs no IAM rights in the customer's account).
+    pub async fn simulate(
+        &self,
+        credentials: &AssumedCredentials,
+        role_arn: &RoleArn,
+        actions: &[String],
+    ) -> Result<Vec<ActionResult>, AwsError> {
+        let provider = aws_sdk_iam::config::Credentials::new(
+            credentials.access_key_id.clone(),
+            credentials.secret_access_key.clone(),
+            Some(credentials.session_token.clone()),
+            None,
+            "lanyard-validate",
+        );
+        let mut config =
+            aws_sdk_iam::config::Builder::from(&self.sdk).credentials_provider(provider);
+        if let Some(url) = &self.iam_endpoint {
+            config = config.endpoint_url(url);
+        }
+        let client = aws_sdk_iam::Client::from_conf(config.build());
+        let mut results = Vec::new();
+        let mut marker = None;
+        loop {
+            let page = client
+                .simulate_principal_policy()
+                .policy_source_arn(role_arn.as_str())
+                .set_action_names(Some(actions.to_vec()))
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(aws_error)?;
+            for result in page.evaluation_results() {
+                use aws_sdk_iam::types::PolicyEvaluationDecisionType as D;
+                results.push(ActionResult {
+                    action: result.eval_action_name().to_owned(),
+                    decision: match result.eval_decision() {
+                        D::Allowed => ActionDecision::Allowed,
+                        D::ExplicitDeny => ActionDecision::ExplicitDeny,
+                        _ => ActionDecision::ImplicitDeny,
+                    },
+                });
+            }
+            match (page.is_truncated(), page.marker()) {
+                (true, Some(next)) => marker = Some(next.to_owned()),
+                _ => break,
+            }
+        }
+        Ok(results)
     }
 }
 

@@ -329,6 +329,14 @@ fn matrix(sid: &str) -> Vec<Check> {
             None,
             [403, 403, 403, OK],
         ),
+        // Without required_actions and without a body: 400 for whoever may ask.
+        check(
+            Method::POST,
+            "/v1/customers/{id}/roles/{name}/validate",
+            "/v1/customers/acme-corp/roles/readonly/validate",
+            None,
+            [400, 400, 403, 400],
+        ),
         check(
             Method::POST,
             "/v1/sessions",

@@ -519,3 +519,112 @@ async fn a_trust_policy_that_requires_the_external_id_passes_the_trust_check() {
         .count();
     assert_eq!(with_id, 1, "{strict_calls:#?}");
 }
+
+/// required_actions are checked as the role, with iam:SimulatePrincipalPolicy (a stand-in:
+/// moto lacks that one call), when the role is verified; the result is stored per action and
+/// shown with the role. Ad-hoc checks name their own actions and are not stored.
+#[tokio::test]
+async fn required_actions_are_checked_as_the_role_and_the_result_kept_per_action() {
+    let iam = lanyard_tests::IamStandIn::start().await;
+    iam.decide("s3:GetObject", "allowed");
+    iam.decide("s3:ListBucket", "allowed");
+    iam.decide("s3:DeleteObject", "explicitDeny");
+    let url = iam.url();
+    let app = TestApp::spawn_with(|s| s.iam_endpoint_url = Some(url)).await;
+    let id = unique("acme");
+    app.create_customer(&id).await;
+    let arn = "arn:aws:iam::111122223333:role/LanyardAccess";
+    let (status, role) = app
+        .admin(
+            Method::PUT,
+            &format!("/v1/customers/{id}/roles/readonly"),
+            Some(json!({
+                "role_arn": arn,
+                "required_actions": ["s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:DeleteObject"]
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{role}");
+    assert_eq!(role["status"], "verified", "{role}");
+    let decisions: Vec<(String, String)> = role["validation"]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap().to_owned(),
+                r["decision"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        decisions,
+        [
+            ("s3:GetObject".into(), "allowed".into()),
+            ("s3:ListBucket".into(), "allowed".into()),
+            ("s3:PutObject".into(), "implicit_deny".into()),
+            ("s3:DeleteObject".into(), "explicit_deny".into()),
+        ]
+    );
+    // Asked about the role, with credentials of the role (moto's ASIA… key), not the
+    // broker's own.
+    let asked = iam.received();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].policy_source_arn, arn);
+    assert!(asked[0].access_key_id.starts_with("ASIA"), "{asked:?}");
+    assert_eq!(
+        recorded_assume_roles(&format!("lanyard-validate-{id}"))
+            .await
+            .len(),
+        1
+    );
+
+    // A support engineer checks other actions now; nothing is stored.
+    let alice = app
+        .token_for("alice", Role::Support, None, std::time::Duration::from_secs(3600))
+        .await;
+    let (status, adhoc) = app
+        .call(
+            Method::POST,
+            &format!("/v1/customers/{id}/roles/readonly/validate"),
+            Some(&alice),
+            Some(json!({ "actions": ["s3:ListBucket", "iam:CreateUser"] })),
+        )
+        .await;
+    assert_eq!(status, 200, "{adhoc}");
+    assert_eq!(adhoc["results"][1]["decision"], "implicit_deny");
+    let (_, shown) = app
+        .admin(Method::GET, &format!("/v1/customers/{id}/roles/readonly"), None)
+        .await;
+    assert_eq!(shown["validation"], role["validation"], "ad-hoc results are not stored");
+
+    // Bad input: nothing asked of AWS, nothing changed.
+    let before = app.snapshot().await;
+    for body in [
+        json!({ "actions": [] }),
+        json!({ "actions": ["not an action"] }),
+        json!({ "actions": ["s3:GetObject", "s3:getobject"] }),
+    ] {
+        let (status, problem) = app
+            .call(
+                Method::POST,
+                &format!("/v1/customers/{id}/roles/readonly/validate"),
+                Some(&alice),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(status, 400, "{body}: {problem}");
+    }
+    assert_eq!(app.snapshot().await, before);
+    assert_eq!(iam.received().len(), 2);
+    let auditor = app.token(Role::Auditor, None).await;
+    let (status, _) = app
+        .call(
+            Method::POST,
+            &format!("/v1/customers/{id}/roles/readonly/validate"),
+            Some(&auditor),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+}

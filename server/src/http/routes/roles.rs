@@ -3,13 +3,13 @@
 use axum::Json;
 use axum::extract::State;
 use lanyard_api::problem::Problem;
-use lanyard_api::roles::{PutRole, Role, RoleList};
+use lanyard_api::roles::{PutRole, Role, RoleList, ValidateRole, Validation};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{CustomerPath, RolePath};
 use crate::audit::Context;
 use crate::auth::{Action, Principal};
-use crate::domain::policy::check_session_policy;
+use crate::domain::policy::{check_actions, check_session_policy};
 use crate::domain::tier::check_tiers;
 use crate::domain::{CustomerId, RoleArn, RoleName, SessionKind};
 use crate::http::error::ApiError;
@@ -22,6 +22,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_roles))
         .routes(routes!(put_role, get_role))
         .routes(routes!(verify_role))
+        .routes(routes!(validate_role))
 }
 
 fn ids(customer: &str, name: &str) -> Result<(CustomerId, RoleName), ApiError> {
@@ -58,12 +59,15 @@ fn spec(body: PutRole) -> Result<RoleSpec, ApiError> {
     }
     let tiers = body.tiers.unwrap_or_default();
     check_tiers(&tiers, max_session_seconds).map_err(|e| ApiError::invalid("tiers", e))?;
+    let required_actions = body.required_actions.unwrap_or_default();
+    check_actions(&required_actions).map_err(|e| ApiError::invalid("required_actions", e))?;
     Ok(RoleSpec {
         role_arn,
         session_kinds,
         max_session_seconds,
         session_policy: body.session_policy,
         tiers,
+        required_actions,
     })
 }
 
@@ -123,6 +127,38 @@ async fn list_roles(
     Ok(Json(RoleList {
         roles: rows.into_iter().map(Role::from).collect(),
     }))
+}
+
+/// Check actions against the role's own policies (iam:SimulatePrincipalPolicy, called as the
+/// role): the role's `required_actions` (the result is stored on the role), or the actions
+/// named in the body (admin, support, service).
+#[utoipa::path(post, path = "/v1/customers/{id}/roles/{name}/validate", tag = "roles", security(("bearer" = [])),
+    params(RolePath),
+    request_body(content = Option<ValidateRole>, description = "Optional; without actions, the role's required_actions"),
+    responses((status = 200, description = "Checked; `error` says why a check could not run", body = Validation),
+               (status = 400, body = Problem), (status = 401, body = Problem),
+               (status = 403, body = Problem), (status = 404, body = Problem),
+               (status = 409, description = "The role is not verified", body = Problem),
+               (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
+#[tracing::instrument(skip_all, fields(customer = %customer, role = %name))]
+async fn validate_role(
+    State(state): State<AppState>,
+    principal: Principal,
+    ctx: Context,
+    ApiPath((customer, name)): ApiPath<(String, String)>,
+    body: Result<Option<Json<ValidateRole>>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Validation>, ApiError> {
+    let (customer, name) = ids(&customer, &name)?;
+    principal.authorize(Action::ValidateRoles, Some(&customer))?;
+    let actions = body?.and_then(|Json(b)| b.actions);
+    if let Some(actions) = &actions {
+        if actions.is_empty() {
+            return Err(ApiError::invalid("actions", "name at least one action"));
+        }
+        check_actions(actions).map_err(|e| ApiError::invalid("actions", e))?;
+    }
+    let validation = roles::validate(&state, &principal, &ctx, &customer, &name, actions).await?;
+    Ok(Json(validation))
 }
 
 /// Verify a role again (after the customer changed its trust policy, or after rotation).
