@@ -129,6 +129,16 @@ pub struct Profile {
     /// the cache serves credentials that end with the session until they expire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Support sessions in one of the role's access tiers: its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// Support sessions: the case's title, as the broker's case system gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_title: Option<String>,
+    /// Support sessions that were waiting for approval when the profile was written: when
+    /// the request expires unapproved (`session_expires_at` is unknown until the approval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_expires_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Whose token serves the profile (profiles written before this was recorded have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Identity>,

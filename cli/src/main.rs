@@ -74,7 +74,8 @@ enum Command {
     /// Print the profile's credentials the way `aws configure export-credentials` does.
     Export(ExportArgs),
     /// Open a support session for a case and write its AWS profile
-    /// (`support-<customer>-<case>`).
+    /// (`support-<customer>-<case>`); with --tier, in one of the role's access tiers, which
+    /// may first need a second person's approval (see --wait).
     SupportAccess(SupportAccessArgs),
     /// Write the AWS profile `customer-<customer>` for the caller's customer session.
     SetupCustomer(SetupCustomerArgs),
@@ -89,7 +90,7 @@ enum Command {
         #[command(subcommand)]
         command: CustomersCommand,
     },
-    /// Sessions: list, revoke.
+    /// Sessions: list, revoke; requests waiting for approval: pending, approve, deny, wait.
     Sessions {
         #[command(subcommand)]
         command: SessionsCommand,
@@ -195,6 +196,28 @@ pub struct SupportAccessArgs {
     /// AWS region written into the profile (default AWS_REGION, AWS_DEFAULT_REGION, us-east-1).
     #[arg(long)]
     region: Option<String>,
+    /// One of the role's access tiers (e.g. `write`) instead of its base grant; a tier may
+    /// need a second person's approval before the session opens (see --wait).
+    ///
+    /// A tier that requires approval (as a customer may for all its support sessions) opens
+    /// the session as a request that a second person (admin or support, never you) approves
+    /// with `lanyard sessions approve ID`; the session's time (--duration) counts from the
+    /// approval. Without --wait the command files the request, writes the profile (its
+    /// credentials come once the request is approved; until then `aws` says it waits for
+    /// approval) and returns; a profile of the case that still serves a live session is left
+    /// as it is until `lanyard sessions wait ID` sees the approval.
+    #[arg(long)]
+    tier: Option<String>,
+    /// When the session needs approval (its tier or the customer requires it): wait for the
+    /// decision, then write the profile as for a session that opens at once. Ctrl-C stops
+    /// waiting; the request stays pending.
+    ///
+    /// The broker is asked every 2 s, at most until the request expires. A denied or expired
+    /// request exits 1 with the decider's comment, and nothing is written. After Ctrl-C (exit
+    /// 130) `lanyard sessions wait ID` resumes waiting. No effect on a session that opens at
+    /// once. Without --wait a request is filed as --tier describes.
+    #[arg(long)]
+    wait: bool,
 }
 
 #[derive(Debug, Args)]
@@ -223,6 +246,47 @@ enum SessionsCommand {
     /// Revoke a session: no new credentials are issued for it; those already issued work
     /// until they expire.
     Revoke(RevokeArgs),
+    /// Session requests waiting for a second person's approval (admin, support), oldest
+    /// first; yours are listed too, marked "(you)", but only someone else may decide them.
+    Pending(PendingArgs),
+    /// Approve another person's session request: its session's time starts now.
+    Approve(DecisionArgs),
+    /// Deny another person's session request: it never gets credentials.
+    Deny(DecisionArgs),
+    /// Wait for the decision on a session request, e.g. after Ctrl-C stopped
+    /// `support-access --wait`; then, for your own support session, write its profile.
+    ///
+    /// Approved: the profile is written and the next steps printed as `support-access` does
+    /// (a request decided before answers at once). Denied or expired: exit 1 with the
+    /// decider's comment. The broker is asked every 2 s; Ctrl-C stops waiting (exit 130) and
+    /// leaves the request pending.
+    Wait(WaitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PendingArgs {
+    /// At most this many requests (1-1000).
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct DecisionArgs {
+    /// Session id (from `lanyard sessions pending`).
+    id: String,
+    /// Why (1-500 characters; recorded in the audit trail and shown to the requester).
+    #[arg(long)]
+    comment: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Session id of the request.
+    id: String,
+    /// AWS region written into the profile (default: the region the profile has, else
+    /// AWS_REGION, AWS_DEFAULT_REGION, us-east-1).
+    #[arg(long)]
+    region: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -319,7 +383,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             commands::login_sso(&ctx, args.device, !args.no_browser)?
         }
         Command::Login(args) => commands::login(&ctx, args.token_file.as_deref(), args.no_verify)?,
-        Command::SupportAccess(args) => commands::support_access(&ctx, &args)?,
+        Command::SupportAccess(args) => return commands::support_access(&ctx, &args),
         Command::SetupCustomer(args) => commands::setup_customer(&ctx, &args)?,
         Command::Check(args) => commands::check(&ctx, &args.profile)?,
         Command::Refresh(args) => commands::refresh(&ctx, &args.profile)?,
@@ -331,6 +395,14 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             SessionsCommand::Revoke(args) => {
                 commands::sessions_revoke(&ctx, args.id.as_deref(), args.profile.as_deref())?
             }
+            SessionsCommand::Pending(args) => commands::sessions_pending(&ctx, args.limit)?,
+            SessionsCommand::Approve(args) => {
+                commands::sessions_decide(&ctx, &args, commands::Verdict::Approve)?
+            }
+            SessionsCommand::Deny(args) => {
+                commands::sessions_decide(&ctx, &args, commands::Verdict::Deny)?
+            }
+            SessionsCommand::Wait(args) => return commands::sessions_wait(&ctx, &args),
         },
         Command::UsageReport(args) => commands::usage_report(&ctx, &args)?,
         Command::Doctor(args) => return doctor::run(&ctx, &args.profile),

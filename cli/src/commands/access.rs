@@ -1,19 +1,24 @@
-//! The commands that set up access: `support-access` opens a support session, and
-//! `setup-customer` proves a customer session works; each then records the profile and
-//! writes it into the AWS config (`credential_process` running this binary, and a region).
+//! The commands that set up access: `support-access` opens a support session (or files a
+//! request that waits for approval, see `approval`), and `setup-customer` proves a customer
+//! session works; each then records the profile and writes it into the AWS config
+//! (`credential_process` running this binary, and a region).
+
+use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use chrono::Utc;
 use lanyard_api::SessionKind;
 use lanyard_api::roles::RoleList;
 use lanyard_api::sessions::{OpenSession, Session};
-use lanyard_api::status::RoleStatus;
+use lanyard_api::status::{RoleStatus, SessionStatus};
 use serde_json::json;
 
+use super::approval::{self, Waited};
 use super::{Ctx, cache_key, print, print_json, rfc3339};
 use crate::client::{self, Client};
-use crate::config::{Kind, Profile};
+use crate::config::{Identity, Kind, Profile};
 use crate::credentials::{self, Mode, Obtain};
-use crate::{SetupCustomerArgs, SupportAccessArgs, aws_config};
+use crate::{SetupCustomerArgs, SupportAccessArgs, aws_config, text};
 
 /// `--duration` in whole seconds, by the broker's own grammar (`lanyard_api::parse_duration`:
 /// `30m`, `1h30m`, `90s`, or bare seconds such as `1800`).
@@ -126,7 +131,7 @@ async fn pick_role(
     }
 }
 
-pub fn support_access(ctx: &Ctx, args: &SupportAccessArgs) -> anyhow::Result<()> {
+pub fn support_access(ctx: &Ctx, args: &SupportAccessArgs) -> anyhow::Result<ExitCode> {
     // Everything that can be checked here is, before the broker opens anything.
     let customer = client::customer_id(&args.customer)?;
     let case = client::case_id(&args.case)?;
@@ -142,7 +147,8 @@ pub fn support_access(ctx: &Ctx, args: &SupportAccessArgs) -> anyhow::Result<()>
         .reason
         .clone()
         .unwrap_or_else(|| format!("support case {}", args.case));
-    let session: Session = credentials::runtime()?.block_on(async {
+    let runtime = credentials::runtime()?;
+    let session: Session = runtime.block_on(async {
         let role = match role {
             Some(r) => r.to_string(),
             None => pick_role(&client, &customer, SessionKind::Support).await?,
@@ -154,59 +160,220 @@ pub fn support_access(ctx: &Ctx, args: &SupportAccessArgs) -> anyhow::Result<()>
             case_id: Some(case.to_string()),
             reason: Some(reason),
             duration_seconds: Some(duration),
+            tier: args.tier.clone(),
         };
         client.post("/v1/sessions", Some(&open)).await
     })?;
-    let name = session.profile_name.clone();
-    if name.is_empty() {
-        bail!("the broker's session has no profile_name");
+    if session.status != SessionStatus::PendingApproval {
+        open_profile(ctx, &session, identity, args.region.as_deref())?;
+        return Ok(ExitCode::SUCCESS);
     }
-    let case = session
-        .case_id
-        .as_ref()
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    let server = ctx.server(&config, None)?;
-    // The profile keeps its broker: a later login elsewhere must not move it.
-    let profile = Profile {
-        server: Some(server.clone()),
-        kind: Kind::Support,
-        customer: session.customer.to_string(),
-        session: Some(session.id.to_string()),
-        case: Some(case.clone()),
-        role: Some(session.role.to_string()),
-        session_expires_at: Some(session.expires_at),
-        identity,
-    };
-    let cache = ctx.cache()?;
-    // Re-read under the config lock: other runs may have added profiles meanwhile.
-    ctx.store.update(|config| {
-        // A case reopened: what the cache holds belongs to the old session.
-        if let Some(old) = config.profiles.get(&name) {
-            let old_server = ctx.server(config, Some(old))?;
-            cache.remove(&cache_key(&name, old, &old_server)?)?;
+    if !args.wait {
+        file_request(ctx, &session, identity, args.region.as_deref())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    match runtime.block_on(approval::wait(&client, session))? {
+        Waited::Decided(session) => {
+            approval::approved(&session)?;
+            open_profile(ctx, &session, identity, args.region.as_deref())?;
+            Ok(ExitCode::SUCCESS)
         }
-        config.profiles.insert(name.clone(), profile);
-        Ok(())
-    })?;
-    let (path, region) = write_aws_profile(&name, args.region.as_deref())?;
+        Waited::Interrupted(session) => Ok(approval::interrupted(&session, args.region.as_deref())),
+    }
+}
+
+/// What `support-access` does once a session is open (at once, or after its approval):
+/// records the profile, writes it into the AWS config and prints the next steps.
+pub(super) fn open_profile(
+    ctx: &Ctx,
+    session: &Session,
+    identity: Option<Identity>,
+    region: Option<&str>,
+) -> anyhow::Result<()> {
+    let name = record_profile(ctx, session, identity, |_| true)?;
+    let (path, region) = write_aws_profile(&name, region)?;
     if ctx.json_output() {
         return print_json(&json!({
             "session": session, "profile": name, "aws_config": path, "region": region,
         }));
     }
+    let mut grant = format!("case {}, role {}", case_of(session), session.role);
+    if let Some(tier) = &session.tier {
+        grant.push_str(&format!(", tier {tier}"));
+    }
+    if let Some(by) = session
+        .approval
+        .as_ref()
+        .and_then(|a| a.decided_by.as_ref())
+    {
+        grant.push_str(&format!(", approved by {by}"));
+    }
     print(&format!(
-        "Opened support session {id} on {customer} (case {case}, role {role}) until {until}.\n\
+        "Opened support session {id} on {customer} ({grant}) until {until}.\n{title}\
          Wrote profile {name} to {path}.\n\n\
          Next:\n  aws sts get-caller-identity --profile {name}\n  \
          export AWS_PROFILE={name}    # every aws command in this shell\n\n\
          Revoke it when done: lanyard sessions revoke --profile {name}\n",
         id = session.id,
         customer = session.customer,
-        role = session.role,
         until = rfc3339(session.expires_at),
+        title = case_title_line(session),
         path = path.display(),
     ))
+}
+
+/// A request that waits for approval, without `--wait`: its profile is written now (its
+/// credentials come once the request is approved), unless the profile of that name still
+/// serves a live session, which a pending request must not cut off.
+fn file_request(
+    ctx: &Ctx,
+    session: &Session,
+    identity: Option<Identity>,
+    region: Option<&str>,
+) -> anyhow::Result<()> {
+    let now = Utc::now();
+    let mut kept: Option<Profile> = None;
+    let name = record_profile(ctx, session, identity, |old| {
+        let live = old.kind == Kind::Support
+            && old.session.as_deref() != Some(session.id.to_string().as_str())
+            && old.session_expires_at.is_some_and(|end| end > now);
+        if live {
+            kept = Some(old.clone());
+        }
+        !live
+    })?;
+    let written = match kept {
+        None => Some(write_aws_profile(&name, region)?),
+        Some(_) => None,
+    };
+    if ctx.json_output() {
+        return print_json(&json!({
+            "session": session, "profile": name,
+            "aws_config": written.as_ref().map(|(path, _)| path),
+            "region": written.as_ref().map(|(_, region)| region),
+        }));
+    }
+    let id = session.id;
+    let profile_line = match (&written, &kept) {
+        (Some((path, _)), _) => format!(
+            "Wrote profile {name} to {}: its credentials come once the request is approved \
+             (until then aws says it waits for approval).\n",
+            path.display()
+        ),
+        (None, Some(old)) => format!(
+            "Profile {name} still serves session {} (until {}) and stays so; `lanyard sessions \
+             wait {id}` switches it to this session once approved.\n",
+            old.session.as_deref().unwrap_or("?"),
+            old.session_expires_at.map(rfc3339).unwrap_or_default()
+        ),
+        (None, None) => String::new(),
+    };
+    let length = session
+        .duration_seconds
+        .map(|secs| format!("; once approved, the session lasts {}", span(secs)))
+        .unwrap_or_default();
+    print(&format!(
+        "Requested support session {id} on {customer} (case {case}, role {role}{tier}); it \
+         waits for a second person's approval.\n{title}\
+         The request expires at {expires} unless approved{length}.\n\
+         {profile_line}\n\
+         Next:\n  \
+         lanyard sessions approve {id}    # for an approver: admin or support, not you\n  \
+         lanyard sessions wait {id}       # wait here for the decision\n  \
+         aws sts get-caller-identity --profile {name}    # once approved\n\n\
+         Withdraw it: lanyard sessions revoke {id}\n",
+        customer = session.customer,
+        case = case_of(session),
+        role = session.role,
+        tier = session
+            .tier
+            .as_deref()
+            .map(|t| format!(", tier {t}"))
+            .unwrap_or_default(),
+        title = case_title_line(session),
+        expires = rfc3339(session.expires_at),
+    ))
+}
+
+/// Records the support session's profile in the config, under the config lock, unless
+/// `replace` says to keep the profile of that name that is there; returns the profile name.
+fn record_profile(
+    ctx: &Ctx,
+    session: &Session,
+    identity: Option<Identity>,
+    replace: impl FnOnce(&Profile) -> bool,
+) -> anyhow::Result<String> {
+    let name = session.profile_name.clone();
+    if name.is_empty() {
+        bail!("the broker's session has no profile_name");
+    }
+    let pending = session.status == SessionStatus::PendingApproval;
+    let config = ctx.config()?;
+    let server = ctx.server(&config, None)?;
+    let id = session.id.to_string();
+    // The profile keeps its broker: a later login elsewhere must not move it.
+    let profile = Profile {
+        server: Some(server),
+        kind: Kind::Support,
+        customer: session.customer.to_string(),
+        session: Some(id.clone()),
+        case: Some(case_of(session)),
+        role: Some(session.role.to_string()),
+        // While the request waits, its end is not the session's: that is set at approval.
+        session_expires_at: (!pending).then_some(session.expires_at),
+        tier: session.tier.clone(),
+        case_title: session.case_title.as_deref().map(text::one_line),
+        approval_expires_at: pending.then_some(session.expires_at),
+        identity,
+    };
+    let cache = ctx.cache()?;
+    // Re-read under the config lock: other runs may have added profiles meanwhile.
+    ctx.store.update(|config| {
+        if let Some(old) = config.profiles.get(&name) {
+            if !replace(old) {
+                return Ok(());
+            }
+            // A case reopened: what the cache holds belongs to the old session.
+            if old.session.as_deref() != Some(id.as_str()) {
+                let old_server = ctx.server(config, Some(old))?;
+                cache.remove(&cache_key(&name, old, &old_server)?)?;
+            }
+        }
+        config.profiles.insert(name.clone(), profile);
+        Ok(())
+    })?;
+    Ok(name)
+}
+
+fn case_of(session: &Session) -> String {
+    session
+        .case_id
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default()
+}
+
+/// `Case CS-12345: <title>` and a line break, when the case system gave a title.
+fn case_title_line(session: &Session) -> String {
+    match &session.case_title {
+        Some(title) => format!("Case {}: {}\n", case_of(session), text::one_line(title)),
+        None => String::new(),
+    }
+}
+
+/// A length in seconds as `--duration` takes it: `30m`, `1h`, `1h30m`, `90s`.
+pub(super) fn span(secs: i32) -> String {
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let mut out = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
+    out
 }
 
 /// `customer-<customer>`, or `customer-<customer>-<role>` for a named role: each role of a
@@ -236,6 +403,9 @@ pub fn setup_customer(ctx: &Ctx, args: &SetupCustomerArgs) -> anyhow::Result<()>
         case: None,
         role: args.role.clone(),
         session_expires_at: None,
+        tier: None,
+        case_title: None,
+        approval_expires_at: None,
         // The identity that proves the profile below is the one that will serve it.
         identity: ctx.identity(&config, &server).ok(),
     };

@@ -1,10 +1,10 @@
 //! The commands that hand out or show a profile's credentials: `credential-process`,
 //! `export`, `refresh` and `check`.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde_json::json;
 
-use super::{Ctx, Target, cache_key, obtain, print, print_json, print_raw, rfc3339};
+use super::{Ctx, Target, cache_key, left, obtain, print, print_json, print_raw, rfc3339};
 use crate::credentials::{self, Mode};
 
 pub fn credential_process(ctx: &Ctx, target: &Target, no_cache: bool) -> anyhow::Result<()> {
@@ -47,19 +47,6 @@ pub fn refresh(ctx: &Ctx, profile: &str) -> anyhow::Result<()> {
     ))
 }
 
-fn left(t: DateTime<Utc>) -> String {
-    let secs = (t - Utc::now()).num_seconds();
-    if secs <= 0 {
-        return "expired".into();
-    }
-    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
-    match (h, m) {
-        (0, 0) => format!("{s}s left"),
-        (0, _) => format!("{m}m {s}s left"),
-        _ => format!("{h}h {m}m left"),
-    }
-}
-
 pub fn check(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
     let config = ctx.config()?;
     let profile = ctx.store.profile(&config, name)?;
@@ -77,9 +64,28 @@ pub fn check(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
             "expiration": cached.as_ref().map(|c| rfc3339(c.expiration)),
             "fresh": fresh,
             "session_expires_at": profile.session_expires_at.map(rfc3339),
+            "tier": profile.tier,
+            "case_title": profile.case_title,
+            "approval_expires_at": profile.approval_expires_at.map(rfc3339),
         }));
     }
     let mut out = format!("Profile {name}: {}\n", credentials::describe(profile));
+    if let Some(title) = &profile.case_title {
+        out.push_str(&format!("Case title: {}\n", crate::text::one_line(title)));
+    }
+    if let Some(tier) = &profile.tier {
+        out.push_str(&format!("Tier: {tier}\n"));
+    }
+    if let Some(until) = profile.approval_expires_at {
+        // What the broker said when the profile was written; it may have been decided since.
+        out.push_str(&format!(
+            "Approval: pending when the profile was written; the request expires {} ({}); \
+             `lanyard sessions wait {}` follows it\n",
+            rfc3339(until),
+            left(until),
+            profile.session.as_deref().unwrap_or("?")
+        ));
+    }
     if let Some(end) = profile.session_expires_at {
         out.push_str(&format!("Session ends: {} ({})\n", rfc3339(end), left(end)));
     }

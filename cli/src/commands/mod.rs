@@ -16,12 +16,14 @@ use crate::config::{self, Config, Identity, Kind, Profile, Store, TokenSource};
 use crate::credentials;
 
 mod access;
+mod approval;
 mod creds;
 mod login;
 mod obtain;
 mod queries;
 
 pub use access::{setup_customer, support_access};
+pub use approval::{Verdict, sessions_decide, sessions_pending, sessions_wait};
 pub use creds::{check, credential_process, export, refresh};
 pub use login::{login, login_sso, token_info};
 use obtain::obtain;
@@ -303,4 +305,18 @@ pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// How long until `t`: `42s left`, `12m 5s left`, `2h 3m left`, or `expired`.
+fn left(t: DateTime<Utc>) -> String {
+    let secs = (t - Utc::now()).num_seconds();
+    if secs <= 0 {
+        return "expired".into();
+    }
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s left"),
+        (0, _) => format!("{m}m {s}s left"),
+        _ => format!("{h}h {m}m left"),
+    }
 }

@@ -52,6 +52,9 @@ pub(super) fn obtain(ctx: &Ctx, target: &Target, mode: Mode) -> anyhow::Result<(
                 case: None,
                 role: role.clone(),
                 session_expires_at: None,
+                tier: None,
+                case_title: None,
+                approval_expires_at: None,
                 identity: None,
             };
             // Bound to the broker and to the token in effect (a digest of it), so that

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::approval::title_cell;
 use super::{Ctx, cache_key, print, print_json};
 use crate::client;
 use crate::config;
@@ -23,12 +24,12 @@ fn api_get<T: DeserializeOwned>(ctx: &Ctx, path: &str) -> anyhow::Result<T> {
 
 /// A timestamp as the broker writes it (chrono's serde form), so that tables show what the
 /// JSON holds.
-fn wire_time(t: DateTime<Utc>) -> String {
+pub(super) fn wire_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 /// Columns padded to their widest cell.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -98,29 +99,48 @@ pub fn sessions_list(ctx: &Ctx, args: &SessionsListArgs) -> anyhow::Result<()> {
     if ctx.json_output() {
         return print_json(&list);
     }
-    let rows: Vec<Vec<String>> = list
-        .sessions
+    print(&sessions_table(&list.sessions))
+}
+
+/// The sessions as a table; the TIER and TITLE columns only when a session has a tier or a
+/// case title (a broker without tiers and case system shows the columns it always did).
+fn sessions_table(sessions: &[Session]) -> String {
+    let tiers = sessions.iter().any(|s| s.tier.is_some());
+    let titles = sessions.iter().any(|s| s.case_title.is_some());
+    let rows: Vec<Vec<String>> = sessions
         .iter()
         .map(|s| {
-            vec![
+            let mut row = vec![
                 s.id.to_string(),
                 s.kind.to_string(),
                 s.customer.to_string(),
                 s.case_id
                     .as_ref()
                     .map_or_else(|| "-".to_owned(), ToString::to_string),
+            ];
+            if tiers {
+                row.push(s.tier.clone().unwrap_or_else(|| "-".into()));
+            }
+            row.extend([
                 s.status.to_string(),
                 wire_time(s.expires_at),
                 s.profile_name.clone(),
-            ]
+            ]);
+            if titles {
+                row.push(title_cell(s.case_title.as_deref()));
+            }
+            row
         })
         .collect();
-    print(&table(
-        &[
-            "ID", "KIND", "CUSTOMER", "CASE", "STATUS", "EXPIRES", "PROFILE",
-        ],
-        &rows,
-    ))
+    let mut header = vec!["ID", "KIND", "CUSTOMER", "CASE"];
+    if tiers {
+        header.push("TIER");
+    }
+    header.extend(["STATUS", "EXPIRES", "PROFILE"]);
+    if titles {
+        header.push("TITLE");
+    }
+    table(&header, &rows)
 }
 
 pub fn sessions_revoke(ctx: &Ctx, id: Option<&str>, profile: Option<&str>) -> anyhow::Result<()> {
@@ -191,4 +211,71 @@ pub fn ping(ctx: &Ctx) -> anyhow::Result<()> {
         return print_json(&json!({ "server": server, "status": status }));
     }
     print(&format!("{server}: {status}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use lanyard_api::status::SessionStatus;
+    use lanyard_api::{CaseId, CustomerId, RoleName, SessionKind};
+
+    use super::*;
+
+    fn session(tier: Option<&str>, title: Option<&str>) -> Session {
+        let created = Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap();
+        Session {
+            id: Uuid::nil(),
+            kind: SessionKind::Support,
+            customer: CustomerId::parse("acme-corp").unwrap(),
+            role: RoleName::parse("support").unwrap(),
+            case_id: Some(CaseId::parse("CS-1").unwrap()),
+            reason: None,
+            profile_name: "support-acme-corp-CS-1".into(),
+            requested_by: "alice".into(),
+            status: SessionStatus::Active,
+            tier: tier.map(Into::into),
+            case_title: title.map(Into::into),
+            case_url: None,
+            case_check: None,
+            approval: None,
+            duration_seconds: Some(1800),
+            created_at: created,
+            expires_at: created + chrono::Duration::minutes(30),
+            revoked_at: None,
+            revoked_by: None,
+            credentials_valid_until: None,
+        }
+    }
+
+    #[test]
+    fn sessions_without_tier_or_title_keep_the_columns_they_always_had() {
+        assert_eq!(
+            sessions_table(&[session(None, None)]),
+            "ID                                    KIND     CUSTOMER   CASE  STATUS  \
+             EXPIRES               PROFILE\n\
+             00000000-0000-0000-0000-000000000000  support  acme-corp  CS-1  active  \
+             2026-11-26T10:30:00Z  support-acme-corp-CS-1\n"
+        );
+    }
+
+    #[test]
+    fn a_tier_and_a_case_title_get_columns_of_their_own() {
+        let out = sessions_table(&[
+            session(Some("write"), Some("Checkout fails")),
+            session(None, None),
+        ]);
+        let lines: Vec<&str> = out.lines().collect();
+        let header: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(
+            header,
+            [
+                "ID", "KIND", "CUSTOMER", "CASE", "TIER", "STATUS", "EXPIRES", "PROFILE", "TITLE"
+            ]
+        );
+        let first: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(first[4], "write", "{out}");
+        assert!(lines[1].ends_with("Checkout fails"), "{out}");
+        let second: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!((second[4], second[8]), ("-", "-"), "{out}");
+    }
 }

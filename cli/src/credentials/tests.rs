@@ -25,6 +25,9 @@ fn profile(session_end: Option<DateTime<Utc>>) -> Profile {
         case: Some("CS-1".into()),
         role: None,
         session_expires_at: session_end,
+        tier: None,
+        case_title: None,
+        approval_expires_at: None,
         identity: None,
     }
 }

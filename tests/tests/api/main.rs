@@ -10,6 +10,7 @@ mod auth;
 mod binaries;
 mod cases;
 mod cli;
+mod cli_approvals;
 mod cloudwatch;
 mod customers;
 mod fuzz;

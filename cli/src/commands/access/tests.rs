@@ -69,3 +69,12 @@ fn durations_take_units_and_give_whole_seconds() {
         assert!(err.starts_with(&format!("bad duration '{bad}': ")), "{err}");
     }
 }
+
+#[test]
+fn spans_read_as_durations_are_written() {
+    assert_eq!(span(1800), "30m");
+    assert_eq!(span(3600), "1h");
+    assert_eq!(span(5400), "1h30m");
+    assert_eq!(span(90), "1m30s");
+    assert_eq!(span(0), "0s");
+}
