@@ -186,7 +186,7 @@ pub async fn revoke<'e>(
 ) -> Result<Option<SessionRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE session s SET revoked_at = now(), revoked_by = $2
-         WHERE s.id = $1 AND s.revoked_at IS NULL
+         WHERE s.id = $1 AND s.revoked_at IS NULL AND s.approval IS DISTINCT FROM 'denied'
          RETURNING {COLUMNS}"
     )))
     .bind(id)

@@ -88,6 +88,21 @@ pub async fn revoke(
         allowed,
     )
     .await?;
+    if row.approval == Some(crate::domain::ApprovalStatus::Denied) {
+        let refused = Err(Error::Conflict(format!(
+            "session {id} was denied by {}: it never started, there is nothing to revoke",
+            row.decided_by.as_deref().unwrap_or("?")
+        )));
+        return super::audit_denial(
+            state,
+            principal,
+            ctx,
+            "session.revoke",
+            Some(&row.customer_id),
+            refused,
+        )
+        .await;
+    }
     let mut tx = state.db.begin().await?;
     let Some(revoked) = db::sessions::revoke(&mut *tx, id, principal.actor()).await? else {
         return Err(Error::Conflict(format!("session {id} is already revoked")));

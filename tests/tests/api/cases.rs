@@ -301,6 +301,16 @@ async fn a_denied_or_expired_request_never_gets_credentials() {
     let before = app.snapshot_except(&["audit_event"]).await;
     let (status, problem) = act(&app, &carol, &denied, "approve").await;
     assert_eq!(status, 409, "{problem}");
+    // A denied request never started: it cannot be revoked either (it stays `denied`).
+    let (status, problem) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{}", denied["id"].as_str().unwrap()),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{problem}");
     assert_eq!(app.snapshot_except(&["audit_event"]).await, before);
 
     // Nobody decides within the window: the request expires.
