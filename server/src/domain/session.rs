@@ -13,11 +13,21 @@ use serde_json::{Value, json};
 
 use super::{CaseId, CustomerId, SessionKind};
 
-/// The AWS CLI profile a session is used through.
-pub fn profile_name(kind: SessionKind, customer: &CustomerId, case: Option<&CaseId>) -> String {
-    match (kind, case) {
+/// The AWS CLI profile a session is used through; a tier's sessions get their own
+/// (`support-acme-corp-CS-12345-write`), so that a case's read and write access stay apart.
+pub fn profile_name(
+    kind: SessionKind,
+    customer: &CustomerId,
+    case: Option<&CaseId>,
+    tier: Option<&str>,
+) -> String {
+    let base = match (kind, case) {
         (SessionKind::Support, Some(case)) => format!("support-{customer}-{case}"),
         _ => format!("customer-{customer}"),
+    };
+    match tier {
+        Some(tier) => format!("{base}-{tier}"),
+        None => base,
     }
 }
 

@@ -142,7 +142,12 @@ pub(super) async fn open_checked(
         return Ok(row);
     }
     let id = uuid::Uuid::now_v7();
-    let profile = profile_name(req.kind, &req.customer, req.case.as_ref());
+    let profile = profile_name(
+        req.kind,
+        &req.customer,
+        req.case.as_ref(),
+        req.tier.as_deref(),
+    );
     let row = db::sessions::insert(
         &mut tx,
         &db::sessions::NewSession {

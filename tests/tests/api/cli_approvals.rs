@@ -176,7 +176,7 @@ fn wait_args<'a>(customer: &'a str, case: &'a str) -> Vec<&'a str> {
 async fn a_write_tier_request_waits_until_a_second_person_approves_it_then_the_aws_cli_works() {
     let (app, alice, bob, customer) = broker_with_approval_tier().await;
     let case = unique("CS");
-    let profile = format!("support-{customer}-{case}");
+    let profile = format!("support-{customer}-{case}-write");
     let mut waiting = Running::start(&alice, &wait_args(&customer, &case));
     assert!(
         waiting
@@ -311,7 +311,7 @@ async fn a_denied_request_ends_the_wait_with_the_deciders_comment_and_writes_no_
             && last.ends_with(": no change ticket"),
         "{done:?}"
     );
-    assert!(!has_profile(&alice, &format!("support-{customer}-{case}")));
+    assert!(!has_profile(&alice, &format!("support-{customer}-{case}-write")));
     // Deciding twice is refused, saying who decided first.
     let again = bob.lanyard(&["sessions", "approve", &id]).await;
     assert_eq!(again.code, 1, "{again:?}");
@@ -325,7 +325,7 @@ async fn a_denied_request_ends_the_wait_with_the_deciders_comment_and_writes_no_
 async fn without_wait_the_request_is_filed_and_its_profile_works_once_approved() {
     let (app, alice, bob, customer) = broker_with_approval_tier().await;
     let case = unique("CS");
-    let profile = format!("support-{customer}-{case}");
+    let profile = format!("support-{customer}-{case}-write");
     let filed = alice
         .lanyard(&[
             "support-access",
@@ -397,7 +397,7 @@ async fn without_wait_the_request_is_filed_and_its_profile_works_once_approved()
 async fn ctrl_c_leaves_the_request_pending_and_sessions_wait_resumes_the_wait() {
     let (app, alice, bob, customer) = broker_with_approval_tier().await;
     let case = unique("CS");
-    let profile = format!("support-{customer}-{case}");
+    let profile = format!("support-{customer}-{case}-write");
     let mut args = wait_args(&customer, &case);
     args.extend(["--region", "eu-west-1"]);
     let waiting = Running::start(&alice, &args);
