@@ -20,6 +20,7 @@ pub mod iam;
 pub mod keyring;
 pub mod oidc;
 pub mod processes;
+pub mod receivers;
 pub mod wait;
 
 pub use app::{TestApp, credential_requests, jwt_claims, session_policy_of, test_settings, unique};

@@ -13,6 +13,7 @@ mod cli;
 mod cli_approvals;
 mod cloudwatch;
 mod customers;
+mod events;
 mod fuzz;
 mod http;
 mod identity;
