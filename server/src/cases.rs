@@ -86,7 +86,7 @@ pub async fn check(
                         ..ctx.event(principal, "session.open")
                     };
                     state.audit.record(event).await?;
-                    Err(Error::Unavailable(format!(
+                    Err(Error::CaseSystemUnavailable(format!(
                         "the case system could not be asked about case {case} ({why}); support \
                          sessions are refused while it is unavailable"
                     )))

@@ -31,6 +31,10 @@ pub enum Error {
     /// caller: it names the issuer and nothing internal).
     #[error("{0}")]
     IssuerUnavailable(String),
+    /// The case system could not answer and `when_unavailable` is `refuse` (its message is
+    /// for the caller: it names the case and what failed, nothing internal).
+    #[error("{0}")]
+    CaseSystemUnavailable(String),
     /// A dependency (the database, the audit log) cannot take the work now.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -60,6 +64,7 @@ impl Error {
             Error::Aws { .. } => "aws-error",
             Error::Unavailable(_) => "unavailable",
             Error::IssuerUnavailable(_) => "issuer-unavailable",
+            Error::CaseSystemUnavailable(_) => "case-system-unavailable",
             Error::Internal(_) => "internal",
         }
     }

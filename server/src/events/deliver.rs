@@ -62,7 +62,9 @@ async fn run(
         .unwrap_or_default()
         + Duration::from_secs(20);
     let mut last_sweep = tokio::time::Instant::now() - SWEEP;
-    loop {
+    // The application closes the pool when it stops: so does delivery (what is left is
+    // delivered by another instance, or by this one when it starts again).
+    while !db.is_closed() {
         if last_sweep.elapsed() >= SWEEP {
             last_sweep = tokio::time::Instant::now();
             if let Err(e) = sweep_ended(&db, &outbox).await {

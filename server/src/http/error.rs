@@ -74,7 +74,8 @@ impl ApiError {
                 Error::Gone(_) => StatusCode::GONE,
                 Error::Aws { retry: true, .. }
                 | Error::Unavailable(_)
-                | Error::IssuerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                | Error::IssuerUnavailable(_)
+                | Error::CaseSystemUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 Error::Aws { retry: false, .. } => StatusCode::BAD_GATEWAY,
                 Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
@@ -89,6 +90,7 @@ impl ApiError {
             ApiError::Timeout | ApiError::Service(Error::Unavailable(_)) => Some(1),
             ApiError::Service(Error::Aws { retry: true, .. }) => Some(2),
             ApiError::Service(Error::IssuerUnavailable(_)) => Some(10),
+            ApiError::Service(Error::CaseSystemUnavailable(_)) => Some(5),
             _ => None,
         }
     }
@@ -138,9 +140,11 @@ impl IntoResponse for ApiError {
             tracing::error!(error = ?self, "request failed");
             match &self {
                 ApiError::Timeout
-                | ApiError::Service(Error::Aws { .. } | Error::IssuerUnavailable(_)) => {
-                    self.to_string()
-                }
+                | ApiError::Service(
+                    Error::Aws { .. }
+                    | Error::IssuerUnavailable(_)
+                    | Error::CaseSystemUnavailable(_),
+                ) => self.to_string(),
                 _ => "the server could not complete the request; see its log for this request id"
                     .to_owned(),
             }

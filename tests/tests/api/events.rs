@@ -989,10 +989,16 @@ async fn an_unavailable_case_system_refuses_support_sessions_and_the_refusal_is_
             asked.elapsed()
         );
         assert!(!problem.to_string().contains(cases.secret()), "{problem}");
+        // The support engineer learns why, and when to try again.
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&format!("case system could not be asked about case {case}")),
+            "{detail}"
+        );
     }
     cases.fail(Failure::None);
     assert_eq!(app.count("session").await, 0);
-    // The client gets the fixed text of a 5xx; the audit row says what went wrong.
+    // The audit row says what went wrong too.
     let audited = refusals(&app, &case, "CaseSystemUnavailable").await;
     assert_eq!(audited.len(), 2, "{audited:?}");
     let why = |e: &Value| {

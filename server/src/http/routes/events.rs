@@ -92,6 +92,13 @@ async fn close_case(
                         signature::HEADER
                     ))
                 })?;
+            // The body must name this case before the signature is spent on it.
+            if body_case()?.as_deref() != Some(case.as_str()) {
+                return Err(ApiError::invalid(
+                    "case_id",
+                    format!("a signed close must carry {{\"case_id\": \"{case}\"}}"),
+                ));
+            }
             cases::accept_signed(&state, header, &body).await?;
             Closer::CaseSystem
         }
