@@ -62,15 +62,24 @@ async fn close_case(
     body: Bytes,
 ) -> Result<Json<CaseClosed>, ApiError> {
     let case = CaseId::parse(&case_id).map_err(|e| ApiError::invalid("case_id", e))?;
-    let body_case = || -> Result<Option<String>, ApiError> {
-        if body.is_empty() {
-            return Ok(None);
-        }
+    // The body, when there is one, names the path's case (checked before a signature is
+    // spent on the request).
+    let named = if body.is_empty() {
+        None
+    } else {
         let parsed: CloseCase = serde_json::from_slice(&body).map_err(|e| {
             ApiError::invalid("body", format!("must be {{\"case_id\": \"…\"}}: {e}"))
         })?;
-        Ok(Some(parsed.case_id))
+        Some(parsed.case_id)
     };
+    if let Some(named) = named.as_deref()
+        && named != case.as_str()
+    {
+        return Err(ApiError::invalid(
+            "case_id",
+            format!("the body names case {named}, the path {case}"),
+        ));
+    }
     let closer = match &principal {
         Some(principal) => {
             if principal.role != Role::Admin || principal.customers.is_some() {
@@ -92,10 +101,9 @@ async fn close_case(
                         signature::HEADER
                     ))
                 })?;
-            // The body must name this case before the signature is spent on it.
-            if body_case()?.as_deref() != Some(case.as_str()) {
+            if named.is_none() {
                 return Err(ApiError::invalid(
-                    "case_id",
+                    "body",
                     format!("a signed close must carry {{\"case_id\": \"{case}\"}}"),
                 ));
             }
@@ -103,21 +111,6 @@ async fn close_case(
             Closer::CaseSystem
         }
     };
-    match body_case()? {
-        Some(named) if named != case.as_str() => {
-            return Err(ApiError::invalid(
-                "case_id",
-                format!("the body names case {named}, the path {case}"),
-            ));
-        }
-        None if matches!(closer, Closer::CaseSystem) => {
-            return Err(ApiError::invalid(
-                "body",
-                "a signed close must carry {\"case_id\": \"…\"}",
-            ));
-        }
-        _ => {}
-    }
     let ended = cases::close(&state, closer, &ctx, &case).await?;
     Ok(Json(CaseClosed {
         case_id: case.to_string(),
