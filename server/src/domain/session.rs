@@ -172,20 +172,27 @@ pub fn credential_lifetime(
     }
 }
 
-/// The session policy for one AssumeRole: the role's scoped-down statements (or allow
-/// everything the role allows: a session policy only intersects, so a policy holding only a
-/// Deny would grant nothing) plus, when `cut_at` is set, a Deny of every action after the
+/// The inline session policy for one AssumeRole: the scoped-down statements (`policy`: the
+/// role's, or its tier's) plus, when `cut_at` is set, a Deny of every action after the
 /// session's end (`aws:CurrentTime`). `None` when neither applies.
+///
+/// Without statements of its own the policy must still allow what the session may do: AWS
+/// grants only what the session policies allow. With `managed` policy ARNs beside it, those
+/// allow it, and the inline policy holds the Deny alone: an `Allow *` there would undo the
+/// managed policies' narrowing (session policies are evaluated together, any Allow counts).
+/// Without managed ones it allows everything the role allows (`LanyardAllowRole`).
 pub fn session_policy(
-    role_policy: Option<&Value>,
+    policy: Option<&Value>,
+    managed: bool,
     cut_at: Option<DateTime<Utc>>,
 ) -> Option<String> {
-    if role_policy.is_none() && cut_at.is_none() {
+    if policy.is_none() && cut_at.is_none() {
         return None;
     }
-    let mut statements: Vec<Value> = match role_policy.and_then(|p| p.get("Statement")) {
+    let mut statements: Vec<Value> = match policy.and_then(|p| p.get("Statement")) {
         Some(Value::Array(list)) => list.clone(),
         Some(one @ Value::Object(_)) => vec![one.clone()],
+        _ if managed => Vec::new(),
         _ => vec![
             json!({ "Sid": "LanyardAllowRole", "Effect": "Allow", "Action": "*", "Resource": "*" }),
         ],
@@ -327,8 +334,9 @@ mod tests {
 
     #[test]
     fn session_policy_allows_the_role_and_denies_after_the_end() {
-        assert_eq!(session_policy(None, None), None);
-        let doc: Value = serde_json::from_str(&session_policy(None, Some(at(0))).unwrap()).unwrap();
+        assert_eq!(session_policy(None, false, None), None);
+        let doc: Value =
+            serde_json::from_str(&session_policy(None, false, Some(at(0))).unwrap()).unwrap();
         assert_eq!(doc["Statement"][0]["Effect"], "Allow");
         assert_eq!(doc["Statement"][1]["Effect"], "Deny");
         assert_eq!(
@@ -338,11 +346,22 @@ mod tests {
         let scoped =
             json!({ "Statement": { "Effect": "Allow", "Action": "s3:Get*", "Resource": "*" } });
         let doc: Value =
-            serde_json::from_str(&session_policy(Some(&scoped), Some(at(0))).unwrap()).unwrap();
+            serde_json::from_str(&session_policy(Some(&scoped), false, Some(at(0))).unwrap())
+                .unwrap();
         assert_eq!(doc["Statement"][0]["Action"], "s3:Get*");
         assert_eq!(doc["Statement"].as_array().unwrap().len(), 2);
         let only_scoped: Value =
-            serde_json::from_str(&session_policy(Some(&scoped), None).unwrap()).unwrap();
+            serde_json::from_str(&session_policy(Some(&scoped), false, None).unwrap()).unwrap();
         assert_eq!(only_scoped["Statement"].as_array().unwrap().len(), 1);
+        // Beside managed policies, never an Allow of everything: only the cut-off Deny.
+        let beside_managed: Value =
+            serde_json::from_str(&session_policy(None, true, Some(at(0))).unwrap()).unwrap();
+        assert_eq!(
+            beside_managed["Statement"],
+            json!([{ "Sid": "LanyardSessionEnd", "Effect": "Deny", "Action": "*", "Resource": "*",
+                     "Condition": { "DateGreaterThan": { "aws:CurrentTime":
+                         at(0).to_rfc3339_opts(SecondsFormat::Secs, true) } } }])
+        );
+        assert_eq!(session_policy(None, true, None), None);
     }
 }

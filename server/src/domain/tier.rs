@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use lanyard_api::roles::{MAX_POLICY_ARNS, MAX_TIERS, Tier};
+use lanyard_api::roles::{MAX_POLICY_ARNS, MAX_SESSION_POLICY_CHARS, MAX_TIERS, Tier};
+use serde_json::Value;
 
 use super::ParseError;
 use super::policy::check_session_policy;
@@ -66,11 +67,16 @@ fn check_policy_arn(arn: &str) -> Result<(), ParseError> {
     }
 }
 
-/// Checks a role's tiers against the role's own maximum session length; the first bad one
-/// is named with the rule it broke.
+/// Checks a role's tiers against the role's own maximum session length and base grant; the
+/// first bad one is named with the rule it broke. Each tier must narrow the role (a tier
+/// without a policy would be the whole role), its inline policy and managed ARNs together
+/// must fit STS's packed limit with room for the broker's session-end statement, and a tier
+/// that needs approval is only worth it when the base grant (`base_policy`) is narrower:
+/// otherwise a session without a tier would get more, with no approval.
 pub fn check_tiers(
     tiers: &BTreeMap<String, Tier>,
     role_max_session_seconds: i32,
+    base_policy: Option<&Value>,
 ) -> Result<(), ParseError> {
     if tiers.len() > MAX_TIERS {
         return Err(ParseError::new(format!(
@@ -80,34 +86,63 @@ pub fn check_tiers(
     }
     for (name, tier) in tiers {
         check_tier_name(name)?;
-        let within = |e: ParseError| ParseError::new(format!("tier '{name}': {e}"));
-        if let Some(policy) = &tier.session_policy {
-            check_session_policy(policy)
-                .map_err(|e| within(ParseError::new(format!("session_policy {e}"))))?;
-        }
-        if tier.policy_arns.len() > MAX_POLICY_ARNS {
-            return Err(within(ParseError::new(format!(
-                "policy_arns: at most {MAX_POLICY_ARNS} (STS's limit)"
-            ))));
-        }
-        for arn in &tier.policy_arns {
-            check_policy_arn(arn)
-                .map_err(|e| within(ParseError::new(format!("policy_arns: {e}"))))?;
-        }
-        let mut seen = std::collections::HashSet::new();
-        if !tier.policy_arns.iter().all(|a| seen.insert(a)) {
-            return Err(within(ParseError::new(
-                "policy_arns: an ARN is listed twice",
-            )));
-        }
-        if let Some(max) = tier.max_duration_seconds
-            && !(60..=role_max_session_seconds).contains(&max)
-        {
-            return Err(within(ParseError::new(format!(
-                "max_duration_seconds must be between 60 and the role's max_session_seconds \
-                 ({role_max_session_seconds})"
-            ))));
-        }
+        check_tier(tier, role_max_session_seconds, base_policy)
+            .map_err(|e| ParseError::new(format!("tier '{name}': {e}")))?;
+    }
+    Ok(())
+}
+
+fn check_tier(
+    tier: &Tier,
+    role_max_session_seconds: i32,
+    base_policy: Option<&Value>,
+) -> Result<(), ParseError> {
+    if let Some(policy) = &tier.session_policy {
+        check_session_policy(policy).map_err(|e| ParseError::new(format!("session_policy {e}")))?;
+    }
+    if tier.policy_arns.len() > MAX_POLICY_ARNS {
+        return Err(ParseError::new(format!(
+            "policy_arns: at most {MAX_POLICY_ARNS} (STS's limit)"
+        )));
+    }
+    for arn in &tier.policy_arns {
+        check_policy_arn(arn).map_err(|e| ParseError::new(format!("policy_arns: {e}")))?;
+    }
+    let mut seen = std::collections::HashSet::new();
+    if !tier.policy_arns.iter().all(|a| seen.insert(a)) {
+        return Err(ParseError::new("policy_arns: an ARN is listed twice"));
+    }
+    if tier.session_policy.is_none() && tier.policy_arns.is_empty() {
+        return Err(ParseError::new(
+            "has neither session_policy nor policy_arns: it would grant the whole role",
+        ));
+    }
+    // STS counts the inline policy and the ARNs together against its packed limit.
+    let packed = tier
+        .session_policy
+        .as_ref()
+        .map_or(0, |p| p.to_string().len())
+        + tier.policy_arns.iter().map(String::len).sum::<usize>();
+    if packed > MAX_SESSION_POLICY_CHARS {
+        return Err(ParseError::new(format!(
+            "session_policy and policy_arns together are {packed} characters; at most \
+             {MAX_SESSION_POLICY_CHARS} leave room within STS's 2,048"
+        )));
+    }
+    if let Some(max) = tier.max_duration_seconds
+        && !(60..=role_max_session_seconds).contains(&max)
+    {
+        return Err(ParseError::new(format!(
+            "max_duration_seconds must be between 60 and the role's max_session_seconds \
+             ({role_max_session_seconds})"
+        )));
+    }
+    if tier.requires_approval && base_policy.is_none() {
+        return Err(ParseError::new(
+            "requires approval, but the role has no session_policy: a session without a tier \
+             would get the whole role with no approval; narrow the base grant with \
+             session_policy",
+        ));
     }
     Ok(())
 }
@@ -122,13 +157,12 @@ mod tests {
         serde_json::from_value(value).unwrap()
     }
 
+    const ARN: &str = "arn:aws:iam::aws:policy/ReadOnlyAccess";
+
     #[test]
     fn well_formed_tiers_pass() {
         let tiers = BTreeMap::from([
-            (
-                "read".to_owned(),
-                tier(json!({ "policy_arns": ["arn:aws:iam::aws:policy/ReadOnlyAccess"] })),
-            ),
+            ("read".to_owned(), tier(json!({ "policy_arns": [ARN] }))),
             (
                 "write".to_owned(),
                 tier(json!({
@@ -137,18 +171,30 @@ mod tests {
                     "max_duration_seconds": 1800, "requires_approval": true })),
             ),
         ]);
-        assert!(check_tiers(&tiers, 3600).is_ok());
+        let base =
+            json!({ "Statement": { "Effect": "Allow", "Action": "s3:Get*", "Resource": "*" } });
+        assert!(check_tiers(&tiers, 3600, Some(&base)).is_ok());
+        // Without a narrower base grant, approval could be skipped by asking for no tier.
+        let err = check_tiers(&tiers, 3600, None).unwrap_err().to_string();
+        assert!(err.contains("tier 'write': requires approval"), "{err}");
     }
 
     #[test]
     fn each_broken_rule_is_named() {
         let big = json!({ "Statement": { "Action": "s".repeat(1600) } });
+        let near_full = json!({ "Statement": { "Action": "s".repeat(1480) } });
         for (name, value, why) in [
-            ("Write", json!({}), "must be 1-32"),
+            ("Write", json!({ "policy_arns": [ARN] }), "must be 1-32"),
+            ("w", json!({}), "neither session_policy nor policy_arns"),
             (
                 "w",
                 json!({ "session_policy": big }),
                 "tier 'w': session_policy",
+            ),
+            (
+                "w",
+                json!({ "session_policy": near_full, "policy_arns": [ARN] }),
+                "together are",
             ),
             (
                 "w",
@@ -160,40 +206,32 @@ mod tests {
                 json!({ "policy_arns": ["arn:aws:s3:::bucket"] }),
                 "managed policy ARN",
             ),
+            ("w", json!({ "policy_arns": [ARN, ARN] }), "twice"),
             (
                 "w",
-                json!({ "policy_arns": ["arn:aws:iam::aws:policy/A", "arn:aws:iam::aws:policy/A"] }),
-                "twice",
-            ),
-            (
-                "w",
-                json!({ "max_duration_seconds": 7200 }),
+                json!({ "policy_arns": [ARN], "max_duration_seconds": 7200 }),
                 "max_session_seconds (3600)",
             ),
-            ("w", json!({ "max_duration_seconds": 10 }), "between 60"),
+            (
+                "w",
+                json!({ "policy_arns": [ARN], "max_duration_seconds": 10 }),
+                "between 60",
+            ),
         ] {
             let tiers = BTreeMap::from([(name.to_owned(), tier(value))]);
-            let err = check_tiers(&tiers, 3600).unwrap_err().to_string();
+            let err = check_tiers(&tiers, 3600, None).unwrap_err().to_string();
             assert!(err.contains(why), "{name}: {err}");
         }
         let many: BTreeMap<String, Tier> = (0..11)
-            .map(|i| (format!("t{i}"), tier(json!({}))))
+            .map(|i| (format!("t{i}"), tier(json!({ "policy_arns": [ARN] }))))
             .collect();
-        assert!(
-            check_tiers(&many, 3600)
-                .unwrap_err()
-                .to_string()
-                .contains("at most 10")
-        );
+        let err = check_tiers(&many, 3600, None).unwrap_err().to_string();
+        assert!(err.contains("at most 10"), "{err}");
         let arns: Vec<String> = (0..11)
             .map(|i| format!("arn:aws:iam::aws:policy/P{i}"))
             .collect();
         let tiers = BTreeMap::from([("w".to_owned(), tier(json!({ "policy_arns": arns })))]);
-        assert!(
-            check_tiers(&tiers, 3600)
-                .unwrap_err()
-                .to_string()
-                .contains("at most 10")
-        );
+        let err = check_tiers(&tiers, 3600, None).unwrap_err().to_string();
+        assert!(err.contains("at most 10"), "{err}");
     }
 }

@@ -271,16 +271,22 @@ async fn assume(
         Some(t) => t.session_policy.as_ref(),
         None => grant.role_session_policy.as_ref(),
     };
+    let policy_arns = tier.map(|t| t.policy_arns.clone()).unwrap_or_default();
     let policy = session_policy(
         base_policy,
+        !policy_arns.is_empty(),
         lifetime.cut_at_session_end.then_some(s.expires_at),
     );
-    if policy.as_ref().is_some_and(|p| p.len() > MAX_POLICY_CHARS) {
+    // STS counts the inline policy and the managed policies' ARNs together.
+    let packed =
+        policy.as_ref().map_or(0, String::len) + policy_arns.iter().map(String::len).sum::<usize>();
+    if packed > MAX_POLICY_CHARS {
         return Err(AwsError::new(
             POLICY_TOO_LARGE,
             format!(
-                "the role's session policy plus the session-end statement exceed STS's \
-                 {MAX_POLICY_CHARS} characters; shorten the role's session_policy"
+                "the session policy, its managed policy ARNs and the session-end statement \
+                 exceed STS's {MAX_POLICY_CHARS} characters; shorten the role's (or tier's) \
+                 session_policy"
             ),
         ));
     }
@@ -319,7 +325,7 @@ async fn assume(
         tags,
         duration_seconds: lifetime.duration_seconds,
         policy,
-        policy_arns: tier.map(|t| t.policy_arns.clone()).unwrap_or_default(),
+        policy_arns,
     };
     let started = Instant::now();
     let credentials = state.sts.assume_role(&request).await?;

@@ -24,6 +24,7 @@ async fn customer_with_tiers(app: &TestApp) -> String {
             &format!("/v1/customers/{id}/roles/ops"),
             Some(json!({
                 "role_arn": "arn:aws:iam::111122223333:role/LanyardAccess",
+                "session_policy": { "Statement": { "Effect": "Allow", "Action": ["s3:Get*", "s3:List*"], "Resource": "*" } },
                 "tiers": {
                     "read": { "policy_arns": [READ_ONLY] },
                     "write": {
@@ -229,6 +230,16 @@ async fn a_write_tier_session_waits_for_a_second_person_and_carries_tier_and_app
         calls[0].get("PolicyArns.member.1.arn").map(String::as_str),
         Some(READ_ONLY)
     );
+    // Beside the managed policy the inline one only cuts the session off: an Allow of
+    // everything there would undo ReadOnlyAccess (any session policy's Allow counts).
+    let inline: Value = serde_json::from_str(calls[0].get("Policy").unwrap()).unwrap();
+    let effects: Vec<&str> = inline["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["Effect"].as_str().unwrap())
+        .collect();
+    assert_eq!(effects, ["Deny"], "{inline}");
     assert_eq!(
         tags(&calls[0]).get("lanyard:approver"),
         None,
@@ -421,7 +432,11 @@ async fn bad_tiers_and_unknown_tiers_are_refused_and_change_nothing() {
     for (tiers, why) in [
         (json!({ "write": { "session_policy": big } }), "leave room within STS"),
         (json!({ "write": { "policy_arns": ["arn:aws:iam::aws:role/NotAPolicy"] } }), "managed policy ARN"),
-        (json!({ "write": { "max_duration_seconds": 7200 } }), "max_session_seconds"),
+        (json!({ "write": { "policy_arns": [READ_ONLY], "max_duration_seconds": 7200 } }), "max_session_seconds"),
+        (json!({ "write": { "max_duration_seconds": 600 } }), "neither session_policy nor policy_arns"),
+        // A tier that needs approval on a role whose base grant is the whole role: asking
+        // for no tier would skip the approval.
+        (json!({ "write": { "policy_arns": [S3_FULL], "requires_approval": true } }), "narrow the base grant"),
         (json!({ "Write Tier": {} }), "tier name"),
         (json!({ "write": { "requires_approval": "yes" } }), ""),
         (json!({ "write": { "surprise": 1 } }), ""),

@@ -22,6 +22,7 @@ async fn broker_with_approval_tier() -> (TestApp, CliHome, CliHome, String) {
             &format!("/v1/customers/{customer}/roles/readonly"),
             Some(json!({
                 "role_arn": "arn:aws:iam::111122223333:role/LanyardAccess",
+                "session_policy": { "Statement": { "Effect": "Allow", "Action": ["s3:Get*", "s3:List*"], "Resource": "*" } },
                 "tiers": { "write": {
                     "policy_arns": ["arn:aws:iam::aws:policy/PowerUserAccess"],
                     "max_duration_seconds": 3600,

@@ -44,7 +44,11 @@ async fn customer_with_role(app: &TestApp) -> String {
             &format!("/v1/customers/{id}/roles/ops"),
             Some(json!({
                 "role_arn": "arn:aws:iam::111122223333:role/LanyardAccess",
-                "tiers": { "write": { "requires_approval": true } }
+                "session_policy": { "Statement": { "Effect": "Allow", "Action": ["s3:Get*", "s3:List*"], "Resource": "*" } },
+                "tiers": { "write": {
+                    "policy_arns": ["arn:aws:iam::aws:policy/PowerUserAccess"],
+                    "requires_approval": true
+                } }
             })),
         )
         .await;

@@ -58,7 +58,8 @@ fn spec(body: PutRole) -> Result<RoleSpec, ApiError> {
         check_session_policy(policy).map_err(|e| ApiError::invalid("session_policy", e))?;
     }
     let tiers = body.tiers.unwrap_or_default();
-    check_tiers(&tiers, max_session_seconds).map_err(|e| ApiError::invalid("tiers", e))?;
+    check_tiers(&tiers, max_session_seconds, body.session_policy.as_ref())
+        .map_err(|e| ApiError::invalid("tiers", e))?;
     let required_actions = body.required_actions.unwrap_or_default();
     check_actions(&required_actions).map_err(|e| ApiError::invalid("required_actions", e))?;
     Ok(RoleSpec {
