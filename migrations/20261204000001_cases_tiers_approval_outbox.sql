@@ -28,8 +28,9 @@ ALTER TABLE session
         (approval IS NULL OR approval = 'pending') = (decided_by IS NULL AND decided_at IS NULL)),
     ADD CONSTRAINT session_decided_not_self CHECK (decided_by IS DISTINCT FROM requested_by);
 
--- Sessions that ended before events existed have nothing to announce.
-UPDATE session SET ended_event_at = now() WHERE ended_event_at IS NULL;
+-- Sessions that ended before events existed have nothing to announce (live ones will).
+UPDATE session SET ended_event_at = now()
+WHERE ended_event_at IS NULL AND (expires_at <= now() OR revoked_at IS NOT NULL);
 CREATE INDEX session_unended ON session (expires_at)
     WHERE ended_event_at IS NULL AND revoked_at IS NULL;
 CREATE INDEX session_pending ON session (created_at) WHERE approval = 'pending';
@@ -70,6 +71,14 @@ CREATE INDEX webhook_delivery_due ON webhook_delivery (next_attempt_at) WHERE st
 CREATE INDEX webhook_delivery_order ON webhook_delivery (webhook, ordering_key, id)
     WHERE state = 'pending';
 CREATE INDEX webhook_delivery_state ON webhook_delivery (webhook, state);
+
+-- Cases closed through the API: no session opens on them afterwards, unless the case system
+-- answers "open" to a question asked after the close (the case was reopened there).
+CREATE TABLE closed_case (
+    case_id   text        PRIMARY KEY CHECK (case_id ~ '^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$'),
+    closed_at timestamptz NOT NULL,
+    closed_by text        NOT NULL CHECK (char_length(closed_by) BETWEEN 1 AND 128)
+);
 
 -- Signatures of case-system requests already acted on: a replay within the five minutes a
 -- signature is accepted is refused.

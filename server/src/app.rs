@@ -81,6 +81,7 @@ impl Application {
             issuers,
             outbox,
             http,
+            validations: tokio::sync::Semaphore::new(2),
         }));
         Ok(Application {
             state,

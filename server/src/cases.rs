@@ -23,6 +23,9 @@ use crate::state::AppState;
 pub struct CaseInfo {
     pub title: Option<String>,
     pub url: Option<String>,
+    /// When the case system was asked, if it answered that the case is open: a close
+    /// recorded before then was undone there (the case was reopened).
+    pub asked_at: Option<chrono::DateTime<chrono::Utc>>,
     /// `None` when no case system is configured.
     pub check: Option<CaseCheck>,
 }
@@ -51,9 +54,11 @@ pub async fn check(
         reason: reason.map(|r| r.as_str().to_owned()).unwrap_or_default(),
     };
     let started = Instant::now();
+    let asked_at = chrono::Utc::now();
     match ask(&state.http, system, &query).await {
         Ok(answer) => match answer.status.as_str() {
             "open" => Ok(CaseInfo {
+                asked_at: Some(asked_at),
                 title: answer
                     .title
                     .map(|t| t.chars().take(MAX_TITLE).collect::<String>())
@@ -204,6 +209,9 @@ pub async fn close(
 ) -> Result<Vec<SessionRow>, Error> {
     let actor = closer.actor().to_owned();
     let mut tx = state.db.begin().await?;
+    // Remembered, under the case's lock: a session being opened for the case right now
+    // either committed before (and is revoked below) or sees the close.
+    db::cases::lock_and_close(&mut tx, case, &actor).await?;
     let ended = db::sessions::revoke_case(&mut tx, case, &actor).await?;
     for session in &ended {
         let event = NewEvent {

@@ -9,7 +9,9 @@ use aws_lc_rs::hmac;
 /// The header's name.
 pub const HEADER: &str = "Lanyard-Signature";
 /// How far `t` may be from the receiver's clock, in seconds.
-pub const TOLERANCE_SECS: i64 = 300;
+pub const TOLERANCE_SECS: u64 = 300;
+/// Most `v1` values one header may carry (a rotation needs two).
+const MAX_CANDIDATES: usize = 4;
 
 /// The header value for `body` sent at `t`.
 pub fn sign(secret: &[u8], t: i64, body: &[u8]) -> String {
@@ -49,19 +51,23 @@ pub fn verify(secret: &[u8], header: &str, body: &[u8], now: i64) -> Result<Stri
             None => return Err(Refused::Malformed),
         }
     }
-    let (Some(t), false) = (t, candidates.is_empty()) else {
+    let (Some(t), false) = (
+        t,
+        candidates.is_empty() || candidates.len() > MAX_CANDIDATES,
+    ) else {
         return Err(Refused::Malformed);
     };
-    if (now - t).abs() > TOLERANCE_SECS {
+    if now.abs_diff(t) > TOLERANCE_SECS {
         return Err(Refused::Stale);
     }
+    // One HMAC, compared with each candidate in constant time.
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let payload = signed_payload(t, body);
+    let expected = hmac::sign(&key, &signed_payload(t, body));
     for candidate in candidates {
         let Ok(tag) = hex::decode(candidate) else {
             continue;
         };
-        if hmac::verify(&key, &payload, &tag).is_ok() {
+        if aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_ref(), &tag).is_ok() {
             return Ok(candidate.to_ascii_lowercase());
         }
     }
@@ -102,13 +108,19 @@ mod tests {
             verify(secret, &moved, b"{\"case_id\":\"CS-1\"}", 1_800_000_200),
             Err(Refused::Mismatch)
         );
-        for bad in ["", "v1=00", "t=1800000000", "t=x,v1=00", "garbage"] {
+        let five = format!("t=1800000000{}", ",v1=00".repeat(5));
+        for bad in ["", "v1=00", "t=1800000000", "t=x,v1=00", "garbage", &five] {
             assert_eq!(
                 verify(secret, bad, b"", 1_800_000_000),
                 Err(Refused::Malformed),
                 "{bad}"
             );
         }
+        // A timestamp at the end of the range is stale, not a panic.
+        assert_eq!(
+            verify(secret, "t=-9223372036854775808,v1=00", b"", 1_800_000_000),
+            Err(Refused::Stale)
+        );
         // During a rotation, any one matching v1 will do.
         let rotated = format!("{header},v1={}", "0".repeat(64));
         assert!(verify(secret, &rotated, b"{\"case_id\":\"CS-1\"}", 1_800_000_000).is_ok());

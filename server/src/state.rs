@@ -40,6 +40,8 @@ pub struct Inner {
     pub outbox: Outbox,
     /// Outgoing requests to the case system (no redirects followed).
     pub http: reqwest::Client,
+    /// Role permission checks running at once on this instance (see `registry::roles`).
+    pub validations: tokio::sync::Semaphore,
 }
 
 impl std::ops::Deref for AppState {

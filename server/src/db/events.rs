@@ -37,10 +37,28 @@ pub async fn insert(
     Ok(())
 }
 
+/// Deletes events older than `days` that no webhook still waits for (their deliveries go
+/// with them); returns how many.
+pub async fn prune(pool: &PgPool, days: i32) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM event_outbox o
+         WHERE o.created_at < now() - make_interval(days => $1)
+           AND NOT EXISTS (SELECT 1 FROM webhook_delivery d
+                           WHERE d.event = o.id AND d.state = 'pending')",
+    )
+    .bind(days)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// A delivery an instance took on.
 #[derive(Debug, sqlx::FromRow)]
 pub struct Claimed {
     pub id: i64,
+    /// The lease taken: results are recorded only while it is still this one (a delivery
+    /// whose lease ran out belongs to whichever instance took it over).
+    pub leased_until: DateTime<Utc>,
     pub webhook: String,
     pub attempts: i32,
     pub event_id: Uuid,
@@ -72,7 +90,8 @@ pub async fn claim(
          UPDATE webhook_delivery d SET leased_until = now() + make_interval(secs => $3)
          FROM due, event_outbox o
          WHERE d.id = due.id AND o.id = d.event
-         RETURNING d.id, d.webhook, d.attempts, o.event_id, o.type AS kind, o.payload",
+         RETURNING d.id, d.leased_until, d.webhook, d.attempts, o.event_id, o.type AS kind,
+                   o.payload",
     )
     .bind(webhooks)
     .bind(limit)
@@ -81,24 +100,26 @@ pub async fn claim(
     .await
 }
 
-/// Records a delivery's success.
-pub async fn delivered(pool: &PgPool, id: i64, status: i32) -> Result<(), sqlx::Error> {
+/// Records a delivery's success, under the lease it was taken with.
+pub async fn delivered(pool: &PgPool, d: &Claimed, status: i32) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE webhook_delivery SET state = 'delivered', attempts = attempts + 1,
                 delivered_at = now(), last_status = $2, last_error = NULL, leased_until = NULL
-         WHERE id = $1",
+         WHERE id = $1 AND state = 'pending' AND leased_until = $3",
     )
-    .bind(id)
+    .bind(d.id)
     .bind(status)
+    .bind(d.leased_until)
     .execute(pool)
     .await?;
     Ok(())
 }
 
-/// Records a failed attempt: tried again after `retry_in_secs`, or dead when `dead`.
+/// Records a failed attempt, under the lease it was taken with: tried again after
+/// `retry_in_secs`, or dead when `dead`.
 pub async fn failed(
     pool: &PgPool,
-    id: i64,
+    d: &Claimed,
     status: Option<i32>,
     error: &str,
     retry_in_secs: f64,
@@ -109,13 +130,14 @@ pub async fn failed(
                 last_error = left($3, 500), leased_until = NULL,
                 state = CASE WHEN $5 THEN 'dead' ELSE 'pending' END,
                 next_attempt_at = now() + make_interval(secs => $4)
-         WHERE id = $1",
+         WHERE id = $1 AND state = 'pending' AND leased_until = $6",
     )
-    .bind(id)
+    .bind(d.id)
     .bind(status)
     .bind(error)
     .bind(retry_in_secs)
     .bind(dead)
+    .bind(d.leased_until)
     .execute(pool)
     .await?;
     Ok(())

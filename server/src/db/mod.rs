@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod audit_query;
+pub mod cases;
 pub mod chain;
 pub mod customers;
 pub mod events;

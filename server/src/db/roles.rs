@@ -105,19 +105,26 @@ pub async fn list<'e>(
     .await
 }
 
-/// Stores what the last check of the role's required actions found.
+/// Stores what the last check of the role's required actions found, unless the role changed
+/// since it was read (`read_at`, its `updated_at` then): the result would be for another
+/// list of actions.
 pub async fn record_validation<'e>(
     exec: impl PgExecutor<'e>,
     customer: &str,
     name: &str,
+    read_at: DateTime<Utc>,
     validation: &Validation,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE role SET validation = $3 WHERE customer_id = $1 AND name = $2")
-        .bind(customer)
-        .bind(name)
-        .bind(Json(validation))
-        .execute(exec)
-        .await?;
+    sqlx::query(
+        "UPDATE role SET validation = $4
+         WHERE customer_id = $1 AND name = $2 AND updated_at = $3",
+    )
+    .bind(customer)
+    .bind(name)
+    .bind(read_at)
+    .bind(Json(validation))
+    .execute(exec)
+    .await?;
     Ok(())
 }
 

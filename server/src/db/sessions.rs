@@ -185,7 +185,7 @@ pub async fn revoke<'e>(
     by: &str,
 ) -> Result<Option<SessionRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE session s SET revoked_at = now(), revoked_by = $2
+        "UPDATE session s SET revoked_at = clock_timestamp(), revoked_by = $2
          WHERE s.id = $1 AND s.revoked_at IS NULL AND s.approval IS DISTINCT FROM 'denied'
          RETURNING {COLUMNS}"
     )))
@@ -326,7 +326,7 @@ pub async fn revoke_case(
     by: &str,
 ) -> Result<Vec<SessionRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE session s SET revoked_at = now(), revoked_by = $2
+        "UPDATE session s SET revoked_at = clock_timestamp(), revoked_by = $2
          WHERE s.case_id = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
            AND s.approval IS DISTINCT FROM 'denied'
          RETURNING {COLUMNS}"

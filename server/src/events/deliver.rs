@@ -8,7 +8,6 @@
 //!
 //! The same task writes `session.ended` for sessions that ran out.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,63 +27,53 @@ const POLL: Duration = Duration::from_secs(1);
 const SWEEP: Duration = Duration::from_secs(2);
 /// Deliveries taken per round.
 const BATCH: i64 = 64;
+/// Events (and their deliveries) are kept this many days once nothing waits for them.
+pub const EVENT_RETENTION_DAYS: i32 = 30;
+/// How often old events are pruned.
+const PRUNE: Duration = Duration::from_secs(3600);
 /// The first retry comes after about this long; each further one after twice as long.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
-/// Starts the deliverer (and the expiry sweeper) on this instance.
+/// Starts the deliverers, one per webhook (a slow or failing receiver holds back only its
+/// own deliveries), and the expiry sweeper on this instance.
 pub fn spawn(db: PgPool, outbox: Outbox, metrics: EventMetrics) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("lanyard/", env!("CARGO_PKG_VERSION")))
         .build()?;
-    let wake = outbox.wake_handle();
-    tokio::spawn(run(db, outbox, metrics, client, wake));
+    for webhook in outbox.webhooks().iter() {
+        tokio::spawn(deliver_to(
+            db.clone(),
+            webhook.clone(),
+            metrics.clone(),
+            client.clone(),
+            outbox.wake_handle(),
+        ));
+    }
+    tokio::spawn(sweep(db, outbox, metrics));
     Ok(())
 }
 
-async fn run(
+/// Delivers one webhook's due deliveries until the application stops (it closes the pool;
+/// what is left is delivered by another instance, or by this one when it starts again).
+async fn deliver_to(
     db: PgPool,
-    outbox: Outbox,
+    webhook: Webhook,
     metrics: EventMetrics,
     client: reqwest::Client,
     wake: Arc<Notify>,
 ) {
-    let webhooks: HashMap<String, Webhook> = outbox
-        .webhooks()
-        .iter()
-        .map(|w| (w.name.clone(), w.clone()))
-        .collect();
-    let names: Vec<String> = webhooks.keys().cloned().collect();
-    let lease = webhooks
-        .values()
-        .map(|w| w.timeout)
-        .max()
-        .unwrap_or_default()
-        + Duration::from_secs(20);
-    let mut last_sweep = tokio::time::Instant::now() - SWEEP;
-    // The application closes the pool when it stops: so does delivery (what is left is
-    // delivered by another instance, or by this one when it starts again).
+    let names = [webhook.name.clone()];
+    // A crashed instance's deliveries are taken over once their lease runs out.
+    let lease = (webhook.timeout + Duration::from_secs(20)).as_secs_f64();
     while !db.is_closed() {
-        if last_sweep.elapsed() >= SWEEP {
-            last_sweep = tokio::time::Instant::now();
-            if let Err(e) = sweep_ended(&db, &outbox).await {
-                tracing::warn!(error = %e, "writing session.ended events failed; retrying");
-            }
-            refresh_backlog(&db, &names, &metrics).await;
-        }
-        let claimed = if names.is_empty() {
-            Ok(Vec::new())
-        } else {
-            db::events::claim(&db, &names, BATCH, lease.as_secs_f64()).await
-        };
-        match claimed {
+        match db::events::claim(&db, &names, BATCH, lease).await {
             Ok(batch) if !batch.is_empty() => {
+                // At most one per session (ordering key): they may go out side by side.
                 let mut tasks = tokio::task::JoinSet::new();
                 for delivery in batch {
-                    let Some(webhook) = webhooks.get(&delivery.webhook).cloned() else {
-                        continue;
-                    };
-                    let (db, client, metrics) = (db.clone(), client.clone(), metrics.clone());
+                    let (db, client, metrics, webhook) =
+                        (db.clone(), client.clone(), metrics.clone(), webhook.clone());
                     tasks.spawn(async move {
                         deliver(&db, &client, &metrics, &webhook, delivery).await;
                     });
@@ -94,9 +83,38 @@ async fn run(
                 continue;
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "reading the event outbox failed; retrying"),
+            Err(e) => tracing::warn!(webhook = %webhook.name, error = %e,
+                                     "reading the event outbox failed; retrying"),
         }
         let _ = tokio::time::timeout(POLL, wake.notified()).await;
+    }
+}
+
+/// Writes `session.ended` for sessions that ran out and refreshes the backlog gauges, every
+/// [`SWEEP`], until the application stops.
+async fn sweep(db: PgPool, outbox: Outbox, metrics: EventMetrics) {
+    let names: Vec<String> = outbox.webhooks().iter().map(|w| w.name.clone()).collect();
+    let mut last_prune: Option<tokio::time::Instant> = None;
+    while !db.is_closed() {
+        if let Err(e) = sweep_ended(&db, &outbox).await {
+            tracing::warn!(error = %e, "writing session.ended events failed; retrying");
+        }
+        if last_prune.is_none_or(|at| at.elapsed() >= PRUNE) {
+            match db::events::prune(&db, EVENT_RETENTION_DAYS).await {
+                Ok(pruned) => {
+                    last_prune = Some(tokio::time::Instant::now());
+                    if pruned > 0 {
+                        tracing::info!(
+                            pruned,
+                            "deleted events older than {EVENT_RETENTION_DAYS} days"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "pruning old events failed; retrying"),
+            }
+        }
+        refresh_backlog(&db, &names, &metrics).await;
+        tokio::time::sleep(SWEEP).await;
     }
 }
 
@@ -139,7 +157,7 @@ async fn deliver(
     let recorded = match outcome {
         Ok(status) => {
             metrics.attempt(&webhook.name, AttemptResult::Delivered);
-            db::events::delivered(db, delivery.id, i32::from(status)).await
+            db::events::delivered(db, &delivery, i32::from(status)).await
         }
         Err((status, error)) => {
             let attempts = u32::try_from(delivery.attempts).unwrap_or(0) + 1;
@@ -157,7 +175,7 @@ async fn deliver(
             let wait = backoff(attempts, webhook.backoff_max);
             db::events::failed(
                 db,
-                delivery.id,
+                &delivery,
                 status.map(i32::from),
                 &error,
                 wait.as_secs_f64(),
@@ -198,8 +216,32 @@ pub fn backoff(attempts: u32, max: Duration) -> Duration {
     ceiling.mul_f64(fraction)
 }
 
-/// A one-line summary for Slack-compatible receivers.
+/// `text` with Slack's control characters escaped (`&`, `<`, `>`), so that a case title or
+/// a comment cannot mention `<!channel>` or disguise a link.
+fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A one-line summary for Slack-compatible receivers, every value from the event escaped.
 fn slack_text(payload: &serde_json::Value) -> String {
+    slack_text_raw(&escape_strings(payload))
+}
+
+fn escape_strings(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::String(s) => serde_json::Value::String(slack_escape(s)),
+        serde_json::Value::Array(items) => items.iter().map(escape_strings).collect(),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| (k.clone(), escape_strings(v)))
+            .collect(),
+        other => other.clone(),
+    }
+}
+
+fn slack_text_raw(payload: &serde_json::Value) -> String {
     let kind = payload["type"].as_str().unwrap_or("event");
     let actor = payload["actor"].as_str().unwrap_or("?");
     let s = &payload["session"];
@@ -282,6 +324,21 @@ async fn refresh_backlog(db: &PgPool, names: &[String], metrics: &EventMetrics) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slack_text_escapes_what_slack_would_act_on() {
+        let text = slack_text(&serde_json::json!({
+            "type": "session.approved", "actor": "bob", "comment": "<!channel> & <https://x|y>",
+            "case_id": "CS-1",
+            "session": { "customer": "acme", "requested_by": "alice", "case_title": "a<b" }
+        }));
+        assert!(
+            !text.contains("<!channel>") && !text.contains("<https"),
+            "{text}"
+        );
+        assert!(text.contains("&lt;!channel&gt; &amp;"), "{text}");
+        assert!(text.contains("case CS-1: a&lt;b"), "{text}");
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap() {

@@ -120,7 +120,8 @@ impl Outbox {
     /// Tells the local deliverer that new events committed (other instances find them on
     /// their next poll).
     pub fn committed(&self) {
-        self.wake.notify_one();
+        // Every webhook's deliverer that is waiting; one that is busy claims again anyway.
+        self.wake.notify_waiters();
     }
 
     pub(crate) fn wake_handle(&self) -> Arc<Notify> {

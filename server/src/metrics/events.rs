@@ -51,7 +51,8 @@ impl EventMetrics {
         let events = IntCounterVec::new(
             Opts::new(
                 "lanyard_events_total",
-                "Events written to the outbox by this instance, by type",
+                "Events written to the outbox by this instance, by type (counted when written, \
+                 before their transaction commits)",
             ),
             &["type"],
         )?;

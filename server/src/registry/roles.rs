@@ -216,6 +216,13 @@ pub async fn validate(
     let arn = RoleArn::parse(&role.role_arn)
         .map_err(|e| Error::Internal(anyhow::anyhow!("stored ARN: {e}")))?;
     let started = std::time::Instant::now();
+    // A few checks at a time per instance: each costs an AssumeRole from the budget every
+    // credential request draws on, and anyone with a support or service token may ask.
+    let _slot = state
+        .validations
+        .acquire()
+        .await
+        .map_err(|_| Error::Unavailable("the broker is stopping".into()))?;
     let checked = async {
         let credentials = state
             .sts
@@ -249,8 +256,14 @@ pub async fn validate(
     };
     let mut tx = state.db.begin().await?;
     if store {
-        db::roles::record_validation(&mut *tx, customer.as_str(), name.as_str(), &validation)
-            .await?;
+        db::roles::record_validation(
+            &mut *tx,
+            customer.as_str(),
+            name.as_str(),
+            role.updated_at,
+            &validation,
+        )
+        .await?;
     }
     let denied: Vec<&str> = validation
         .results

@@ -68,28 +68,28 @@ fn why_not_pending(row: &SessionRow) -> Result<(), Error> {
     let id = row.id;
     let at =
         |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    match row.status(chrono::Utc::now()) {
-        SessionStatus::PendingApproval => Ok(()),
-        _ if row.approval.is_none() => Err(Error::Conflict(format!(
+    match (row.approval, row.status(chrono::Utc::now())) {
+        (_, SessionStatus::PendingApproval) => Ok(()),
+        (None, _) => Err(Error::Conflict(format!(
             "session {id} does not need approval"
         ))),
-        SessionStatus::Revoked => Err(Error::Gone(format!(
+        (Some(decided @ (ApprovalStatus::Approved | ApprovalStatus::Denied)), _) => {
+            Err(Error::Conflict(format!(
+                "session {id} was already {} by {}{}",
+                decided.as_str(),
+                row.decided_by.as_deref().unwrap_or("?"),
+                row.decided_at
+                    .map(|t| format!(" at {}", at(t)))
+                    .unwrap_or_default()
+            )))
+        }
+        (Some(ApprovalStatus::Pending), SessionStatus::Revoked) => Err(Error::Gone(format!(
             "session {id} was withdrawn or revoked by {}",
             row.revoked_by.as_deref().unwrap_or("?")
         ))),
-        SessionStatus::Expired if row.approval == Some(ApprovalStatus::Pending) => {
-            Err(Error::Gone(format!(
-                "the request for session {id} expired unapproved at {}",
-                at(row.expires_at)
-            )))
-        }
-        _ => Err(Error::Conflict(format!(
-            "session {id} was already {} by {}{}",
-            row.approval.map_or("decided", |a| a.as_str()),
-            row.decided_by.as_deref().unwrap_or("?"),
-            row.decided_at
-                .map(|t| format!(" at {}", at(t)))
-                .unwrap_or_default()
+        (Some(ApprovalStatus::Pending), _) => Err(Error::Gone(format!(
+            "the request for session {id} expired unapproved at {}",
+            at(row.expires_at)
         ))),
     }
 }

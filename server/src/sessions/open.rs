@@ -60,6 +60,11 @@ pub(super) async fn open_checked(
         SessionKind::Customer => Action::OpenCustomerSession,
     };
     principal.authorize(action, Some(&req.customer))?;
+    // A request the role's rules refuse anyway never reaches the case system (checked again
+    // under the lock below, where it counts).
+    if let Some(role) = db::roles::get(&state.db, req.customer.as_str(), req.role.as_str()).await? {
+        grant_of(state, req, &role)?;
+    }
     // The case system is asked before anything is locked (it may take seconds to answer).
     let case_info = match (&req.case, req.kind) {
         (Some(case), SessionKind::Support) => {
@@ -105,28 +110,24 @@ pub(super) async fn open_checked(
             req.role, req.kind
         )));
     }
-    let tier = match &req.tier {
-        None => None,
-        Some(name) => Some(role.tiers.get(name).ok_or_else(|| {
-            let known: Vec<&str> = role.tiers.keys().map(String::as_str).collect();
-            Error::invalid(
-                "tier",
-                if known.is_empty() {
-                    format!("role '{}' has no tiers", req.role)
-                } else {
-                    format!(
-                        "role '{}' has no tier '{name}' (it has: {})",
-                        req.role,
-                        known.join(", ")
-                    )
-                },
-            )
-        })?),
-    };
-    let tier_max = tier
-        .and_then(|t| t.max_duration_seconds)
-        .unwrap_or(role.max_session_seconds);
-    let duration = duration_secs(state, req, role.max_session_seconds.min(tier_max))?;
+    let (tier, duration) = grant_of(state, req, &role)?;
+    if let (Some(case), SessionKind::Support) = (&req.case, req.kind) {
+        // Serialised with closing the case: a close either sees this session, or this sees
+        // the close.
+        if let Some(closed) = db::cases::lock_and_get_closed(&mut tx, case).await?
+            && case_info
+                .asked_at
+                .is_none_or(|asked| asked < closed.closed_at)
+        {
+            return Err(Error::Forbidden(format!(
+                "case {case} was closed at {} by {}; no session can open for it",
+                closed
+                    .closed_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                closed.closed_by
+            )));
+        }
+    }
     let needs_approval = tier.is_some_and(|t| t.requires_approval)
         || (req.kind == SessionKind::Support && customer.requires_approval);
     if reuse
@@ -200,6 +201,38 @@ pub(super) async fn open_checked(
     tx.commit().await?;
     state.outbox.committed();
     Ok(row)
+}
+
+/// The tier a request names (as the role defines it) and the session's length within the
+/// role's and the tier's caps.
+fn grant_of<'r>(
+    state: &AppState,
+    req: &OpenRequest,
+    role: &'r db::roles::RoleRow,
+) -> Result<(Option<&'r lanyard_api::roles::Tier>, i64), Error> {
+    let tier = match &req.tier {
+        None => None,
+        Some(name) => Some(role.tiers.get(name).ok_or_else(|| {
+            let known: Vec<&str> = role.tiers.keys().map(String::as_str).collect();
+            Error::invalid(
+                "tier",
+                if known.is_empty() {
+                    format!("role '{}' has no tiers", req.role)
+                } else {
+                    format!(
+                        "role '{}' has no tier '{name}' (it has: {})",
+                        req.role,
+                        known.join(", ")
+                    )
+                },
+            )
+        })?),
+    };
+    let tier_max = tier
+        .and_then(|t| t.max_duration_seconds)
+        .unwrap_or(role.max_session_seconds);
+    let duration = duration_secs(state, req, role.max_session_seconds.min(tier_max))?;
+    Ok((tier, duration))
 }
 
 /// The session's length: the requested one within 60 s and the caps (configuration and the

@@ -539,6 +539,16 @@ async fn closing_a_case_ends_its_sessions_on_every_instance() {
     assert_eq!(status, 410);
     let (status, _) = act(&b, &alice, &other, "credentials").await;
     assert_eq!(status, 200);
+    // A closed case stays closed: no new session opens on it (no case system here to say
+    // it was reopened).
+    let before = a.snapshot_except(&["audit_event"]).await;
+    let (status, problem) = request(&a, &alice, &customer, &case, None).await;
+    assert_eq!(status, 403, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("was closed at"),
+        "{problem}"
+    );
+    assert_eq!(a.snapshot_except(&["audit_event"]).await, before);
     // Closing again ends nothing more.
     let (status, again) = a
         .admin(Method::POST, &format!("/v1/cases/{case}/close"), None)

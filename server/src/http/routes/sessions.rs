@@ -225,8 +225,8 @@ fn comment(body: Option<Decision>) -> Result<Option<String>, ApiError> {
     let Some(text) = body.and_then(|b| b.comment) else {
         return Ok(None);
     };
-    Reason::parse(&text).map_err(|e| ApiError::invalid("comment", e))?;
-    Ok(Some(text))
+    let parsed = Reason::parse(&text).map_err(|e| ApiError::invalid("comment", e))?;
+    Ok(Some(parsed.as_str().to_owned()))
 }
 
 /// Approve a session request that waits for a second person (admin or support; never your
