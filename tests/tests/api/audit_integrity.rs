@@ -118,7 +118,8 @@ async fn raw(
                     sum(duration_ms)::int8,
                     percentile_disc(0.95) WITHIN GROUP (ORDER BY lanyard_duration_bucket(duration_ms)),
                     array_agg(DISTINCT actor COLLATE \"C\" ORDER BY actor COLLATE \"C\")
-             FROM (SELECT *, coalesce(case_id, '') AS case_key FROM audit_event) e
+             FROM (SELECT *, coalesce(case_id, '') AS case_key,
+                          coalesce(detail->>'tier', '') AS tier_key FROM audit_event) e
              WHERE action = 'credentials.issue' AND profile IS NOT NULL
                AND customer_id IS NOT NULL AND occurred_at >= $1::date
                AND ($2::text IS NULL OR customer_id = $2)
@@ -161,6 +162,7 @@ async fn every_figure_of_the_usage_report_equals_a_raw_aggregate_of_the_audit_ro
         ("customer", "customer", "customer_id"),
         ("case", "case_id", "case_key"),
         ("actor", "actor", "actor"),
+        ("tier", "tier", "tier_key"),
     ] {
         for customer in [None, Some(customers[0].as_str())] {
             let path = match customer {
