@@ -139,6 +139,34 @@ impl TestApp {
         .await
     }
 
+    /// A token for `subject` with `role`, valid an hour.
+    pub async fn person(&self, subject: &str, role: Role) -> String {
+        self.token_for(subject, role, None, Duration::from_secs(3600))
+            .await
+    }
+
+    /// Asks for a support session on `role` of `customer` for `case`, in `tier` when named,
+    /// for `secs` seconds.
+    pub async fn request_support(
+        &self,
+        token: &str,
+        customer: &str,
+        role: &str,
+        case: &str,
+        tier: Option<&str>,
+        secs: i64,
+    ) -> (u16, Value) {
+        let mut body = serde_json::json!({
+            "kind": "support", "customer": customer, "role": role, "case_id": case,
+            "reason": "customer reports failing uploads", "duration_seconds": secs
+        });
+        if let Some(tier) = tier {
+            body["tier"] = serde_json::json!(tier);
+        }
+        self.call(Method::POST, "/v1/sessions", Some(token), Some(body))
+            .await
+    }
+
     /// Issues a token the way `lanyard-server token issue` does.
     pub async fn token(&self, role: Role, customers: Option<Vec<&str>>) -> String {
         self.token_for("tester", role, customers, Duration::from_secs(3600))

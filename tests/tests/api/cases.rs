@@ -45,29 +45,6 @@ async fn customer_with_tiers(app: &TestApp) -> String {
     id
 }
 
-async fn person(app: &TestApp, subject: &str, role: Role) -> String {
-    app.token_for(subject, role, None, Duration::from_secs(3600))
-        .await
-}
-
-async fn request(
-    app: &TestApp,
-    token: &str,
-    customer: &str,
-    case: &str,
-    tier: Option<&str>,
-) -> (u16, Value) {
-    let mut body = json!({
-        "kind": "support", "customer": customer, "role": "ops", "case_id": case,
-        "reason": "customer reports failing uploads", "duration_seconds": 1200
-    });
-    if let Some(tier) = tier {
-        body["tier"] = json!(tier);
-    }
-    app.call(Method::POST, "/v1/sessions", Some(token), Some(body))
-        .await
-}
-
 async fn act(app: &TestApp, token: &str, session: &Value, what: &str) -> (u16, Value) {
     let id = session["id"].as_str().unwrap();
     match what {
@@ -82,8 +59,13 @@ async fn act(app: &TestApp, token: &str, session: &Value, what: &str) -> (u16, V
             .await
         }
         _ => {
-            app.call(Method::GET, &format!("/v1/sessions/{id}"), Some(token), None)
-                .await
+            app.call(
+                Method::GET,
+                &format!("/v1/sessions/{id}"),
+                Some(token),
+                None,
+            )
+            .await
         }
     }
 }
@@ -106,9 +88,11 @@ fn time(v: &Value) -> chrono::DateTime<chrono::FixedOffset> {
 async fn a_write_tier_session_waits_for_a_second_person_and_carries_tier_and_approver_to_aws() {
     let app = TestApp::spawn().await;
     let customer = customer_with_tiers(&app).await;
-    let alice = person(&app, "alice", Role::Support).await;
+    let alice = app.person("alice", Role::Support).await;
     let case = unique("CS");
-    let (status, pending) = request(&app, &alice, &customer, &case, Some("write")).await;
+    let (status, pending) = app
+        .request_support(&alice, &customer, "ops", &case, Some("write"), 1200)
+        .await;
     assert_eq!(status, 201, "{pending}");
     assert_eq!(pending["status"], "pending_approval");
     assert_eq!(pending["tier"], "write");
@@ -135,9 +119,9 @@ async fn a_write_tier_session_waits_for_a_second_person_and_carries_tier_and_app
     // auditor or a service may not approve at all.
     for token in [
         alice.clone(),
-        person(&app, "alice", Role::Admin).await,
-        person(&app, "carol", Role::Auditor).await,
-        person(&app, "batch", Role::Service).await,
+        app.person("alice", Role::Admin).await,
+        app.person("carol", Role::Auditor).await,
+        app.person("batch", Role::Service).await,
     ] {
         let (status, problem) = act(&app, &token, &pending, "approve").await;
         assert!([403, 404].contains(&status), "{status} {problem}");
@@ -146,7 +130,7 @@ async fn a_write_tier_session_waits_for_a_second_person_and_carries_tier_and_app
     assert_eq!(still["status"], "pending_approval", "{still}");
 
     // Bob, another support engineer, sees the request in the queue and approves it.
-    let bob = person(&app, "bob", Role::Support).await;
+    let bob = app.person("bob", Role::Support).await;
     let (status, queue) = app
         .call(Method::GET, "/v1/approvals", Some(&bob), None)
         .await;
@@ -167,12 +151,12 @@ async fn a_write_tier_session_waits_for_a_second_person_and_carries_tier_and_app
     assert_eq!(active["approval"]["decided_by"], "bob");
     assert_eq!(active["approval"]["comment"], "CAB change CHG-42");
     // The clock starts at the approval.
-    let starts = (time(&active["expires_at"]).with_timezone(&chrono::Utc) - approved_at)
-        .num_seconds();
+    let starts =
+        (time(&active["expires_at"]).with_timezone(&chrono::Utc) - approved_at).num_seconds();
     assert!((1195..=1205).contains(&starts), "{active}");
 
     // Decided once: a second approval or a denial is refused.
-    let carol = person(&app, "carol", Role::Support).await;
+    let carol = app.person("carol", Role::Support).await;
     for what in ["approve", "deny"] {
         let (status, problem) = act(&app, &carol, &pending, what).await;
         assert_eq!(status, 409, "{problem}");
@@ -219,7 +203,9 @@ async fn a_write_tier_session_waits_for_a_second_person_and_carries_tier_and_app
 
     // A read-tier session needs nobody: active at once, its managed policy sent.
     let read_case = unique("CS");
-    let (status, read) = request(&app, &alice, &customer, &read_case, Some("read")).await;
+    let (status, read) = app
+        .request_support(&alice, &customer, "ops", &read_case, Some("read"), 1200)
+        .await;
     assert_eq!(status, 201, "{read}");
     assert_eq!(read["status"], "active");
     assert!(read.get("approval").is_none(), "{read}");
@@ -294,10 +280,12 @@ async fn a_write_tier_session_waits_for_a_second_person_and_carries_tier_and_app
 async fn a_denied_or_expired_request_never_gets_credentials() {
     let app = TestApp::spawn_with(|s| s.approval_window_secs = Some(10)).await;
     let customer = customer_with_tiers(&app).await;
-    let alice = person(&app, "alice", Role::Support).await;
-    let carol = person(&app, "carol", Role::Admin).await;
+    let alice = app.person("alice", Role::Support).await;
+    let carol = app.person("carol", Role::Admin).await;
 
-    let (_, denied) = request(&app, &alice, &customer, &unique("CS"), Some("write")).await;
+    let (_, denied) = app
+        .request_support(&alice, &customer, "ops", &unique("CS"), Some("write"), 1200)
+        .await;
     let (status, after) = act(&app, &carol, &denied, "deny").await;
     assert_eq!(status, 200, "{after}");
     assert_eq!(after["status"], "denied");
@@ -325,7 +313,9 @@ async fn a_denied_or_expired_request_never_gets_credentials() {
     assert_eq!(app.snapshot_except(&["audit_event"]).await, before);
 
     // Nobody decides within the window: the request expires.
-    let (_, lapsed) = request(&app, &alice, &customer, &unique("CS"), Some("write")).await;
+    let (_, lapsed) = app
+        .request_support(&alice, &customer, "ops", &unique("CS"), Some("write"), 1200)
+        .await;
     let started = Instant::now();
     let expired = eventually(Duration::from_secs(15), || async {
         act(&app, &alice, &lapsed, "show").await.1["status"] == "expired"
@@ -372,7 +362,7 @@ async fn a_denied_or_expired_request_never_gets_credentials() {
 async fn a_customer_can_require_approval_for_every_support_session() {
     let app = TestApp::spawn().await;
     let customer = customer_with_tiers(&app).await;
-    let support = person(&app, "alice", Role::Support).await;
+    let support = app.person("alice", Role::Support).await;
     let (status, problem) = app
         .call(
             Method::PUT,
@@ -393,7 +383,9 @@ async fn a_customer_can_require_approval_for_every_support_session() {
     assert_eq!(shown["requires_approval"], true);
     // The base grant and a tier that needs nobody both wait now.
     for tier in [None, Some("read")] {
-        let (status, session) = request(&app, &support, &customer, &unique("CS"), tier).await;
+        let (status, session) = app
+            .request_support(&support, &customer, "ops", &unique("CS"), tier, 1200)
+            .await;
         assert_eq!(status, 201, "{session}");
         assert_eq!(session["status"], "pending_approval", "{tier:?}: {session}");
         let (status, _) = act(&app, &support, &session, "credentials").await;
@@ -404,7 +396,7 @@ async fn a_customer_can_require_approval_for_every_support_session() {
         .call(
             Method::POST,
             "/v1/sessions",
-            Some(&person(&app, "batch", Role::Service).await),
+            Some(&app.person("batch", Role::Service).await),
             Some(json!({ "kind": "customer", "customer": customer, "role": "ops" })),
         )
         .await;
@@ -418,7 +410,9 @@ async fn a_customer_can_require_approval_for_every_support_session() {
         )
         .await;
     assert_eq!(off["requires_approval"], false);
-    let (_, session) = request(&app, &support, &customer, &unique("CS"), None).await;
+    let (_, session) = app
+        .request_support(&support, &customer, "ops", &unique("CS"), None, 1200)
+        .await;
     assert_eq!(session["status"], "active");
 }
 
@@ -426,17 +420,33 @@ async fn a_customer_can_require_approval_for_every_support_session() {
 async fn bad_tiers_and_unknown_tiers_are_refused_and_change_nothing() {
     let app = TestApp::spawn().await;
     let customer = customer_with_tiers(&app).await;
-    let alice = person(&app, "alice", Role::Support).await;
+    let alice = app.person("alice", Role::Support).await;
     let before = app.snapshot().await;
-    let big = json!({ "Statement": { "Effect": "Allow", "Action": "s".repeat(2000), "Resource": "*" } });
+    let big =
+        json!({ "Statement": { "Effect": "Allow", "Action": "s".repeat(2000), "Resource": "*" } });
     for (tiers, why) in [
-        (json!({ "write": { "session_policy": big } }), "leave room within STS"),
-        (json!({ "write": { "policy_arns": ["arn:aws:iam::aws:role/NotAPolicy"] } }), "managed policy ARN"),
-        (json!({ "write": { "policy_arns": [READ_ONLY], "max_duration_seconds": 7200 } }), "max_session_seconds"),
-        (json!({ "write": { "max_duration_seconds": 600 } }), "neither session_policy nor policy_arns"),
+        (
+            json!({ "write": { "session_policy": big } }),
+            "leave room within STS",
+        ),
+        (
+            json!({ "write": { "policy_arns": ["arn:aws:iam::aws:role/NotAPolicy"] } }),
+            "managed policy ARN",
+        ),
+        (
+            json!({ "write": { "policy_arns": [READ_ONLY], "max_duration_seconds": 7200 } }),
+            "max_session_seconds",
+        ),
+        (
+            json!({ "write": { "max_duration_seconds": 600 } }),
+            "neither session_policy nor policy_arns",
+        ),
         // A tier that needs approval on a role whose base grant is the whole role: asking
         // for no tier would skip the approval.
-        (json!({ "write": { "policy_arns": [S3_FULL], "requires_approval": true } }), "narrow the base grant"),
+        (
+            json!({ "write": { "policy_arns": [S3_FULL], "requires_approval": true } }),
+            "narrow the base grant",
+        ),
         (json!({ "Write Tier": {} }), "tier name"),
         (json!({ "write": { "requires_approval": "yes" } }), ""),
         (json!({ "write": { "surprise": 1 } }), ""),
@@ -454,7 +464,11 @@ async fn bad_tiers_and_unknown_tiers_are_refused_and_change_nothing() {
         assert!([400, 422].contains(&status), "{tiers}: {status} {problem}");
         assert!(problem.to_string().contains(why), "{tiers}: {problem}");
     }
-    assert_eq!(app.snapshot().await, before, "a refused role changed something");
+    assert_eq!(
+        app.snapshot().await,
+        before,
+        "a refused role changed something"
+    );
     let before = app.snapshot_except(&["audit_event"]).await;
 
     for (tier, duration, why) in [
@@ -485,22 +499,33 @@ async fn closing_a_case_ends_its_sessions_on_every_instance() {
     let a = TestApp::spawn_with(|s| s.auth_cache_ms = Some(60_000)).await;
     let b = a.spawn_beside(|s| s.auth_cache_ms = Some(60_000)).await;
     let customer = customer_with_tiers(&a).await;
-    let alice = person(&a, "alice", Role::Support).await;
-    let dave = person(&a, "dave", Role::Support).await;
+    let alice = a.person("alice", Role::Support).await;
+    let dave = a.person("dave", Role::Support).await;
     let case = unique("CS");
     let other_case = unique("CS");
-    let (_, live) = request(&a, &alice, &customer, &case, Some("read")).await;
-    let (_, pending) = request(&a, &dave, &customer, &case, Some("write")).await;
-    let (_, other) = request(&a, &alice, &customer, &other_case, None).await;
+    let (_, live) = a
+        .request_support(&alice, &customer, "ops", &case, Some("read"), 1200)
+        .await;
+    let (_, pending) = a
+        .request_support(&dave, &customer, "ops", &case, Some("write"), 1200)
+        .await;
+    let (_, other) = a
+        .request_support(&alice, &customer, "ops", &other_case, None, 1200)
+        .await;
     // Instance B holds the live session's grant and credentials in its caches.
     for session in [&live, &other] {
         let (status, creds) = act(&b, &alice, session, "credentials").await;
         assert_eq!(status, 200, "{creds}");
     }
 
-    let support = person(&a, "bob", Role::Support).await;
+    let support = a.person("bob", Role::Support).await;
     let (status, _) = a
-        .call(Method::POST, &format!("/v1/cases/{case}/close"), Some(&support), None)
+        .call(
+            Method::POST,
+            &format!("/v1/cases/{case}/close"),
+            Some(&support),
+            None,
+        )
         .await;
     assert_eq!(status, 403, "support may not close cases");
     let (status, closed) = a
@@ -515,7 +540,10 @@ async fn closing_a_case_ends_its_sessions_on_every_instance() {
         .map(|s| s["id"].as_str().unwrap())
         .collect();
     ended.sort_unstable();
-    let mut expected = vec![live["id"].as_str().unwrap(), pending["id"].as_str().unwrap()];
+    let mut expected = vec![
+        live["id"].as_str().unwrap(),
+        pending["id"].as_str().unwrap(),
+    ];
     expected.sort_unstable();
     assert_eq!(ended, expected, "{closed}");
     assert!(
@@ -532,8 +560,14 @@ async fn closing_a_case_ends_its_sessions_on_every_instance() {
         act(&b, &alice, &live, "credentials").await.0 == 410
     })
     .await;
-    assert!(refused, "instance B still issued credentials after the close");
-    println!("instance B refused {:?} after the close", closed_at.elapsed());
+    assert!(
+        refused,
+        "instance B still issued credentials after the close"
+    );
+    println!(
+        "instance B refused {:?} after the close",
+        closed_at.elapsed()
+    );
     // The pending request cannot be approved any more; the other case is untouched.
     let (status, _) = act(&b, &alice, &pending, "approve").await;
     assert_eq!(status, 410);
@@ -542,10 +576,15 @@ async fn closing_a_case_ends_its_sessions_on_every_instance() {
     // A closed case stays closed: no new session opens on it (no case system here to say
     // it was reopened).
     let before = a.snapshot_except(&["audit_event"]).await;
-    let (status, problem) = request(&a, &alice, &customer, &case, None).await;
+    let (status, problem) = a
+        .request_support(&alice, &customer, "ops", &case, None, 1200)
+        .await;
     assert_eq!(status, 403, "{problem}");
     assert!(
-        problem["detail"].as_str().unwrap().contains("was closed at"),
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("was closed at"),
         "{problem}"
     );
     assert_eq!(a.snapshot_except(&["audit_event"]).await, before);

@@ -57,29 +57,6 @@ async fn customer_with_role(app: &TestApp) -> String {
     id
 }
 
-async fn person(app: &TestApp, subject: &str, role: Role) -> String {
-    app.token_for(subject, role, None, Duration::from_secs(3600))
-        .await
-}
-
-async fn open_support(
-    app: &TestApp,
-    token: &str,
-    customer: &str,
-    case: &str,
-    tier: Option<&str>,
-) -> (u16, Value) {
-    let mut body = json!({
-        "kind": "support", "customer": customer, "role": "ops", "case_id": case,
-        "reason": "customer reports failing uploads", "duration_seconds": 1800
-    });
-    if let Some(tier) = tier {
-        body["tier"] = json!(tier);
-    }
-    app.call(Method::POST, "/v1/sessions", Some(token), Some(body))
-        .await
-}
-
 /// Opens a support session that must open (or wait for approval); returns its id.
 async fn opened(
     app: &TestApp,
@@ -88,7 +65,9 @@ async fn opened(
     case: &str,
     tier: Option<&str>,
 ) -> String {
-    let (status, session) = open_support(app, token, customer, case, tier).await;
+    let (status, session) = app
+        .request_support(token, customer, "ops", case, tier, 1800)
+        .await;
     assert_eq!(status, 201, "{session}");
     session["id"].as_str().unwrap().to_owned()
 }
@@ -237,7 +216,7 @@ async fn opened_and_revoked_sessions_reach_the_webhook_signed_and_named_by_their
     let file = EventsConfig::webhooks([receiver.config("ops-feed")]).write();
     let app = TestApp::spawn_with(|s| file.apply(s)).await;
     let customer = customer_with_role(&app).await;
-    let alice = person(&app, "alice", Role::Support).await;
+    let alice = app.person("alice", Role::Support).await;
     let case = unique("CS");
     let sid = opened(&app, &alice, &customer, &case, None).await;
 
@@ -310,7 +289,7 @@ async fn opened_and_revoked_sessions_reach_the_webhook_signed_and_named_by_their
         (&json!(2), &json!(0), &json!(0), &json!("lanyard")),
         "{status}"
     );
-    let auditor = person(&app, "carol", Role::Auditor).await;
+    let auditor = app.person("carol", Role::Auditor).await;
     let (status, _) = app
         .call(Method::GET, "/v1/webhooks", Some(&auditor), None)
         .await;
@@ -440,8 +419,8 @@ async fn events_queued_through_an_outage_and_a_broker_crash_each_arrive_once_in_
     let first = Crashable::spawn(&file).await;
     let a = first.app();
     let customer = customer_with_role(a).await;
-    let alice = person(a, "alice", Role::Support).await;
-    let bob = person(a, "bob", Role::Support).await;
+    let alice = a.person("alice", Role::Support).await;
+    let bob = a.person("bob", Role::Support).await;
     let (case_1, case_2, case_3) = (unique("CS"), unique("CS"), unique("CS"));
     let s1 = opened(a, &alice, &customer, &case_1, None).await;
     let s2 = opened(a, &alice, &customer, &case_1, Some("write")).await;
@@ -659,7 +638,7 @@ async fn an_event_delivered_again_after_a_timeout_carries_the_same_event_id() {
     .write();
     let app = TestApp::spawn_with(|s| file.apply(s)).await;
     let customer = customer_with_role(&app).await;
-    let alice = person(&app, "alice", Role::Support).await;
+    let alice = app.person("alice", Role::Support).await;
     receiver.answer_next_after(Duration::from_secs(5));
     let sid = opened(&app, &alice, &customer, &unique("CS"), None).await;
     done(&app, &alice, &sid, "revoke").await;
@@ -717,7 +696,7 @@ async fn deliveries_a_receiver_keeps_refusing_end_dead_and_are_reported() {
     .write();
     let app = TestApp::spawn_with(|s| file.apply(s)).await;
     let customer = customer_with_role(&app).await;
-    let alice = person(&app, "alice", Role::Support).await;
+    let alice = app.person("alice", Role::Support).await;
     let sid = opened(&app, &alice, &customer, &unique("CS"), None).await;
     done(&app, &alice, &sid, "revoke").await;
 
@@ -813,7 +792,7 @@ async fn a_slack_webhook_gets_a_one_line_text_of_the_event_types_it_asked_for() 
     .write();
     let app = TestApp::spawn_with(|s| file.apply(s)).await;
     let customer = customer_with_role(&app).await;
-    let alice = person(&app, "alice", Role::Support).await;
+    let alice = app.person("alice", Role::Support).await;
     let case = unique("CS");
     let sid = opened(&app, &alice, &customer, &case, None).await;
     done(&app, &alice, &sid, "revoke").await;
@@ -883,12 +862,14 @@ async fn a_closed_or_unknown_case_refuses_the_support_session_naming_the_case() 
     let cases = CaseSystem::start();
     let (app, _file) = app_with_cases(&cases, |_| {}, Vec::new()).await;
     let customer = customer_with_role(&app).await;
-    let alice = person(&app, "alice", Role::Support).await;
+    let alice = app.person("alice", Role::Support).await;
     let (closed, unknown) = (unique("CS"), unique("CS"));
     cases.set(&closed, Case::Closed);
 
     for (case, word) in [(&closed, "closed"), (&unknown, "unknown")] {
-        let (status, problem) = open_support(&app, &alice, &customer, case, None).await;
+        let (status, problem) = app
+            .request_support(&alice, &customer, "ops", case, None, 1800)
+            .await;
         assert_eq!(status, 403, "{problem}");
         let detail = problem["detail"].as_str().unwrap();
         assert!(
@@ -908,12 +889,14 @@ async fn an_open_case_gives_the_session_its_title_and_link() {
     let cases = CaseSystem::start();
     let (app, _file) = app_with_cases(&cases, |_| {}, Vec::new()).await;
     let customer = customer_with_role(&app).await;
-    let alice = person(&app, "alice", Role::Support).await;
+    let alice = app.person("alice", Role::Support).await;
     let case = unique("CS");
     let link = format!("https://helpdesk.example.com/cases/{case}");
     cases.open(&case, "Uploads fail with 503 since Tuesday", &link);
 
-    let (status, session) = open_support(&app, &alice, &customer, &case, None).await;
+    let (status, session) = app
+        .request_support(&alice, &customer, "ops", &case, None, 1800)
+        .await;
     assert_eq!(status, 201, "{session}");
     let sid = session["id"].as_str().unwrap();
     let (_, shown) = act(&app, &alice, sid, "show").await;
@@ -933,7 +916,7 @@ async fn an_open_case_gives_the_session_its_title_and_link() {
     assert_asked(&questions[0], &case, &customer, "alice");
 
     // Customer sessions (services, batch jobs) have no case: the case system is not asked.
-    let service = person(&app, "etl-job", Role::Service).await;
+    let service = app.person("etl-job", Role::Service).await;
     let (status, session) = app
         .call(
             Method::POST,
@@ -978,14 +961,16 @@ async fn an_unavailable_case_system_refuses_support_sessions_and_the_refusal_is_
     )
     .await;
     let customer = customer_with_role(&app).await;
-    let alice = person(&app, "alice", Role::Support).await;
+    let alice = app.person("alice", Role::Support).await;
     let case = unique("CS");
     cases.open(&case, "Uploads fail", "https://helpdesk.example.com/1");
 
     for failure in [Failure::Unavailable, Failure::Hanging] {
         cases.fail(failure);
         let asked = Instant::now();
-        let (status, problem) = open_support(&app, &alice, &customer, &case, None).await;
+        let (status, problem) = app
+            .request_support(&alice, &customer, "ops", &case, None, 1800)
+            .await;
         assert_eq!(status, 503, "{failure:?}: {problem}");
         assert!(
             asked.elapsed() < Duration::from_secs(10),
@@ -1029,7 +1014,9 @@ async fn an_unavailable_case_system_refuses_support_sessions_and_the_refusal_is_
     }
 
     // Back: the same request opens.
-    let (status, session) = open_support(&app, &alice, &customer, &case, None).await;
+    let (status, session) = app
+        .request_support(&alice, &customer, "ops", &case, None, 1800)
+        .await;
     assert_eq!(status, 201, "{session}");
     assert_eq!(session["case_check"], "open");
 }
@@ -1044,11 +1031,13 @@ async fn an_unavailable_case_system_lets_sessions_open_flagged_when_configured_t
     )
     .await;
     let customer = customer_with_role(&app).await;
-    let alice = person(&app, "alice", Role::Support).await;
+    let alice = app.person("alice", Role::Support).await;
     let case = unique("CS");
     cases.fail(Failure::Unavailable);
 
-    let (status, session) = open_support(&app, &alice, &customer, &case, None).await;
+    let (status, session) = app
+        .request_support(&alice, &customer, "ops", &case, None, 1800)
+        .await;
     assert_eq!(status, 201, "{session}");
     assert_eq!(session["case_check"], "unavailable", "{session}");
     assert_eq!(session["case_title"], Value::Null, "{session}");
@@ -1064,8 +1053,8 @@ async fn a_signed_close_from_the_case_system_ends_the_cases_sessions() {
     let receiver = WebhookReceiver::start();
     let (app, _file) = app_with_cases(&cases, |_| {}, vec![receiver.config("feed")]).await;
     let customer = customer_with_role(&app).await;
-    let alice = person(&app, "alice", Role::Support).await;
-    let bob = person(&app, "bob", Role::Support).await;
+    let alice = app.person("alice", Role::Support).await;
+    let bob = app.person("bob", Role::Support).await;
     let (case, other) = (unique("CS"), unique("CS"));
     cases.open(&case, "Uploads fail", "https://helpdesk.example.com/1");
     cases.open(&other, "Billing export", "https://helpdesk.example.com/2");
@@ -1135,7 +1124,7 @@ async fn forged_stale_and_replayed_case_closes_are_refused_and_change_nothing() 
     let cases = CaseSystem::start();
     let (app, _file) = app_with_cases(&cases, |_| {}, Vec::new()).await;
     let customer = customer_with_role(&app).await;
-    let alice = person(&app, "alice", Role::Support).await;
+    let alice = app.person("alice", Role::Support).await;
     let (case, elsewhere) = (unique("CS"), unique("CS"));
     cases.open(&case, "Uploads fail", "https://helpdesk.example.com/1");
     cases.open(

@@ -220,13 +220,27 @@ async fn issue_session_credentials(
     Ok(Json(document))
 }
 
-/// Checks a decision's comment: 1-500 characters of plain text.
-fn comment(body: Option<Decision>) -> Result<Option<String>, ApiError> {
-    let Some(text) = body.and_then(|b| b.comment) else {
-        return Ok(None);
+/// Approves or denies, after checking the decision's comment (1-500 characters of plain
+/// text, optional).
+async fn decide(
+    state: AppState,
+    principal: Principal,
+    ctx: Context,
+    id: Uuid,
+    body: Result<Option<Json<Decision>>, JsonRejection>,
+    decision: ApprovalStatus,
+) -> Result<Json<Session>, ApiError> {
+    let comment = match body?.and_then(|Json(b)| b.comment) {
+        None => None,
+        Some(text) => Some(
+            Reason::parse(&text)
+                .map_err(|e| ApiError::invalid("comment", e))?
+                .as_str()
+                .to_owned(),
+        ),
     };
-    let parsed = Reason::parse(&text).map_err(|e| ApiError::invalid("comment", e))?;
-    Ok(Some(parsed.as_str().to_owned()))
+    let row = sessions::decide(&state, &principal, &ctx, id, decision, comment.as_deref()).await?;
+    Ok(Json(row.into()))
 }
 
 /// Approve a session request that waits for a second person (admin or support; never your
@@ -249,17 +263,7 @@ async fn approve_session(
     ApiPath(id): ApiPath<Uuid>,
     body: Result<Option<Json<Decision>>, JsonRejection>,
 ) -> Result<Json<Session>, ApiError> {
-    let comment = comment(body?.map(|Json(b)| b))?;
-    let row = sessions::decide(
-        &state,
-        &principal,
-        &ctx,
-        id,
-        ApprovalStatus::Approved,
-        comment.as_deref(),
-    )
-    .await?;
-    Ok(Json(row.into()))
+    decide(state, principal, ctx, id, body, ApprovalStatus::Approved).await
 }
 
 /// Deny a session request that waits for a second person (admin or support; never your own).
@@ -281,17 +285,7 @@ async fn deny_session(
     ApiPath(id): ApiPath<Uuid>,
     body: Result<Option<Json<Decision>>, JsonRejection>,
 ) -> Result<Json<Session>, ApiError> {
-    let comment = comment(body?.map(|Json(b)| b))?;
-    let row = sessions::decide(
-        &state,
-        &principal,
-        &ctx,
-        id,
-        ApprovalStatus::Denied,
-        comment.as_deref(),
-    )
-    .await?;
-    Ok(Json(row.into()))
+    decide(state, principal, ctx, id, body, ApprovalStatus::Denied).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
