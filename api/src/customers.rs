@@ -14,9 +14,7 @@ pub struct Customer {
     #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "acme-corp"))]
     pub id: CustomerId,
     pub display_name: String,
-    /// The external ID the broker sends with every AssumeRole for this customer. Absent for
-    /// `service` tokens: services get credentials from the broker and never need it.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// The external ID the broker sends with every AssumeRole for this customer.
     pub external_id: String,
     /// A rotated external ID, in use once a role verifies with it.
     pub pending_external_id: Option<String>,

@@ -171,21 +171,27 @@ impl Closer<'_> {
 }
 
 /// Checks a case system's signed request: the signature over `body` with the `[cases]`
-/// secret, at most five minutes old, and never seen before (a replay is refused).
-pub async fn accept_signed(state: &AppState, header: &str, body: &[u8]) -> Result<(), Error> {
+/// secret, at most five minutes old. Returns what [`spend_signature`] takes; nothing is
+/// recorded yet.
+pub fn verify_signed(state: &AppState, header: &str, body: &[u8]) -> Result<String, Error> {
     let Some(system) = &state.config.cases else {
         return Err(Error::Unauthenticated(
             "no case system is configured: closing a case needs an admin token".into(),
         ));
     };
     let now = chrono::Utc::now().timestamp();
-    let v1 = signature::verify(system.secret.expose_secret().as_bytes(), header, body, now)
-        .map_err(|e| Error::Unauthenticated(e.to_string()))?;
+    signature::verify(system.secret.expose_secret().as_bytes(), header, body, now)
+        .map_err(|e| Error::Unauthenticated(e.to_string()))
+}
+
+/// Records a verified signature as used: a replay (within the minutes it would still be
+/// accepted) is refused.
+pub async fn spend_signature(state: &AppState, v1: &str) -> Result<(), Error> {
     let fresh: bool = sqlx::query_scalar(
         "WITH pruned AS (DELETE FROM used_signature WHERE received_at < now() - interval '10 minutes')
          INSERT INTO used_signature (signature) VALUES ($1) ON CONFLICT DO NOTHING RETURNING true",
     )
-    .bind(&v1)
+    .bind(v1)
     .fetch_optional(&state.db)
     .await?
     .unwrap_or(false);

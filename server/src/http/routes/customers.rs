@@ -41,16 +41,6 @@ pub struct ListCustomersQuery {
     pub status: Option<String>,
 }
 
-/// A customer as the caller may see it: services (CI jobs, batch runs) never get the
-/// external IDs; keeping them off those machines is the point of the broker.
-fn for_caller(principal: &Principal, mut customer: Customer) -> Customer {
-    if principal.role == crate::auth::Role::Service {
-        customer.external_id.clear();
-        customer.pending_external_id = None;
-    }
-    customer
-}
-
 fn customer_id(raw: &str) -> Result<CustomerId, ApiError> {
     CustomerId::parse(raw).map_err(|e| ApiError::invalid("id", e))
 }
@@ -106,10 +96,7 @@ async fn list_customers(
     })?;
     let rows = customers::list(&state, &principal, status).await?;
     Ok(Json(CustomerList {
-        customers: rows
-            .into_iter()
-            .map(|row| for_caller(&principal, row.into()))
-            .collect(),
+        customers: rows.into_iter().map(Customer::from).collect(),
     }))
 }
 
@@ -126,10 +113,7 @@ async fn get_customer(
 ) -> Result<Json<Customer>, ApiError> {
     let id = customer_id(&id)?;
     principal.authorize(Action::ReadCustomers, Some(&id))?;
-    Ok(Json(for_caller(
-        &principal,
-        customers::get(&state, &id).await?.into(),
-    )))
+    Ok(Json(customers::get(&state, &id).await?.into()))
 }
 
 /// Require (or stop requiring) a second person's approval for every support session of this

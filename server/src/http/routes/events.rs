@@ -62,25 +62,9 @@ async fn close_case(
     body: Bytes,
 ) -> Result<Json<CaseClosed>, ApiError> {
     let case = CaseId::parse(&case_id).map_err(|e| ApiError::invalid("case_id", e))?;
-    // The body, when there is one, names the path's case (checked before a signature is
-    // spent on the request).
-    let named = if body.is_empty() {
-        None
-    } else {
-        let parsed: CloseCase = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::invalid("body", format!("must be {{\"case_id\": \"…\"}}: {e}"))
-        })?;
-        Some(parsed.case_id)
-    };
-    if let Some(named) = named.as_deref()
-        && named != case.as_str()
-    {
-        return Err(ApiError::invalid(
-            "case_id",
-            format!("the body names case {named}, the path {case}"),
-        ));
-    }
-    let closer = match &principal {
+    // Who is asking comes first (401/403), then whether the request is complete (400); a
+    // signature is spent only on a request that will be carried out.
+    let (closer, signature) = match &principal {
         Some(principal) => {
             if principal.role != Role::Admin || principal.customers.is_some() {
                 return Err(Error::Forbidden(
@@ -89,7 +73,7 @@ async fn close_case(
                 )
                 .into());
             }
-            Closer::Admin(principal)
+            (Closer::Admin(principal), None)
         }
         None => {
             let header = headers
@@ -101,16 +85,38 @@ async fn close_case(
                         signature::HEADER
                     ))
                 })?;
-            if named.is_none() {
-                return Err(ApiError::invalid(
-                    "body",
-                    format!("a signed close must carry {{\"case_id\": \"{case}\"}}"),
-                ));
-            }
-            cases::accept_signed(&state, header, &body).await?;
-            Closer::CaseSystem
+            let v1 = cases::verify_signed(&state, header, &body)?;
+            (Closer::CaseSystem, Some(v1))
         }
     };
+    // The body, when there is one, names the path's case; a signed close must have one
+    // (the signature then covers which case is closed).
+    let named = if body.is_empty() {
+        None
+    } else {
+        let parsed: CloseCase = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::invalid("body", format!("must be {{\"case_id\": \"…\"}}: {e}"))
+        })?;
+        Some(parsed.case_id)
+    };
+    match named.as_deref() {
+        Some(named) if named != case.as_str() => {
+            return Err(ApiError::invalid(
+                "case_id",
+                format!("the body names case {named}, the path {case}"),
+            ));
+        }
+        None if signature.is_some() => {
+            return Err(ApiError::invalid(
+                "body",
+                format!("a signed close must carry {{\"case_id\": \"{case}\"}}"),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(v1) = &signature {
+        cases::spend_signature(&state, v1).await?;
+    }
     let ended = cases::close(&state, closer, &ctx, &case).await?;
     Ok(Json(CaseClosed {
         case_id: case.to_string(),
