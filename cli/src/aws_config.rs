@@ -1,7 +1,8 @@
 //! Writing a profile into the AWS shared config file (`~/.aws/config`) without disturbing
 //! anything else in it: comments, other sections, spacing and line endings stay byte for byte.
-//! Where the file is, what may be written into it, and reading and replacing it safely; the
-//! text itself is edited by `parse`, which reads it the way the AWS CLI does.
+//! Where the file is (and the credentials file beside it), what may be written into it, and
+//! reading and replacing it safely under a lock; the text itself is edited by `parse`, which
+//! reads it the way the AWS CLI does, and `sections` (profiles and settings taken out).
 
 use std::fs;
 use std::io::{self, Read};
@@ -12,14 +13,25 @@ use anyhow::{Context, bail};
 use crate::private::{self, Sensitivity};
 
 mod parse;
+mod sections;
 
 #[cfg(test)]
 use parse::{Kind, parse, section_profile};
 pub use parse::{profile_setting, shell_words, upsert_profile};
+pub use sections::{FileKind, Removed, Settings, profiles, redact_secrets, remove_settings};
 
 /// AWS_CONFIG_FILE when set (expand a leading ~), else ~/.aws/config.
 pub fn config_path() -> anyhow::Result<PathBuf> {
     config_path_from(std::env::var_os("AWS_CONFIG_FILE"), std::env::home_dir())
+}
+
+/// AWS_SHARED_CREDENTIALS_FILE when set (expand a leading ~), else ~/.aws/credentials.
+pub fn credentials_path() -> anyhow::Result<PathBuf> {
+    let home = std::env::home_dir();
+    match std::env::var_os("AWS_SHARED_CREDENTIALS_FILE") {
+        Some(path) if !path.is_empty() => config_path_from(Some(path), home),
+        _ => Ok(config_path_from(None, home)?.with_file_name("credentials")),
+    }
 }
 
 fn config_path_from(
@@ -87,24 +99,8 @@ pub fn write_profile(
     settings: &[(&str, &str)],
 ) -> anyhow::Result<bool> {
     validate(profile, settings)?;
-    let path = match fs::canonicalize(path) {
-        Ok(target) => target,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => path.to_path_buf(),
-        Err(e) => return Err(e).with_context(|| format!("resolving {}", path.display())),
-    };
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    private::ensure_dir(&dir)?;
-    let file_name = path
-        .file_name()
-        .with_context(|| format!("{} is not a file path", path.display()))?;
-    let mut lock_name = file_name.to_owned();
-    lock_name.push(".lock");
-    let lock = private::lock_exclusive(&dir.join(lock_name))?;
-
-    let (content, permissions) = match read(&path)? {
+    let file = LockedFile::lock(path)?;
+    let (content, permissions) = match file.read()? {
         Some((text, permissions)) => (text, Some(permissions)),
         None => (String::new(), None),
     };
@@ -112,11 +108,54 @@ pub fn write_profile(
     if updated == content {
         return Ok(false);
     }
-    // A new file gets 0600 (tempfile's mode); an existing one keeps its own.
-    private::write_atomically(&path, updated.as_bytes(), permissions)
-        .with_context(|| format!("replacing {}", path.display()))?;
-    drop(lock);
+    file.replace(&updated, permissions)?;
     Ok(true)
+}
+
+/// An AWS config or credentials file held under the exclusive lock of a sibling lock file
+/// (`config.lock`), so that runs editing it in parallel each keep their change; released
+/// when dropped. A symlinked file (dotfile managers) is locked and written through: its
+/// target is replaced, not the link.
+pub struct LockedFile {
+    /// The file itself (a symlink resolved).
+    pub path: PathBuf,
+    _lock: fs::File,
+}
+
+impl LockedFile {
+    /// Blocks until this process holds the file's lock; creates its directory (0700) when
+    /// missing.
+    pub fn lock(path: &Path) -> anyhow::Result<LockedFile> {
+        let path = match fs::canonicalize(path) {
+            Ok(target) => target,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => path.to_path_buf(),
+            Err(e) => return Err(e).with_context(|| format!("resolving {}", path.display())),
+        };
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        private::ensure_dir(&dir)?;
+        let file_name = path
+            .file_name()
+            .with_context(|| format!("{} is not a file path", path.display()))?;
+        let mut lock_name = file_name.to_owned();
+        lock_name.push(".lock");
+        let lock = private::lock_exclusive(&dir.join(lock_name))?;
+        Ok(LockedFile { path, _lock: lock })
+    }
+
+    /// The file's text and permissions (see [`read`]); `None` when it does not exist.
+    pub fn read(&self) -> anyhow::Result<Option<(String, fs::Permissions)>> {
+        read(&self.path)
+    }
+
+    /// Replaces the file atomically (temp file, fsync, rename) with `text`, with
+    /// `permissions` (those the file had; a new file gets 0600).
+    pub fn replace(&self, text: &str, permissions: Option<fs::Permissions>) -> anyhow::Result<()> {
+        private::write_atomically(&self.path, text.as_bytes(), permissions)
+            .with_context(|| format!("replacing {}", self.path.display()))
+    }
 }
 
 /// The AWS config file's text and permissions; `None` when it does not exist. Only a regular

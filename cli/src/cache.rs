@@ -55,6 +55,15 @@ pub struct Cached {
     pub document: CredentialProcess,
     /// Parsed from the document's Expiration.
     pub expiration: chrono::DateTime<chrono::Utc>,
+    /// When the broker last vouched that these credentials' session was not revoked, on this
+    /// machine's clock: when it handed them out, then at each revocation check (see
+    /// `credentials::revocation`). None in entries written before the check existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the broker handed them out, on the broker's clock (its `Date` header) less a
+    /// margin: a revocation epoch later than this may have revoked them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Cached {
@@ -64,6 +73,8 @@ impl Cached {
         Ok(Cached {
             document,
             expiration,
+            checked_at: None,
+            issued_at: None,
         })
     }
 }

@@ -81,6 +81,9 @@ impl Client {
             bail!("server URL must be http:// or https://");
         }
         let http = http(ca_file)?;
+        if let Some(token) = &token {
+            crate::log::secret(token);
+        }
         Ok(Client {
             http,
             base,
@@ -104,15 +107,15 @@ impl Client {
     ) -> anyhow::Result<reqwest::Response> {
         let url = self.url(path)?;
         if self.debug {
-            eprintln!(
-                "debug: {method} {} (token {})",
+            crate::log::debug(&format!(
+                "{method} {} (token {})",
                 redact(&url),
                 if self.token.is_some() {
                     "[redacted]"
                 } else {
                     "none"
                 }
-            );
+            ));
         }
         let mut request = self
             .http
@@ -132,11 +135,11 @@ impl Client {
             .await
             .map_err(|e| Unreachable(unreachable(&self.base, &e)))?;
         if self.debug {
-            eprintln!(
-                "debug: answered {} in {} ms",
+            crate::log::debug(&format!(
+                "answered {} in {} ms",
                 response.status(),
                 started.elapsed().as_millis()
-            );
+            ));
         }
         if response.status().is_success() {
             Ok(response)
@@ -154,9 +157,21 @@ impl Client {
         path: &str,
         body: Option<&B>,
     ) -> anyhow::Result<T> {
+        Ok(self.json_dated(method, path, body).await?.0)
+    }
+
+    /// A JSON request; the JSON answer, as `T`, and the broker's clock when it answered (its
+    /// `Date` header, whole seconds).
+    async fn json_dated<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<(T, Option<chrono::DateTime<chrono::Utc>>)> {
         let body = body.map_or(Body::Empty, Body::Json);
         let response = self.send(method, path, body, "application/json").await?;
-        response.json().await.map_err(|e| {
+        let date = date_of(&response);
+        let answer = response.json().await.map_err(|e| {
             // JSON of another shape is told apart from an answer that is no JSON at all.
             let shape = std::error::Error::source(&e)
                 .and_then(|s| s.downcast_ref::<serde_json::Error>())
@@ -167,7 +182,8 @@ impl Client {
                 "is not JSON"
             };
             anyhow::Error::new(e).context(format!("the broker's answer to {path} {what}"))
-        })
+        })?;
+        Ok((answer, date))
     }
 
     /// `GET path`, answered as `T`.
@@ -182,6 +198,16 @@ impl Client {
         body: Option<&B>,
     ) -> anyhow::Result<T> {
         self.json(Method::POST, path, body).await
+    }
+
+    /// `POST path` as [`post`](Self::post) does, with the broker's clock when it answered
+    /// (its `Date` header, whole seconds), if it sent one.
+    pub async fn post_dated<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<(T, Option<chrono::DateTime<chrono::Utc>>)> {
+        self.json_dated(Method::POST, path, body).await
     }
 
     /// `DELETE path`, answered as `T`.
@@ -240,7 +266,7 @@ impl Client {
     pub async fn probe(&self) -> anyhow::Result<(String, Option<chrono::DateTime<chrono::Utc>>)> {
         let url = self.url("/readyz")?;
         if self.debug {
-            eprintln!("debug: GET {}", redact(&url));
+            crate::log::debug(&format!("GET {}", redact(&url)));
         }
         let response = self
             .http
@@ -252,12 +278,7 @@ impl Client {
         if status.is_redirection() {
             return Err(redirect_refused(&url, &response).into());
         }
-        let date = response
-            .headers()
-            .get(reqwest::header::DATE)
-            .and_then(|d| d.to_str().ok())
-            .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
-            .map(|d| d.with_timezone(&chrono::Utc));
+        let date = date_of(&response);
         let text = response
             .json::<Health>()
             .await
@@ -329,6 +350,16 @@ fn redirect_refused(from: &reqwest::Url, response: &reqwest::Response) -> ApiFai
             text::one_line(&target)
         ),
     }
+}
+
+/// The answer's `Date` header: the broker's clock (RFC 9110 §6.6.1), whole seconds.
+fn date_of(response: &reqwest::Response) -> Option<chrono::DateTime<chrono::Utc>> {
+    response
+        .headers()
+        .get(reqwest::header::DATE)
+        .and_then(|d| d.to_str().ok())
+        .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
+        .map(|d| d.with_timezone(&chrono::Utc))
 }
 
 /// A URL for messages and debug lines: without `user:password@`.

@@ -176,6 +176,7 @@ fn diagnose(ctx: &Ctx, name: &str, checks: &mut Checks) {
                 cache: Some(&cache),
                 mode: Mode::Normal,
                 debug: ctx.debug,
+                check_within: ctx.check_within,
             },
             || ctx.client_for(&config, name, &profile),
         )

@@ -13,6 +13,7 @@ mod commands;
 mod config;
 mod credentials;
 mod doctor;
+mod log;
 mod oidc;
 mod private;
 mod sso;
@@ -47,12 +48,35 @@ pub struct Cli {
     /// CA); `lanyard login --ca-file` stores it for later commands.
     #[arg(long, env = "LANYARD_CA_FILE", global = true)]
     ca_file: Option<std::path::PathBuf>,
-    /// Diagnostics on stderr (tokens and secrets redacted).
-    #[arg(long, global = true)]
+    /// Diagnostics on stderr (tokens and secrets redacted), and into --log-file. The
+    /// environment variable reaches the runs the AWS CLI starts through credential_process.
+    #[arg(
+        long,
+        global = true,
+        env = "LANYARD_DEBUG",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
     debug: bool,
+    /// Append diagnostics to this file: one line per credential-process or export run
+    /// (profile, session, served from the local cache or the broker, duration, outcome), and
+    /// the --debug lines when --debug is on. Created 0600; at 1 MiB it moves to FILE.1. No
+    /// token or secret is ever written.
+    #[arg(long, global = true, env = "LANYARD_LOG_FILE", value_name = "FILE")]
+    log_file: Option<std::path::PathBuf>,
     /// Output format of the commands that report something.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
+    /// Cached credentials are served only while the broker said at most this many seconds
+    /// ago that they were not revoked; past that, the broker is asked first, and a broker
+    /// that cannot be asked means no credentials (0: ask on every use).
+    #[arg(
+        long,
+        env = "LANYARD_REVOCATION_CHECK_SECS",
+        global = true,
+        value_name = "SECS",
+        default_value_t = credentials::revocation::DEFAULT_WINDOW_SECS
+    )]
+    revocation_check_secs: u32,
     #[command(subcommand)]
     command: Command,
 }
@@ -79,12 +103,33 @@ enum Command {
     SupportAccess(SupportAccessArgs),
     /// Write the AWS profile `customer-<customer>` for the caller's customer session.
     SetupCustomer(SetupCustomerArgs),
-    /// Show the profile's cached credentials and when they expire (no broker request).
+    /// Rewrite the AWS profiles that reach a customer role registered at the broker
+    /// (role_arn), and static-key profiles named with --static-profile, as Lanyard profiles;
+    /// the removed keys and external IDs go to a 0600 backup file.
+    ///
+    /// Each profile keeps its name (`aws --profile NAME` goes on working) and becomes a
+    /// customer profile as `setup-customer` writes it: credential_process runs `lanyard
+    /// credential-process --profile NAME`. A profile is first proven at the broker (its
+    /// credentials are handed out) and left as it is otherwise. Every other byte of
+    /// $AWS_CONFIG_FILE and $AWS_SHARED_CREDENTIALS_FILE stays as it was; running it again
+    /// finds nothing to migrate.
+    Migrate(MigrateArgs),
+    /// List the profiles Lanyard serves (those whose credential_process runs lanyard, and
+    /// those in Lanyard's config): kind, customer, role, case, session, and what the local
+    /// cache holds (no broker request).
+    Profiles,
+    /// Show the profile's cached credentials, when they expire and when the broker last said
+    /// they were not revoked; for a support profile, the session's status at the broker
+    /// (active, revoked, expired).
     Check(ProfileOnly),
     /// Ask the broker for the profile's credentials now, bypassing and replacing the local
     /// cache. The broker may return its own still-valid credentials (the same access key);
     /// it issues new ones only when its copy is near expiry.
     Refresh(ProfileOnly),
+    /// Check which IAM actions the profile's role allows (iam:SimulatePrincipalPolicy, run
+    /// by the broker as the role): its required_actions, or --actions. Exit status 1 when
+    /// any action is not allowed or the check could not run.
+    Validate(ValidateArgs),
     /// Customers the token may see.
     Customers {
         #[command(subcommand)]
@@ -221,6 +266,24 @@ pub struct SupportAccessArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Print the plan and the changes as a unified diff (secrets redacted); change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// A profile with static keys (aws_access_key_id) to rewrite as a Lanyard profile of
+    /// --customer; may be repeated.
+    #[arg(long, value_name = "PROFILE", requires = "customer")]
+    static_profile: Vec<String>,
+    /// The customer of the --static-profile profiles; also limits the role_arn profiles
+    /// migrated to this customer's.
+    #[arg(long)]
+    customer: Option<String>,
+    /// The customer role of the --static-profile profiles, when the customer has several.
+    #[arg(long, requires = "static_profile")]
+    role: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct SetupCustomerArgs {
     /// Customer id, e.g. acme-corp.
     #[arg(long)]
@@ -233,10 +296,30 @@ pub struct SetupCustomerArgs {
     region: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The profile whose customer and role are checked (e.g. support-acme-corp-CS-12345,
+    /// customer-acme-corp).
+    #[arg(long)]
+    profile: String,
+    /// Check these actions instead of the role's required_actions, comma-separated (e.g.
+    /// s3:GetObject,s3:ListBucket); their result is not stored on the role.
+    #[arg(long, value_delimiter = ',', value_name = "ACTIONS")]
+    actions: Vec<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum CustomersCommand {
-    /// List customers.
-    List,
+    /// List customers (a service token: the customers it may reach).
+    List(CustomersListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CustomersListArgs {
+    /// Only the customer ids, one a line, nothing else on stdout: for
+    /// `for c in $(lanyard customers list --quiet); do ...; done`.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -300,6 +383,9 @@ pub struct SessionsListArgs {
     /// Only live sessions.
     #[arg(long)]
     active: bool,
+    /// Only the session ids, one a line, nothing else on stdout.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -330,6 +416,7 @@ fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    log::init(cli.debug, cli.log_file.clone());
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -367,7 +454,8 @@ fn usage_error(e: clap::Error) -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
-    let ctx = commands::Ctx::new(cli.server, cli.token, cli.ca_file, cli.debug, cli.output)?;
+    let ctx = commands::Ctx::new(cli.server, cli.token, cli.ca_file, cli.debug, cli.output)?
+        .with_revocation_check(cli.revocation_check_secs);
     let ok = std::process::ExitCode::SUCCESS;
     match cli.command {
         Command::CredentialProcess(args) => {
@@ -385,11 +473,14 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Login(args) => commands::login(&ctx, args.token_file.as_deref(), args.no_verify)?,
         Command::SupportAccess(args) => return commands::support_access(&ctx, &args),
         Command::SetupCustomer(args) => commands::setup_customer(&ctx, &args)?,
+        Command::Migrate(args) => return commands::migrate(&ctx, &args),
+        Command::Profiles => commands::profiles(&ctx)?,
         Command::Check(args) => commands::check(&ctx, &args.profile)?,
         Command::Refresh(args) => commands::refresh(&ctx, &args.profile)?,
+        Command::Validate(args) => return commands::validate(&ctx, &args),
         Command::Customers {
-            command: CustomersCommand::List,
-        } => commands::customers_list(&ctx)?,
+            command: CustomersCommand::List(args),
+        } => commands::customers_list(&ctx, args.quiet)?,
         Command::Sessions { command } => match command {
             SessionsCommand::List(args) => commands::sessions_list(&ctx, &args)?,
             SessionsCommand::Revoke(args) => {

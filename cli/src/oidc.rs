@@ -65,7 +65,9 @@ pub async fn from_environment(debug: bool) -> anyhow::Result<Option<CiToken>> {
     if let Some((url, bearer)) = github_request() {
         let audience = var("LANYARD_OIDC_AUDIENCE").unwrap_or_else(|| DEFAULT_AUDIENCE.into());
         if debug {
-            eprintln!("debug: asking GitHub Actions for an OIDC token (audience {audience})");
+            crate::log::debug(&format!(
+                "asking GitHub Actions for an OIDC token (audience {audience})"
+            ));
         }
         return Ok(Some(CiToken {
             token: github_token(&url, &bearer, &audience).await?,

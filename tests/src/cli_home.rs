@@ -115,6 +115,8 @@ impl CliHome {
             "LANYARD_OIDC_TOKEN",
             "LANYARD_OIDC_TOKEN_FILE",
             "LANYARD_OIDC_AUDIENCE",
+            "LANYARD_DEBUG",
+            "LANYARD_LOG_FILE",
             "ACTIONS_ID_TOKEN_REQUEST_URL",
             "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
             "XDG_CONFIG_HOME",

@@ -49,7 +49,7 @@ fn region_to_write(flag: Option<&str>, existing: Option<&str>) -> Option<String>
 }
 
 /// `credential_process` value: this binary's absolute path, quoted as needed.
-fn credential_process_line(profile: &str) -> anyhow::Result<String> {
+pub(super) fn credential_process_line(profile: &str) -> anyhow::Result<String> {
     let exe = std::env::current_exe().context("finding the path of the lanyard binary")?;
     let exe = exe.canonicalize().unwrap_or(exe);
     process_command(&exe.to_string_lossy(), profile)
@@ -107,7 +107,7 @@ fn write_aws_profile(
 }
 
 /// The one verified role of the customer that allows `kind` sessions.
-async fn pick_role(
+pub(super) async fn pick_role(
     client: &Client,
     customer: &lanyard_api::CustomerId,
     kind: SessionKind,
@@ -421,6 +421,7 @@ pub fn setup_customer(ctx: &Ctx, args: &SetupCustomerArgs) -> anyhow::Result<()>
             cache: Some(&cache),
             mode: Mode::Refresh,
             debug: ctx.debug,
+            check_within: ctx.check_within,
         },
         || ctx.client_for(&config, &name, &profile),
     )?;

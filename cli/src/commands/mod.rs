@@ -19,16 +19,23 @@ mod access;
 mod approval;
 mod creds;
 mod login;
+mod migrate;
 mod obtain;
+mod profiles;
 mod queries;
+mod runlog;
+mod validate;
 
 pub use access::{setup_customer, support_access};
 pub use approval::{Verdict, sessions_decide, sessions_pending, sessions_wait};
 pub use creds::{check, credential_process, export, refresh};
 pub use login::{login, login_sso, token_info};
+pub use migrate::migrate;
 use obtain::obtain;
 pub use obtain::{Target, cache_key};
+pub use profiles::profiles;
 pub use queries::{customers_list, ping, sessions_list, sessions_revoke, usage_report};
+pub use validate::validate;
 
 /// Global options and where state lives.
 pub struct Ctx {
@@ -41,6 +48,9 @@ pub struct Ctx {
     pub debug: bool,
     pub output: Output,
     pub store: Store,
+    /// Cached credentials are served only while the broker vouched for them at most this
+    /// long ago (`--revocation-check-secs`).
+    pub check_within: chrono::Duration,
 }
 
 impl Ctx {
@@ -60,14 +70,23 @@ impl Ctx {
             debug,
             output,
             store,
+            check_within: chrono::Duration::seconds(
+                credentials::revocation::DEFAULT_WINDOW_SECS.into(),
+            ),
         };
         ctx.note(&format!("config directory {}", ctx.store.dir.display()));
         Ok(ctx)
     }
 
+    /// Sets the revocation check's window (`--revocation-check-secs`).
+    pub fn with_revocation_check(mut self, secs: u32) -> Ctx {
+        self.check_within = chrono::Duration::seconds(secs.into());
+        self
+    }
+
     pub fn note(&self, msg: &str) {
         if self.debug {
-            eprintln!("debug: {msg}");
+            crate::log::debug(msg);
         }
     }
 

@@ -18,6 +18,24 @@ pub fn cache_key(name: &str, profile: &Profile, server: &str) -> anyhow::Result<
     ))
 }
 
+/// The cache entry of `--customer` credentials: bound to the broker and to the token in
+/// effect (a digest of it), so that credentials fetched with one identity are never served to
+/// another in the same HOME (a runner shared by several pipelines, say). `None` when there is
+/// no token to bind it to without asking for one (GitHub Actions).
+pub fn customer_cache_key(
+    ctx: &Ctx,
+    origin: &str,
+    customer: &str,
+    role: Option<&str>,
+) -> Option<String> {
+    ctx.token_digest().map(|digest| {
+        format!(
+            "--customer {customer}/{}@{origin}#{digest}",
+            role.unwrap_or("-"),
+        )
+    })
+}
+
 /// Whose credentials a command hands out.
 pub enum Target {
     /// A profile written by `support-access` or `setup-customer`.
@@ -57,16 +75,8 @@ pub(super) fn obtain(ctx: &Ctx, target: &Target, mode: Mode) -> anyhow::Result<(
                 approval_expires_at: None,
                 identity: None,
             };
-            // Bound to the broker and to the token in effect (a digest of it), so that
-            // credentials fetched with one identity are never served to another in the same
-            // HOME (a runner shared by several pipelines, say).
             let origin = config::origin(&ctx.server(&config, None)?)?;
-            let key = ctx.token_digest().map(|digest| {
-                format!(
-                    "--customer {customer}/{}@{origin}#{digest}",
-                    role.as_deref().unwrap_or("-"),
-                )
-            });
+            let key = customer_cache_key(ctx, &origin, customer, role.as_deref());
             (format!("--customer {customer}"), &adhoc, key)
         }
     };
@@ -81,6 +91,7 @@ pub(super) fn obtain(ctx: &Ctx, target: &Target, mode: Mode) -> anyhow::Result<(
                 cache: None,
                 mode: Mode::NoCache,
                 debug: ctx.debug,
+                check_within: ctx.check_within,
             },
             || ctx.client(&config, None),
         );
@@ -108,6 +119,7 @@ pub(super) fn obtain(ctx: &Ctx, target: &Target, mode: Mode) -> anyhow::Result<(
             cache: cache.as_ref(),
             mode,
             debug: ctx.debug,
+            check_within: ctx.check_within,
         },
         || match target {
             Target::Profile(name) => ctx.client_for(&config, name, profile),

@@ -1,5 +1,6 @@
 //! The commands that ask the broker what is: `customers list`, `sessions list`, `sessions
-//! revoke`, `usage-report` and `ping`, printed as tables, the broker's text, or JSON.
+//! revoke`, `usage-report` and `ping`, printed as tables, the broker's text, or JSON (and the
+//! lists as bare ids, `--quiet`, for shell loops).
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -62,13 +63,47 @@ fn cell(v: &Value) -> String {
     }
 }
 
-pub fn customers_list(ctx: &Ctx) -> anyhow::Result<()> {
+/// `--quiet` and `--output json` are two answers to one question: the caller picks one.
+fn one_shape(ctx: &Ctx, quiet: bool) -> anyhow::Result<()> {
+    if quiet && ctx.json_output() {
+        bail!("--quiet prints ids only and --output json the whole list: choose one");
+    }
+    Ok(())
+}
+
+/// Ids, one a line and nothing else: what `for x in $(...)` reads. An id holding anything
+/// but the characters ids are made of (a broker that is not Lanyard's) is refused rather than
+/// split into words or run by a shell.
+fn print_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> anyhow::Result<()> {
+    let mut out = String::new();
+    for id in ids {
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            bail!(
+                "the broker listed an id that is not one word of letters, digits, '-', '_' or '.'"
+            );
+        }
+        out.push_str(id);
+        out.push('\n');
+    }
+    super::print_raw(&out)
+}
+
+pub fn customers_list(ctx: &Ctx, quiet: bool) -> anyhow::Result<()> {
+    one_shape(ctx, quiet)?;
     // Read as JSON, not as `lanyard_api::customers::CustomerList`: the table shows three
     // fields, and a list whose entries lack others the type requires (external ids,
     // timestamps) is still shown, as it was before the wire types were shared.
     let list: Value = api_get(ctx, "/v1/customers")?;
     if ctx.json_output() {
         return print_json(&list);
+    }
+    if quiet {
+        let customers = list["customers"].as_array().into_iter().flatten();
+        return print_ids(customers.map(|c| c["id"].as_str().unwrap_or_default()));
     }
     let rows: Vec<Vec<String>> = list["customers"]
         .as_array()
@@ -80,6 +115,7 @@ pub fn customers_list(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 pub fn sessions_list(ctx: &Ctx, args: &SessionsListArgs) -> anyhow::Result<()> {
+    one_shape(ctx, args.quiet)?;
     let mut query = Vec::new();
     if let Some(c) = &args.customer {
         query.push(format!("customer={}", client::customer_id(c)?));
@@ -98,6 +134,10 @@ pub fn sessions_list(ctx: &Ctx, args: &SessionsListArgs) -> anyhow::Result<()> {
     let list: SessionList = api_get(ctx, &path)?;
     if ctx.json_output() {
         return print_json(&list);
+    }
+    if args.quiet {
+        let ids: Vec<String> = list.sessions.iter().map(|s| s.id.to_string()).collect();
+        return print_ids(ids.iter().map(String::as_str));
     }
     print(&sessions_table(&list.sessions))
 }

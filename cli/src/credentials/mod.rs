@@ -10,6 +10,9 @@
 //! their session (support sessions near their end) cannot be replaced by longer ones: the
 //! cache serves those until [`END_MARGIN`] before they expire instead of asking the broker on
 //! every call.
+//!
+//! Revocation: whatever its freshness, a cached entry is served only while the broker vouched
+//! for it at most the check window ago (see `revocation`).
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Duration, Utc};
@@ -21,6 +24,7 @@ use crate::client::{self, Client};
 use crate::config::{Kind, Profile};
 
 mod export;
+pub mod revocation;
 
 pub use export::{ExportFormat, export, process_line};
 
@@ -82,7 +86,7 @@ pub fn describe(profile: &Profile) -> String {
 /// document is then refused naming the field, and never echoing its value (serde's errors
 /// quote what they could not read).
 pub async fn fetch(client: &Client, profile: &Profile) -> anyhow::Result<Cached> {
-    let document: Value = match profile.kind {
+    let (document, date): (Value, _) = match profile.kind {
         Kind::Support => {
             let session = profile
                 .session
@@ -90,7 +94,7 @@ pub async fn fetch(client: &Client, profile: &Profile) -> anyhow::Result<Cached>
                 .context("the profile is a support profile without a session id")?;
             let session = client::session_id(session)?;
             client
-                .post(&format!("/v1/sessions/{session}/credentials"), None::<&()>)
+                .post_dated(&format!("/v1/sessions/{session}/credentials"), None::<&()>)
                 .await?
         }
         Kind::Customer => {
@@ -103,14 +107,16 @@ pub async fn fetch(client: &Client, profile: &Profile) -> anyhow::Result<Cached>
                     role: Some(role.clone()),
                 });
             client
-                .post(
+                .post_dated(
                     &format!("/v1/customers/{customer}/credentials"),
                     body.as_ref(),
                 )
                 .await?
         }
     };
-    parse_document(document)
+    let mut cached = parse_document(document)?;
+    revocation::stamp(&mut cached, date, Utc::now());
+    Ok(cached)
 }
 
 /// A credential_process document as the AWS SDKs require it, with its expiry.
@@ -138,6 +144,8 @@ pub fn parse_document(document: Value) -> anyhow::Result<Cached> {
     Ok(Cached {
         document,
         expiration,
+        checked_at: None,
+        issued_at: None,
     })
 }
 
@@ -206,6 +214,9 @@ pub struct Obtain<'a> {
     pub cache: Option<&'a CredentialCache>,
     pub mode: Mode,
     pub debug: bool,
+    /// Cached entries are served only while the broker vouched for them at most this long
+    /// ago (`--revocation-check-secs`).
+    pub check_within: Duration,
 }
 
 /// The profile's credentials: fresh from the cache, or from the broker (built on demand by
@@ -216,7 +227,7 @@ pub fn obtain(
 ) -> anyhow::Result<(Cached, Source)> {
     let debug = |msg: &str| {
         if req.debug {
-            eprintln!("debug: {msg}");
+            crate::log::debug(msg);
         }
     };
     let cache = match (req.mode, req.cache) {
@@ -224,6 +235,7 @@ pub fn obtain(
         (_, Some(cache)) => Some(cache),
     };
     let fresh = |cached: &Cached| is_fresh(cached, req.profile, Utc::now());
+    let vouched = |cached: &Cached| revocation::vouched(cached, req.check_within, Utc::now());
     // The key id the cache held before this process waited for the lock: a different one
     // found under the lock was fetched by another process meanwhile.
     let mut before: Option<String> = None;
@@ -231,17 +243,25 @@ pub fn obtain(
         && let Some(cache) = cache
     {
         match cache.read(req.key) {
-            Some(cached) if fresh(&cached) => {
+            Some(cached) if fresh(&cached) && vouched(&cached) => {
                 debug(&cached_note(&cached));
                 return Ok((cached, Source::Cache));
             }
-            Some(cached) if just_fetched(cache, req.key, &cached) => {
+            Some(cached) if just_fetched(cache, req.key, &cached) && vouched(&cached) => {
                 debug(&format!(
                     "{}: fetched less than {} s ago, not asking again",
                     cached_note(&cached),
                     HOLD_DOWN.num_seconds()
                 ));
                 return Ok((cached, Source::Cache));
+            }
+            Some(cached) if fresh(&cached) || just_fetched(cache, req.key, &cached) => {
+                debug(&format!(
+                    "{}; the broker's last word that they were not revoked was {}: asking it",
+                    cached_note(&cached),
+                    revocation::last_check(&cached, Utc::now())
+                ));
+                before = Some(access_key_id(&cached).to_owned());
             }
             Some(cached) => {
                 debug(&format!("{}: refreshing", cached_note(&cached)));
@@ -251,7 +271,7 @@ pub fn obtain(
         }
     }
     // One process per profile talks to the broker; the others wait here, then find the
-    // cache filled.
+    // cache filled (or checked).
     let _lock = match cache {
         Some(cache) => {
             debug(&format!("waiting for the lock of profile {}", req.name));
@@ -259,29 +279,75 @@ pub fn obtain(
         }
         None => None,
     };
-    // What the cache holds under the lock: served should the broker be down.
+    let mut broker = Broker::new(connect);
+    // What the cache holds under the lock: served should the broker be down, if the broker
+    // vouched for it within the window.
     let mut standby: Option<Cached> = None;
+    // Why what the cache holds is not served should the broker be down.
+    let mut unvouched: Option<String> = None;
     if req.mode == Mode::Normal
-        && let Some(cached) = cache.and_then(|c| c.read(req.key))
+        && let Some(cache) = cache
+        && let Some(cached) = cache.read(req.key)
     {
         // Filled while this process waited: the broker's answer of a moment ago, even when
         // it is short-lived (a role whose maximum is 15 minutes), is what asking again
         // would give; N waiting processes must not make N requests.
         let filled = before.as_deref() != Some(access_key_id(&cached))
             && cached.expiration - Utc::now() > END_MARGIN;
-        if fresh(&cached) || filled {
+        let servable = fresh(&cached) || filled || just_fetched(cache, req.key, &cached);
+        if servable && vouched(&cached) {
             debug(&format!(
-                "filled by another process; {}",
+                "filled or checked by another process; {}",
                 cached_note(&cached)
             ));
             return Ok((cached, Source::Cache));
         }
-        standby = Some(cached);
+        if servable {
+            let checked = broker
+                .connected()
+                .and_then(|(client, rt)| rt.block_on(revocation::check(client, &cached)));
+            match checked {
+                Ok(revocation::Verdict::Unrevoked) => {
+                    debug("the broker says no session of the caller was revoked since");
+                    let mut cached = cached;
+                    cached.checked_at = Some(Utc::now());
+                    if let Err(e) = cache.write(req.key, &cached) {
+                        debug(&format!("warning: revocation check not recorded: {e:#}"));
+                    }
+                    return Ok((cached, Source::Cache));
+                }
+                Ok(revocation::Verdict::RevokedSince(epoch)) => {
+                    // Perhaps another of the caller's sessions: the broker tells (new
+                    // credentials, or 410 for this session).
+                    debug(&format!(
+                        "a session of the caller was revoked at {}, after these credentials \
+                         were issued: dropping them and asking the broker",
+                        revocation::epoch_time(epoch)
+                    ));
+                    if let Err(e) = cache.remove(req.key) {
+                        debug(&format!("warning: {e:#}"));
+                    }
+                }
+                Err(err) => {
+                    let err = revocation::refusal(err, &cached, req.check_within);
+                    return Err(err.context(format!("profile {}", req.name)));
+                }
+            }
+        } else if vouched(&cached) {
+            standby = Some(cached);
+        } else {
+            unvouched = Some(format!(
+                "the cached credentials are not served meanwhile: the broker's last word that \
+                 they were not revoked was {} ({} s allowed, {})",
+                revocation::last_check(&cached, Utc::now()),
+                req.check_within.num_seconds(),
+                revocation::WINDOW_ENV
+            ));
+        }
     }
     debug(&format!("asking the broker for {}", describe(req.profile)));
-    let client = connect()?;
-    let runtime = runtime()?;
-    match runtime.block_on(fetch(&client, req.profile)) {
+    let (client, runtime) = broker.connected()?;
+    match runtime.block_on(fetch(client, req.profile)) {
         Ok(fetched) => {
             debug(&format!(
                 "got AccessKeyId {} (secret [redacted]) expiring {}",
@@ -315,8 +381,41 @@ pub fn obtain(
             {
                 let _ = cache.remove(req.key);
             }
+            let err = match unvouched {
+                Some(why) if client::is_unavailable(&err) => err.context(why),
+                _ => err,
+            };
             Err(err.context(format!("profile {}", req.name)))
         }
+    }
+}
+
+/// The broker's client and the runtime it runs on, built on first use (a warm cache never
+/// pays for a TLS client), then shared by the revocation check and the credential request (a
+/// client's pooled connection lives on the runtime that opened it).
+struct Broker<F> {
+    connect: Option<F>,
+    client: Option<(Client, tokio::runtime::Runtime)>,
+}
+
+impl<F: FnOnce() -> anyhow::Result<Client>> Broker<F> {
+    fn new(connect: F) -> Self {
+        Broker {
+            connect: Some(connect),
+            client: None,
+        }
+    }
+
+    fn connected(&mut self) -> anyhow::Result<(&Client, &tokio::runtime::Runtime)> {
+        if self.client.is_none()
+            && let Some(connect) = self.connect.take()
+        {
+            self.client = Some((connect()?, runtime()?));
+        }
+        self.client
+            .as_ref()
+            .map(|(client, runtime)| (client, runtime))
+            .context("the broker's client could not be built")
     }
 }
 

@@ -13,6 +13,8 @@ fn cached(left: Duration) -> Cached {
             expiration: expiration.to_rfc3339(),
         },
         expiration,
+        checked_at: None,
+        issued_at: None,
     }
 }
 
@@ -121,6 +123,8 @@ fn documents_that_could_break_out_of_a_shell_are_refused_without_echoing_them() 
         let cached = Cached {
             document: serde_json::from_value(doc).unwrap(),
             expiration: Utc::now() + Duration::hours(1),
+            checked_at: None,
+            issued_at: None,
         };
         assert!(export(&cached, ExportFormat::Env).is_err());
     }

@@ -312,7 +312,10 @@ async fn a_denied_request_ends_the_wait_with_the_deciders_comment_and_writes_no_
             && last.ends_with(": no change ticket"),
         "{done:?}"
     );
-    assert!(!has_profile(&alice, &format!("support-{customer}-{case}-write")));
+    assert!(!has_profile(
+        &alice,
+        &format!("support-{customer}-{case}-write")
+    ));
     // Deciding twice is refused, saying who decided first.
     let again = bob.lanyard(&["sessions", "approve", &id]).await;
     assert_eq!(again.code, 1, "{again:?}");

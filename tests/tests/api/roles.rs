@@ -581,7 +581,12 @@ async fn required_actions_are_checked_as_the_role_and_the_result_kept_per_action
 
     // A support engineer checks other actions now; nothing is stored.
     let alice = app
-        .token_for("alice", Role::Support, None, std::time::Duration::from_secs(3600))
+        .token_for(
+            "alice",
+            Role::Support,
+            None,
+            std::time::Duration::from_secs(3600),
+        )
         .await;
     let (status, adhoc) = app
         .call(
@@ -594,9 +599,16 @@ async fn required_actions_are_checked_as_the_role_and_the_result_kept_per_action
     assert_eq!(status, 200, "{adhoc}");
     assert_eq!(adhoc["results"][1]["decision"], "implicit_deny");
     let (_, shown) = app
-        .admin(Method::GET, &format!("/v1/customers/{id}/roles/readonly"), None)
+        .admin(
+            Method::GET,
+            &format!("/v1/customers/{id}/roles/readonly"),
+            None,
+        )
         .await;
-    assert_eq!(shown["validation"], role["validation"], "ad-hoc results are not stored");
+    assert_eq!(
+        shown["validation"], role["validation"],
+        "ad-hoc results are not stored"
+    );
 
     // Bad input: nothing asked of AWS, nothing changed.
     let before = app.snapshot().await;
