@@ -146,6 +146,16 @@ fn append(path: &Path, line: &str) -> anyhow::Result<()> {
         .metadata()
         .with_context(|| format!("inspecting {}", path.display()))?;
     private::check_file(path, &meta, Sensitivity::Settings)?;
+    // A file the user made beforehand (`touch`, umask 022) is made private too: the log
+    // names profiles, customers, cases and access key ids.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("making {} private (0600)", path.display()))?;
+        }
+    }
     file.write_all(line.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
 }

@@ -383,6 +383,9 @@ pub struct SessionsListArgs {
     /// Only live sessions.
     #[arg(long)]
     active: bool,
+    /// At most this many, newest first (1-1000); a list cut at the limit says so on stderr.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    limit: u16,
     /// Only the session ids, one a line, nothing else on stdout.
     #[arg(long, short)]
     quiet: bool,

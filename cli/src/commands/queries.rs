@@ -126,12 +126,17 @@ pub fn sessions_list(ctx: &Ctx, args: &SessionsListArgs) -> anyhow::Result<()> {
     if args.active {
         query.push("active=true".into());
     }
-    let path = if query.is_empty() {
-        "/v1/sessions".to_owned()
-    } else {
-        format!("/v1/sessions?{}", query.join("&"))
-    };
+    query.push(format!("limit={}", args.limit));
+    let path = format!("/v1/sessions?{}", query.join("&"));
     let list: SessionList = api_get(ctx, &path)?;
+    if list.sessions.len() >= usize::from(args.limit) {
+        // A script looping over the ids must not miss the rest without a word.
+        eprintln!(
+            "lanyard: showing the newest {} sessions; there may be more (--limit, up to 1000, \
+             or narrow with --customer, --case, --active)",
+            args.limit
+        );
+    }
     if ctx.json_output() {
         return print_json(&list);
     }

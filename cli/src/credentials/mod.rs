@@ -86,6 +86,7 @@ pub fn describe(profile: &Profile) -> String {
 /// document is then refused naming the field, and never echoing its value (serde's errors
 /// quote what they could not read).
 pub async fn fetch(client: &Client, profile: &Profile) -> anyhow::Result<Cached> {
+    let started = std::time::Instant::now();
     let (document, date): (Value, _) = match profile.kind {
         Kind::Support => {
             let session = profile
@@ -115,7 +116,11 @@ pub async fn fetch(client: &Client, profile: &Profile) -> anyhow::Result<Cached>
         }
     };
     let mut cached = parse_document(document)?;
-    revocation::stamp(&mut cached, date, Utc::now());
+    // The broker's `Date` is when it answered; it checked the session up to a round trip
+    // earlier (an STS call under throttling can take seconds). A revocation in between must
+    // still count as after the issue: take the whole round trip off.
+    let round_trip = Duration::from_std(started.elapsed()).unwrap_or(Duration::zero());
+    revocation::stamp(&mut cached, date.map(|d| d - round_trip), Utc::now());
     Ok(cached)
 }
 
@@ -428,10 +433,17 @@ fn access_key_id(cached: &Cached) -> &str {
 /// for [`HOLD_DOWN`] rather than asked for on every call.
 fn just_fetched(cache: &CredentialCache, key: &str, cached: &Cached) -> bool {
     let now = Utc::now();
+    // The earlier of when the broker issued them and when the file was written: a
+    // revocation check rewrites the entry, and must not make old credentials look new.
     let written = std::fs::metadata(cache.path(key))
         .and_then(|m| m.modified())
-        .map(DateTime::<Utc>::from);
-    cached.expiration - now > END_MARGIN && written.is_ok_and(|t| (now - t).abs() < HOLD_DOWN)
+        .map(DateTime::<Utc>::from)
+        .ok();
+    let fetched = match (cached.issued_at, written) {
+        (Some(issued), Some(written)) => Some(issued.min(written)),
+        (issued, written) => issued.or(written),
+    };
+    cached.expiration - now > END_MARGIN && fetched.is_some_and(|t| (now - t).abs() < HOLD_DOWN)
 }
 
 fn cached_note(cached: &Cached) -> String {
