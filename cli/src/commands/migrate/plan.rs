@@ -10,7 +10,14 @@ use crate::aws_config::{self, FileKind};
 /// Settings a migrated profile loses (to the backup): every way the AWS CLI would otherwise
 /// get credentials for it before it runs `credential_process` (an assumed role, static keys
 /// in the credentials file; botocore's resolver tries those first), and what went with them.
-pub const REMOVED: [&str; 12] = [
+pub const REMOVED: [&str; 18] = [
+    // An SSO provider would be tried before credential_process.
+    "sso_session",
+    "sso_account_id",
+    "sso_role_name",
+    "sso_start_url",
+    "sso_region",
+    "sso_registration_scopes",
     "role_arn",
     "external_id",
     "source_profile",
