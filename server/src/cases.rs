@@ -218,7 +218,7 @@ pub async fn close(
     // Remembered, under the case's lock: a session being opened for the case right now
     // either committed before (and is revoked below) or sees the close.
     db::cases::lock_and_close(&mut tx, case, &actor).await?;
-    let ended = db::sessions::revoke_case(&mut tx, case, &actor).await?;
+    let ended = db::session_changes::revoke_case(&mut tx, case, &actor).await?;
     for session in &ended {
         let event = NewEvent {
             customer_id: Some(session.customer_id.to_string()),

@@ -47,6 +47,10 @@ pub enum Action {
     /// See the configured webhooks and their deliveries (not limited to customers: events
     /// of every customer pass through them, so customer-limited tokens may not).
     ReadEvents,
+    /// Close a case, ending every session of it (`POST /v1/cases/{id}/close`); sessions of
+    /// every customer may end, so only tokens for every customer (see
+    /// [`Principal::authorize_everywhere`]).
+    CloseCases,
     /// Check a role's permissions with iam:SimulatePrincipalPolicy (`lanyard validate`).
     ValidateRoles,
     /// Read the audit log (`GET /v1/audit`) and the usage report; customer-limited tokens
@@ -68,6 +72,7 @@ impl Action {
             Action::ApproveSessions => matches!(role, Admin | Support),
             Action::ValidateRoles => matches!(role, Admin | Support | Service),
             Action::ReadEvents => matches!(role, Admin | Auditor),
+            Action::CloseCases => matches!(role, Admin),
         }
     }
 }
@@ -105,6 +110,20 @@ impl Principal {
             && !self.may_see(customer)
         {
             return Err(customer_not_found(customer));
+        }
+        Ok(())
+    }
+
+    /// Decides an `action` that reaches every customer at once (closing a case, reading the
+    /// webhooks' deliveries): the role may do it, and the token is not limited to some
+    /// customers.
+    pub fn authorize_everywhere(&self, action: Action) -> Result<(), AuthError> {
+        self.authorize(action, None)?;
+        if self.customers.is_some() {
+            return Err(AuthError::Forbidden(
+                "this reaches every customer: a token limited to some customers may not do it"
+                    .into(),
+            ));
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ pub mod customers;
 pub mod events;
 pub mod retention;
 pub mod roles;
+pub mod session_changes;
 pub mod sessions;
 pub mod tokens;
 pub mod usage;

@@ -39,7 +39,7 @@ pub struct SessionRow {
     pub decision_comment: Option<String>,
 }
 
-const COLUMNS: &str =
+pub(super) const COLUMNS: &str =
     "s.id, s.kind, s.customer_id, s.role_name, s.case_id, s.reason, s.profile_name,
     s.requested_by, s.requested_by_role, s.created_at, s.expires_at, s.revoked_at, s.revoked_by,
     s.credentials_valid_until, s.tier, s.case_title, s.case_url, s.case_check,
@@ -269,94 +269,6 @@ pub async fn record_issue(
     Ok(recorded.is_some())
 }
 
-/// Approves or denies a pending request: an approval starts the session's clock. `None`
-/// when the session is not pending any more (decided, revoked or expired).
-#[tracing::instrument(skip_all, fields(session = %id))]
-pub async fn decide(
-    conn: &mut PgConnection,
-    id: Uuid,
-    decision: ApprovalStatus,
-    by: &str,
-    comment: Option<&str>,
-) -> Result<Option<SessionRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE session s SET approval = $2, decided_by = $3, decided_at = now(),
-                decision_comment = $4,
-                -- A denied request never started: there is no end to announce.
-                ended_event_at = CASE WHEN $2 = 'denied' THEN now() ELSE s.ended_event_at END,
-                expires_at = CASE WHEN $2 = 'approved'
-                                  THEN now() + make_interval(secs => s.duration_seconds)
-                                  ELSE s.expires_at END
-         WHERE s.id = $1 AND s.approval = 'pending' AND s.revoked_at IS NULL
-           AND s.expires_at > now() AND s.requested_by <> $3
-         RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(decision)
-    .bind(by)
-    .bind(comment)
-    .fetch_optional(conn)
-    .await
-}
-
-/// Requests waiting for approval, oldest first, within the token's customer limit.
-#[tracing::instrument(skip_all)]
-pub async fn pending(
-    pool: &PgPool,
-    customers: Option<&[String]>,
-    limit: i64,
-) -> Result<Vec<SessionRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM session s
-         WHERE s.approval = 'pending' AND s.revoked_at IS NULL AND s.expires_at > now()
-           AND ($1::text[] IS NULL OR s.customer_id = ANY($1))
-         ORDER BY s.created_at, s.id LIMIT $2"
-    )))
-    .bind(customers)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
-}
-
-/// Revokes every live or pending session of a case (not denied ones: they never started).
-#[tracing::instrument(skip_all, fields(case = %case))]
-pub async fn revoke_case(
-    conn: &mut PgConnection,
-    case: &CaseId,
-    by: &str,
-) -> Result<Vec<SessionRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE session s SET revoked_at = clock_timestamp(), revoked_by = $2
-         WHERE s.case_id = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
-           AND s.approval IS DISTINCT FROM 'denied'
-         RETURNING {COLUMNS}"
-    )))
-    .bind(case)
-    .bind(by)
-    .fetch_all(conn)
-    .await
-}
-
-/// Marks up to `limit` sessions that ran out (or whose request expired unapproved) since the
-/// last sweep, so that their `session.ended` events are written once; rows another instance
-/// is marking are skipped.
-pub async fn claim_ended(
-    conn: &mut PgConnection,
-    limit: i64,
-) -> Result<Vec<SessionRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "WITH due AS (
-             SELECT id FROM session
-             WHERE ended_event_at IS NULL AND revoked_at IS NULL AND expires_at <= now()
-             ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-         UPDATE session s SET ended_event_at = now() FROM due WHERE s.id = due.id
-         RETURNING {COLUMNS}"
-    )))
-    .bind(limit)
-    .fetch_all(conn)
-    .await
-}
-
 /// When a session `subject` opened was last revoked, in Unix milliseconds (0: never).
 pub async fn revocation_epoch(pool: &PgPool, subject: &str) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
@@ -368,8 +280,8 @@ pub async fn revocation_epoch(pool: &PgPool, subject: &str) -> Result<i64, sqlx:
     .await
 }
 
-/// Sessions neither expired nor revoked, nor waiting for (or refused) approval (for the `lanyard_active_sessions` gauge; a periodic
-/// count, not a per-request one).
+/// Sessions neither expired nor revoked, nor waiting for (or refused) approval (for the
+/// `lanyard_active_sessions` gauge; a periodic count, not a per-request one).
 #[tracing::instrument(skip_all)]
 pub async fn count_active(db: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(

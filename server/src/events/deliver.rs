@@ -292,7 +292,7 @@ fn slack_text_raw(payload: &serde_json::Value) -> String {
 async fn sweep_ended(db: &PgPool, outbox: &Outbox) -> Result<(), sqlx::Error> {
     loop {
         let mut tx = db.begin().await?;
-        let ended = db::sessions::claim_ended(&mut tx, 100).await?;
+        let ended = db::session_changes::claim_ended(&mut tx, 100).await?;
         for session in &ended {
             outbox
                 .write(&mut tx, NewEvent::session(ENDED, "system", session))

@@ -22,7 +22,7 @@ pub async fn pending(
 ) -> Result<Vec<SessionRow>, Error> {
     principal.authorize(Action::ApproveSessions, None)?;
     let scope = principal.customer_scope();
-    Ok(db::sessions::pending(&state.db, scope.as_deref(), limit).await?)
+    Ok(db::session_changes::pending(&state.db, scope.as_deref(), limit).await?)
 }
 
 /// Approves (or denies) a pending request. Refusals are audited.
@@ -104,7 +104,8 @@ async fn record(
     action: &'static str,
 ) -> Result<SessionRow, Error> {
     let mut tx = state.db.begin().await?;
-    let Some(row) = db::sessions::decide(&mut tx, id, decision, principal.actor(), comment).await?
+    let Some(row) =
+        db::session_changes::decide(&mut tx, id, decision, principal.actor(), comment).await?
     else {
         // Decided, withdrawn or expired since it was checked: say which.
         drop(tx);

@@ -6,7 +6,7 @@
 //! A credential request, from handler to AWS and back: `vend::session_credentials` (or
 //! `vend::customer_credentials`, which finds or opens the caller's customer session) reads
 //! the session's [`grant`] (cached for at most 500 ms), lets `Principal::authorize_owner`
-//! decide, checks the grant (`assume::check`), takes credentials from the per-holder cache
+//! decide, checks the grant (`grant::check`), takes credentials from the per-holder cache
 //! or one shared AssumeRole (`assume::issue`), writes the audit row through the group-commit
 //! writer and counts the request; only then does the handler answer.
 

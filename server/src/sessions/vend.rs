@@ -128,7 +128,7 @@ async fn vend(
                 Error::NotFound(format!("session {} does not exist", s.id))
             },
         )),
-        Ok(()) => match assume::check(grant) {
+        Ok(()) => match super::grant::check(grant) {
             Err(refused) => Err(refused),
             Ok(()) => {
                 assume::issue(state, grant, principal.actor(), ctx.request_id.as_deref()).await
